@@ -1,0 +1,140 @@
+"""Every configuration key of cgnl_video, with its default and a one-line comment.
+
+Key names follow PySlowFast where the concept is the same. Experiment files in
+``configs/`` override these defaults (with ``_BASE_`` inheritance) and the
+command line overrides the file with ``KEY VALUE`` pairs.
+"""
+
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+# ----------------------------------------------------------------------------- top level
+_C.RNG_SEED = 0  # seed of every random number generator (python, numpy, torch)
+_C.OUTPUT_DIR = "./output"  # logs, checkpoints, config dump and test metrics go here
+_C.LOG_PERIOD = 10  # iterations between two progress lines in the log
+_C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + cudnn.deterministic
+
+# ----------------------------------------------------------------------------- data
+_C.DATA = CfgNode()
+_C.DATA.PATH_TO_DATA_DIR = ""  # folder with train.txt, val.txt, test.txt and classes.txt
+_C.DATA.PATH_PREFIX = ""  # root that the manifest paths are relative to
+_C.DATA.NUM_FRAMES = 32  # frames per clip fed to the network
+_C.DATA.SAMPLING_RATE = 2  # keep every k-th frame: a clip spans NUM_FRAMES * SAMPLING_RATE frames
+_C.DATA.TRAIN_CROP_SIZE = 224  # side of the square training crop
+_C.DATA.TRAIN_JITTER_SCALES_RELATIVE = [0.08, 1.25]  # crop area as a fraction of the frame area
+_C.DATA.TRAIN_JITTER_ASPECT_RELATIVE = [0.75, 1.3333]  # crop aspect ratio (w / h) range
+_C.DATA.RANDOM_FLIP = True  # random horizontal flip of training clips
+_C.DATA.VAL_SHORT_SIDE = 256  # val clips: short side resized to this ...
+_C.DATA.VAL_CROP_SIZE = 224  # ... then a centre crop of this side
+_C.DATA.TEST_CROP_SIZE = 256  # test views: short side resized to this, square crops of this side
+_C.DATA.MEAN = [0.485, 0.456, 0.406]  # per-channel mean of 0-1 RGB (ImageNet)
+_C.DATA.STD = [0.229, 0.224, 0.225]  # per-channel std of 0-1 RGB (ImageNet)
+_C.DATA.DECODING_BACKEND = "decord"  # video files: "decord" (PyAV fallback) or "pyav"
+_C.DATA.JPEG_DECODER = "auto"  # frame folders: "auto", "torchvision" or "pil"
+_C.DATA.MAX_CONSECUTIVE_FAILURES = 20  # unreadable training samples in a row before the job stops
+
+# ----------------------------------------------------------------------------- data loader
+_C.DATA_LOADER = CfgNode()
+_C.DATA_LOADER.NUM_WORKERS = 8  # worker processes per training process
+_C.DATA_LOADER.PIN_MEMORY = True  # pin host memory (only takes effect on GPU)
+
+# ----------------------------------------------------------------------------- model
+_C.MODEL = CfgNode()
+_C.MODEL.ARCH = "c2d"  # backbone family; "c2d" is the only one for now
+_C.MODEL.NUM_CLASSES = 200  # classes of the final fc
+_C.MODEL.DROPOUT_RATE = 0.5  # dropout before the fc
+_C.MODEL.CHANNELS_LAST = False  # run the model in channels_last_3d memory format
+_C.MODEL.COMPILE = False  # wrap the model with torch.compile
+
+# ----------------------------------------------------------------------------- ResNet backbone
+_C.RESNET = CfgNode()
+_C.RESNET.DEPTH = 50  # 50 or 101
+_C.RESNET.NORM = "batchnorm"  # "batchnorm" or "sync_batchnorm" (distributed runs)
+_C.RESNET.ZERO_INIT_FINAL_BN = True  # last BN of each residual block starts at gamma = 0
+_C.RESNET.IMAGENET_WEIGHTS = ""  # local torchvision ResNet state dict to initialise from ("" = random)
+_C.RESNET.STEM_CONV_KERNEL = [1, 7, 7]  # conv1 kernel (T, H, W)
+_C.RESNET.STEM_CONV_STRIDE = [2, 2, 2]  # conv1 stride (T, H, W)
+_C.RESNET.STEM_POOL_KERNEL = [2, 3, 3]  # pool1 kernel (T, H, W)
+_C.RESNET.STEM_POOL_STRIDE = [2, 2, 2]  # pool1 stride (T, H, W)
+_C.RESNET.POOL2_KERNEL = [2, 1, 1]  # temporal max pool after res2 (T, H, W)
+_C.RESNET.POOL2_STRIDE = [2, 1, 1]  # its stride (T, H, W)
+_C.RESNET.CONV_A_KERNEL = [[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]]  # 1st conv of blocks, res2..res5
+_C.RESNET.CONV_B_KERNEL = [[1, 3, 3], [1, 3, 3], [1, 3, 3], [1, 3, 3]]  # 2nd conv of blocks, res2..res5
+_C.RESNET.SPATIAL_STRIDES = [1, 2, 2, 2]  # spatial stride of the first block of res2..res5
+_C.RESNET.TEMPORAL_STRIDES = [1, 1, 1, 1]  # temporal stride of the first block of res2..res5
+
+# ----------------------------------------------------------------------------- inserted blocks
+# Where extra blocks go: for each stage res2..res5, the indices of the residual
+# blocks after which one block of NONLOCAL.TYPE is inserted. Presets for the
+# paper's "1 block" and "5 blocks" are in cgnl_video.models.placement_preset.
+_C.NONLOCAL = CfgNode()
+_C.NONLOCAL.TYPE = "none"  # "none", "nl", "cgnl" or "residual" (the simple block of Table 3)
+_C.NONLOCAL.LOCATION = [[], [], [], []]  # per stage res2..res5: block indices to insert after
+_C.NONLOCAL.DIM_INNER_RATIO = 0.5  # inner channels = ratio * stage channels (theta/phi/g width)
+
+# NL block (Wang et al.), the baseline.
+_C.NL = CfgNode()
+_C.NL.INSTANTIATION = "softmax"  # "softmax" (embedded Gaussian) or "dot_product"
+_C.NL.POOL = [1, 2, 2]  # max-pool kernel/stride on the input of phi and g ([1, 1, 1] = none)
+_C.NL.SCALE = True  # softmax: scale theta^T phi by dim_inner ** -0.5 first
+
+# CGNL block (Yue et al.).
+_C.CGNL = CfgNode()
+_C.CGNL.KERNEL = "dot"  # "dot", "embedded_gaussian" or "rbf"
+_C.CGNL.GROUPS = 8  # channel groups G
+_C.CGNL.ORDER = 3  # Taylor order P (embedded_gaussian and rbf)
+_C.CGNL.GAMMA = 1e-4  # RBF gamma
+_C.CGNL.USE_SCALE = False  # divide the group scalars by sqrt(C' * T * H * W)
+_C.CGNL.NORM = "bn"  # "bn" (paper, Eq. 13) or "gn" (official image code)
+_C.CGNL.FUSED = False  # run theta/phi/g as one convolution (same weights, saved separately)
+
+# ----------------------------------------------------------------------------- batch norm
+_C.BN = CfgNode()
+_C.BN.WEIGHT_DECAY = 0.0  # weight decay of norm weights and biases (see SOLVER.ZERO_WD_1D_PARAM)
+
+# ----------------------------------------------------------------------------- solver
+_C.SOLVER = CfgNode()
+_C.SOLVER.BASE_LR = 0.01  # learning rate for the global TRAIN.BATCH_SIZE
+_C.SOLVER.LR_POLICY = "steps_with_relative_lrs"  # "steps_with_relative_lrs" or "cosine"
+_C.SOLVER.STEPS = [0, 40, 70]  # epochs where each step of LRS starts (first must be 0)
+_C.SOLVER.LRS = [1.0, 0.1, 0.01]  # LR multipliers of the steps
+_C.SOLVER.COSINE_END_LR = 0.0  # final LR of the cosine schedule
+_C.SOLVER.MAX_EPOCH = 80  # training epochs
+_C.SOLVER.MOMENTUM = 0.9  # SGD momentum
+_C.SOLVER.NESTEROV = False  # Nesterov momentum
+_C.SOLVER.WEIGHT_DECAY = 1e-4  # L2 weight decay
+_C.SOLVER.ZERO_WD_1D_PARAM = True  # no weight decay on norm parameters and biases
+_C.SOLVER.WARMUP_EPOCHS = 10.0  # linear warmup length in epochs (0 = none)
+_C.SOLVER.WARMUP_START_LR = 0.001  # LR at the start of the warmup
+
+# ----------------------------------------------------------------------------- training
+_C.TRAIN = CfgNode()
+_C.TRAIN.ENABLE = True  # train the model
+_C.TRAIN.BATCH_SIZE = 64  # global clips per step, split over processes
+_C.TRAIN.EVAL_PERIOD = 1  # epochs between two validations (0 = never)
+_C.TRAIN.CHECKPOINT_PERIOD = 1  # epochs between two checkpoints
+_C.TRAIN.CHECKPOINT_KEEP = 3  # how many recent checkpoints to keep
+_C.TRAIN.AUTO_RESUME = True  # continue from the last complete checkpoint in OUTPUT_DIR
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""  # initialise from this checkpoint when not resuming
+_C.TRAIN.MIXED_PRECISION = False  # autocast on GPU
+_C.TRAIN.AMP_DTYPE = "bf16"  # "bf16" or "fp16" (fp16 uses a grad scaler)
+
+# ----------------------------------------------------------------------------- testing
+_C.TEST = CfgNode()
+_C.TEST.ENABLE = True  # multi-view test after training (or alone)
+_C.TEST.BATCH_SIZE = 8  # global videos per test batch (each with all its views)
+_C.TEST.NUM_ENSEMBLE_VIEWS = 10  # clips per video, starts spread uniformly
+_C.TEST.NUM_SPATIAL_CROPS = 3  # crops per clip covering the longer side (1 = centre)
+_C.TEST.FULL_FRAME = False  # keep the whole resized frame instead of square crops
+_C.TEST.VIEWS_PER_FORWARD = 6  # views per forward pass (bounds memory)
+_C.TEST.CHECKPOINT_FILE_PATH = ""  # weights to test ("" = the last training checkpoint)
+
+# ----------------------------------------------------------------------------- distributed
+_C.DIST = CfgNode()
+_C.DIST.BACKEND = "auto"  # "auto" (nccl on GPU, gloo on CPU), "nccl" or "gloo"
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the defaults (never the module-level object itself)."""
+    return _C.clone()

@@ -1,0 +1,55 @@
+"""Load a YAML experiment file (with ``_BASE_``) plus ``KEY VALUE`` overrides."""
+
+import os
+import re
+from typing import Optional, Sequence
+
+from fvcore.common.config import CfgNode
+
+from cgnl_video.config.defaults import get_cfg
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+_UNKNOWN_KEY = re.compile(r"Non-existent config key: (\S+)")
+
+
+def _unknown_key_error(exc: KeyError, source: str) -> ConfigError:
+    text = str(exc.args[0]) if exc.args else str(exc)
+    match = _UNKNOWN_KEY.search(text)
+    key = match.group(1) if match else text
+    return ConfigError(f"unknown config key {key} (in {source})")
+
+
+def load_config(cfg_file: Optional[str] = None, opts: Sequence[str] = (), check: bool = True) -> CfgNode:
+    """Defaults, then ``cfg_file`` (following ``_BASE_``), then ``opts`` pairs.
+
+    Raises ConfigError naming the key for an unknown key, a malformed override
+    list, or (with ``check``) a value that ``validate`` rejects.
+    """
+    cfg = get_cfg()
+    if cfg_file:
+        if not os.path.isfile(cfg_file):
+            raise ConfigError(f"config file not found: {cfg_file}")
+        try:
+            cfg.merge_from_file(cfg_file)
+        except KeyError as exc:
+            raise _unknown_key_error(exc, cfg_file) from None
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"overrides must be KEY VALUE pairs; {opts[-1]!r} has no value")
+    for key, value in zip(opts[0::2], opts[1::2]):
+        try:
+            cfg.merge_from_list([key, value])
+        except KeyError as exc:
+            raise _unknown_key_error(exc, "command line") from None
+        except (ValueError, AssertionError) as exc:
+            raise ConfigError(f"bad value {value!r} for {key}: {exc}") from None
+    if check:
+        from cgnl_video.config.validate import validate
+
+        validate(cfg)
+    cfg.freeze()
+    return cfg

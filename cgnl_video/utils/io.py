@@ -1,0 +1,37 @@
+"""Atomic file writes: a reader never sees a half-written file.
+
+Each helper writes to a temporary name in the destination folder, flushes it to
+disk, then renames it over the destination (``os.replace`` is atomic on POSIX).
+"""
+
+import contextlib
+import os
+import tempfile
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on clean exit rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": encoding})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w") as handle:
+        handle.write(text)

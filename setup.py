@@ -1,0 +1,28 @@
+"""cgnl_video: Compact Generalized Non-local networks for video, on PyTorchVideo."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="cgnl_video",
+    version="0.1.0",
+    description="C2D ResNets with spacetime CGNL / NL blocks for video action recognition",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["cgnl_video", "cgnl_video.*"]),
+    install_requires=[
+        "torch>=2.2",
+        "torchvision>=0.17",
+        "pytorchvideo>=0.1.5",
+        "decord>=0.6.0",
+        "av>=11",
+        "fvcore>=0.1.5.post20221221",
+        "iopath>=0.1.9",
+        "simplejson>=3.17",
+        "numpy",
+        "pillow",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+)
