@@ -50,6 +50,7 @@ _C.MODEL.COMPILE = False  # wrap the model with torch.compile
 # ----------------------------------------------------------------------------- ResNet backbone
 _C.RESNET = CfgNode()
 _C.RESNET.DEPTH = 50  # 50 or 101
+_C.RESNET.WIDTH_PER_GROUP = 64  # stem width; stage widths scale with it (64 = standard ResNet)
 _C.RESNET.NORM = "batchnorm"  # "batchnorm" or "sync_batchnorm" (distributed runs)
 _C.RESNET.ZERO_INIT_FINAL_BN = True  # last BN of each residual block starts at gamma = 0
 _C.RESNET.IMAGENET_WEIGHTS = ""  # local torchvision ResNet state dict to initialise from ("" = random)

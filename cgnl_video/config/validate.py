@@ -8,7 +8,7 @@ from typing import Any, Iterable, Sequence
 from fvcore.common.config import CfgNode
 
 from cgnl_video.config.load import ConfigError
-from cgnl_video.models.spec import STAGE_DEPTHS, STAGE_NAMES, STAGE_OUT_CHANNELS
+from cgnl_video.models.spec import STAGE_DEPTHS, STAGE_NAMES, stage_out_channels
 
 BLOCK_TYPES = ("none", "nl", "cgnl", "residual")
 CGNL_KERNELS = ("dot", "embedded_gaussian", "rbf")
@@ -64,6 +64,8 @@ def _validate_model(cfg: CfgNode) -> None:
     _one_of(r.NORM, ("batchnorm", "sync_batchnorm"), "RESNET.NORM")
     _require(0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0, "MODEL.DROPOUT_RATE", "must be in [0, 1)")
     _positive(cfg, "MODEL.NUM_CLASSES")
+    _require(r.WIDTH_PER_GROUP >= 4 and r.WIDTH_PER_GROUP % 4 == 0,
+             "RESNET.WIDTH_PER_GROUP", f"must be a positive multiple of 4, got {r.WIDTH_PER_GROUP}")
     for key in ("STEM_CONV_KERNEL", "STEM_CONV_STRIDE", "STEM_POOL_KERNEL", "STEM_POOL_STRIDE",
                 "POOL2_KERNEL", "POOL2_STRIDE"):
         _triple(r[key], f"RESNET.{key}")
@@ -105,10 +107,11 @@ def _validate_inserted_blocks(cfg: CfgNode) -> None:
     _require(c.GROUPS >= 1, "CGNL.GROUPS", f"must be >= 1, got {c.GROUPS}")
     if nl.TYPE != "cgnl":
         return
+    widths = stage_out_channels(cfg.RESNET.WIDTH_PER_GROUP)
     for stage, indices in enumerate(nl.LOCATION):
         if not indices:
             continue
-        channels = STAGE_OUT_CHANNELS[stage]
+        channels = widths[stage]
         inner = int(channels * nl.DIM_INNER_RATIO)
         _require(
             inner % c.GROUPS == 0,
