@@ -33,6 +33,7 @@ _C.DATA.STD = [0.229, 0.224, 0.225]  # per-channel std of 0-1 RGB (ImageNet)
 _C.DATA.DECODING_BACKEND = "decord"  # video files: "decord" (PyAV fallback) or "pyav"
 _C.DATA.JPEG_DECODER = "auto"  # frame folders: "auto", "torchvision" or "pil"
 _C.DATA.MAX_CONSECUTIVE_FAILURES = 20  # unreadable training samples in a row before the job stops
+_C.DATA.PREPARE_SYNTHETIC = False  # demo: first make the synthetic set in PATH_TO_DATA_DIR (data_prep scripts; skips what exists)
 
 # ----------------------------------------------------------------------------- data loader
 _C.DATA_LOADER = CfgNode()
