@@ -1,0 +1,98 @@
+"""Checkpoints: atomic save into OUTPUT_DIR/checkpoints, keep the last K,
+find the last complete one, load with ``weights_only=True``.
+
+A checkpoint is a dict of plain types and tensors only (the config as a YAML
+string, RNG states as tensors and tuples), so torch's safe unpickler reads it.
+"""
+
+import os
+import re
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from cgnl_video.utils.io import atomic_open
+from cgnl_video.utils.logging import get_logger
+
+CHECKPOINT_SUBDIR = "checkpoints"
+_NAME = re.compile(r"^checkpoint_epoch_(\d{5})\.pyth$")
+
+
+def checkpoint_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, CHECKPOINT_SUBDIR)
+
+
+def checkpoint_path(output_dir: str, epoch: int) -> str:
+    """Path of the checkpoint written after (1-based) ``epoch`` epochs."""
+    return os.path.join(checkpoint_dir(output_dir), f"checkpoint_epoch_{epoch:05d}.pyth")
+
+
+def list_checkpoints(output_dir: str) -> List[str]:
+    """Complete checkpoints in OUTPUT_DIR/checkpoints, oldest first.
+
+    Temporary files of an interrupted save (``.checkpoint_....tmp``) never match.
+    """
+    folder = checkpoint_dir(output_dir)
+    if not os.path.isdir(folder):
+        return []
+    names = sorted(name for name in os.listdir(folder) if _NAME.match(name))
+    return [os.path.join(folder, name) for name in names]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_checkpoint(output_dir: str, epoch: int, state: Dict[str, Any], keep: int) -> str:
+    """Write ``state`` as the checkpoint of ``epoch`` (temp file + rename), then
+    delete all but the ``keep`` most recent checkpoints. Returns the path."""
+    path = checkpoint_path(output_dir, epoch)
+    with atomic_open(path, "wb") as handle:
+        torch.save(state, handle)
+    for old in list_checkpoints(output_dir)[:-keep]:
+        os.remove(old)
+    return path
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Read a checkpoint onto the CPU with torch's safe (weights-only) unpickler."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_last_checkpoint(output_dir: str) -> Optional[Dict[str, Any]]:
+    """The newest checkpoint that loads, or None. An unreadable newest file
+    (e.g. a disk that filled up) is reported and the previous one is tried."""
+    for path in reversed(list_checkpoints(output_dir)):
+        try:
+            state = load_checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: fall back to an older one
+            get_logger().warning("skipping unreadable checkpoint %s: %s", path, exc)
+            continue
+        state["path"] = path
+        return state
+    return None
+
+
+def model_state_from(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """The model weights of a checkpoint: ours ({"model": ...}) or a bare state dict."""
+    weights = state.get("model", state)
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError("checkpoint holds no model state dict")
+    return weights
+
+
+def load_model_weights(model: nn.Module, path: str) -> Dict[str, Any]:
+    """Load the weights of checkpoint ``path`` into ``model`` (strict); return the checkpoint."""
+    state = load_checkpoint(path)
+    unwrap_model(model).load_state_dict(model_state_from(state), strict=True)
+    return state

@@ -1,0 +1,195 @@
+"""Multi-view evaluation (FACTS section 5): the video score is the mean of the
+softmax of all its views; top-1 / top-5 and per-class accuracy over videos.
+
+The aggregation is pure (``ViewAggregator``, ``video_metrics``) and merges
+across batches and processes, so a video whose views land in several batches or
+on several ranks is still scored once, on the mean of all its views.
+"""
+
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import simplejson
+import torch
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from cgnl_video.utils import distributed as du
+from cgnl_video.utils.io import atomic_write_text
+from cgnl_video.utils.logging import get_logger, progress
+
+TEST_METRICS_FILE = "test_metrics.json"
+PREDICTIONS_FILE = "test_predictions.jsonl"
+
+
+class ViewAggregator:
+    """Per video: the sum of its views' class probabilities and the number of views."""
+
+    def __init__(self) -> None:
+        self.sums: Dict[int, torch.Tensor] = {}
+        self.counts: Dict[int, int] = {}
+        self.unreadable: set = set()
+
+    def add(self, video_index: int, probs: torch.Tensor) -> None:
+        """Add views ``probs`` (V x K, each row a probability vector) of one video."""
+        video_index = int(video_index)
+        if probs.ndim != 2:
+            raise ValueError(f"expected V x K probabilities, got shape {tuple(probs.shape)}")
+        if probs.shape[0] == 0:
+            self.mark_unreadable(video_index)
+            return
+        total = probs.detach().double().sum(dim=0).cpu()
+        if video_index in self.sums:
+            self.sums[video_index] += total
+        else:
+            self.sums[video_index] = total
+        self.counts[video_index] = self.counts.get(video_index, 0) + probs.shape[0]
+
+    def mark_unreadable(self, video_index: int) -> None:
+        self.unreadable.add(int(video_index))
+
+    def merge(self, other: "ViewAggregator") -> None:
+        """Add another aggregator's views (another batch or another rank)."""
+        for index, total in other.sums.items():
+            if index in self.sums:
+                self.sums[index] = self.sums[index] + total
+            else:
+                self.sums[index] = total.clone()
+            self.counts[index] = self.counts.get(index, 0) + other.counts[index]
+        self.unreadable |= other.unreadable
+
+    def scores(self) -> Dict[int, torch.Tensor]:
+        """Video index -> mean probability over its views (K, float64)."""
+        return {index: total / self.counts[index] for index, total in self.sums.items()}
+
+    def failed(self) -> List[int]:
+        """Videos that no process could read a single view of."""
+        return sorted(self.unreadable - set(self.sums))
+
+
+def gather_aggregators(local: ViewAggregator) -> ViewAggregator:
+    """The merge of every rank's aggregator (on every rank)."""
+    merged = ViewAggregator()
+    for part in du.all_gather_object(local):
+        merged.merge(part)
+    return merged
+
+
+def video_metrics(
+    scores: Dict[int, torch.Tensor],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    failed: Iterable[int] = (),
+) -> Dict:
+    """Accuracy over the scored videos (percent).
+
+    ``labels[i]`` is the true label of listed video ``i``; every listed video
+    without a score counts as listed but not scored.
+    """
+    num_classes = len(class_names)
+    k = min(5, num_classes)
+    per_class_total = [0] * num_classes
+    per_class_correct = [0] * num_classes
+    top1 = topk = 0
+    for index, score in scores.items():
+        label = int(labels[index])
+        ranked = torch.topk(score, k).indices.tolist()
+        per_class_total[label] += 1
+        if ranked[0] == label:
+            top1 += 1
+            per_class_correct[label] += 1
+        topk += int(label in ranked)
+    scored = len(scores)
+    per_class = {
+        name: {"correct": c, "videos": n, "top1": 100.0 * c / n if n else None}
+        for name, c, n in zip(class_names, per_class_correct, per_class_total)
+    }
+    present = [v["top1"] for v in per_class.values() if v["top1"] is not None]
+    return {
+        "top1_acc": 100.0 * top1 / scored if scored else 0.0,
+        "top5_acc": 100.0 * topk / scored if scored else 0.0,  # top-k with k = min(5, classes)
+        "mean_class_acc": sum(present) / len(present) if present else 0.0,
+        "videos_scored": scored,
+        "videos_listed": len(labels),
+        "videos_failed": sorted(int(i) for i in failed),
+        "per_class": per_class,
+    }
+
+
+def prediction_records(
+    scores: Dict[int, torch.Tensor], paths: Sequence[str], labels: Sequence[int],
+    class_names: Sequence[str],
+) -> List[Dict]:
+    """One record per scored video: path, true label, top-5 labels and scores."""
+    k = min(5, len(class_names))
+    records = []
+    for index in sorted(scores):
+        values, classes = torch.topk(scores[index], k)
+        records.append({
+            "path": paths[index],
+            "label": class_names[labels[index]],
+            "label_index": int(labels[index]),
+            "top5_labels": [class_names[c] for c in classes.tolist()],
+            "top5_scores": [round(float(v), 6) for v in values],
+        })
+    return records
+
+
+def forward_views(model: nn.Module, views: torch.Tensor, chunk: int, device: torch.device,
+                  cfg: CfgNode) -> torch.Tensor:
+    """Eval-mode probabilities of ``views`` (N x C x T x H x W), ``chunk`` views per forward."""
+    from cgnl_video.engine.train import autocast_context, to_device
+
+    outputs = []
+    for start in range(0, views.shape[0], chunk):
+        clips = to_device(views[start:start + chunk], device, cfg)
+        with autocast_context(cfg, device):
+            outputs.append(model(clips).float().cpu())
+    return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+@torch.no_grad()
+def run_test(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Tuple[Optional[Dict], ViewAggregator]:
+    """Score every view of the test split; rank 0 returns the metrics (others None).
+
+    The loader yields ``(views_list, labels, video_indices)``; a video with zero
+    views could not be read and counts as listed but not scored.
+    """
+    model.eval()
+    local = ViewAggregator()
+    chunk = cfg.TEST.VIEWS_PER_FORWARD
+    bar = progress(loader, total=len(loader), desc="test", enabled=du.is_main_process())
+    for views_list, _labels, video_indices in bar:
+        counts = [v.shape[0] for v in views_list]
+        readable = [v for v in views_list if v.shape[0] > 0]
+        probs = forward_views(model, torch.cat(readable), chunk, device, cfg) if readable else None
+        offset = 0
+        for count, index in zip(counts, video_indices.tolist()):
+            if count == 0:
+                local.mark_unreadable(index)
+                continue
+            local.add(index, probs[offset:offset + count])
+            offset += count
+    merged = gather_aggregators(local)
+    if not du.is_main_process():
+        return None, merged
+    dataset = loader.dataset
+    labels = [entry.label for entry in dataset.entries]
+    metrics = video_metrics(merged.scores(), labels, dataset.classes, merged.failed())
+    expected = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
+    odd = {i: n for i, n in merged.counts.items() if n != expected}
+    if odd:
+        get_logger().warning("%d videos have a view count other than %d: %s", len(odd), expected,
+                             dict(list(odd.items())[:10]))
+    metrics["views_per_video"] = expected
+    return metrics, merged
+
+
+def write_test_outputs(output_dir: str, metrics: Dict, merged: ViewAggregator, dataset) -> None:
+    """OUTPUT_DIR/test_metrics.json and one JSON line per scored video in test_predictions.jsonl."""
+    atomic_write_text(os.path.join(output_dir, TEST_METRICS_FILE),
+                      simplejson.dumps(metrics, indent=2) + "\n")
+    records = prediction_records(merged.scores(), [e.path for e in dataset.entries],
+                                 [e.label for e in dataset.entries], dataset.classes)
+    atomic_write_text(os.path.join(output_dir, PREDICTIONS_FILE),
+                      "".join(simplejson.dumps(r) + "\n" for r in records))

@@ -1,0 +1,91 @@
+"""Checkpoints: atomic save, keep-K, auto-resume choice, weights-only loading, RNG states."""
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cgnl_video.config import load_config
+from cgnl_video.engine import checkpoint as cu
+from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
+from cgnl_video.engine.train import build_grad_scaler, checkpoint_state
+from cgnl_video.utils import distributed as du
+
+
+def _state(model=None):
+    cfg = load_config(None, [])
+    model = model or nn.Linear(3, 2)
+    optimizer = build_optimizer(model, cfg)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()  # creates momentum buffers
+    scheduler = EpochLRScheduler(optimizer, cfg)
+    scheduler.step(1.25)
+    return checkpoint_state(model, optimizer, scheduler, build_grad_scaler(cfg, torch.device("cpu")), 2, cfg)
+
+
+def test_full_state_round_trips_through_the_weights_only_loader(tmp_path):
+    state = _state()
+    path = cu.save_checkpoint(str(tmp_path), 2, state, keep=3)
+    loaded = torch.load(path, weights_only=True)  # would raise on any non-allowlisted object
+    assert loaded["epoch"] == 2 and loaded["scheduler"]["last_epoch"] == 1.25
+    assert "SOLVER:" in loaded["cfg"]
+    assert torch.equal(loaded["model"]["weight"], state["model"]["weight"])
+    assert loaded["optimizer"]["state"][0]["momentum_buffer"].shape == (2, 3)
+
+
+def test_keep_last_k_and_temp_files_are_ignored(tmp_path):
+    out = str(tmp_path)
+    for epoch in range(1, 6):
+        cu.save_checkpoint(out, epoch, {"model": {"w": torch.ones(1) * epoch}}, keep=2)
+    # a save killed half-way leaves a hidden temporary file behind
+    open(os.path.join(cu.checkpoint_dir(out), ".checkpoint_epoch_00006.pyth.abc.tmp"), "wb").close()
+    names = [os.path.basename(p) for p in cu.list_checkpoints(out)]
+    assert names == ["checkpoint_epoch_00004.pyth", "checkpoint_epoch_00005.pyth"]
+    assert cu.load_last_checkpoint(out)["model"]["w"].item() == 5
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path):
+    out = str(tmp_path)
+    cu.save_checkpoint(out, 1, {"model": {"w": torch.zeros(1)}}, keep=3)
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("killed while writing")
+
+    with pytest.raises(RuntimeError):
+        cu.save_checkpoint(out, 2, {"model": {"w": torch.zeros(1)}, "x": Boom()}, keep=3)
+    assert [os.path.basename(p) for p in cu.list_checkpoints(out)] == ["checkpoint_epoch_00001.pyth"]
+    assert os.listdir(cu.checkpoint_dir(out)) == ["checkpoint_epoch_00001.pyth"]
+
+
+def test_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+    out = str(tmp_path)
+    cu.save_checkpoint(out, 1, {"model": {"w": torch.zeros(1)}}, keep=3)
+    with open(cu.checkpoint_path(out, 2), "wb") as handle:
+        handle.write(b"truncated")
+    last = cu.load_last_checkpoint(out)
+    assert last["path"] == cu.checkpoint_path(out, 1)
+    assert cu.load_last_checkpoint(str(tmp_path / "empty")) is None
+
+
+def test_rng_states_restore_every_generator(tmp_path):
+    du.seed_everything(3)
+    states = du.get_rng_states()
+    path = cu.save_checkpoint(str(tmp_path), 1, {"rng": states}, keep=1)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    du.seed_everything(99)
+    du.set_rng_states(cu.load_checkpoint(path)["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_model_weights_load_into_a_wrapped_model_and_bare_state_dicts(tmp_path):
+    source = nn.Linear(3, 2)
+    path = str(tmp_path / "bare.pyth")
+    torch.save(source.state_dict(), path)
+    target = nn.Sequential()
+    target.module = nn.Linear(3, 2)  # looks like a DDP wrapper
+    cu.load_model_weights(target, path)
+    assert torch.equal(target.module.weight, source.weight)

@@ -1,0 +1,109 @@
+"""Multi-view aggregation against hand-computed scores, metrics, and the
+2-process merge where one video's views are split across batches and ranks."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from cgnl_video.engine.evaluate import ViewAggregator, gather_aggregators, prediction_records, video_metrics
+from cgnl_video.utils import distributed as du
+from engine_helpers import run_distributed
+
+CLASSES = ["a", "b", "c"]
+LABELS = [0, 1, 2, 1]  # four listed videos
+
+
+def _views():
+    """Per video, its views' probabilities (hand-made)."""
+    return {
+        0: torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.7, 0.2, 0.1]]),  # mean .5 .333 .167 -> a
+        1: torch.tensor([[0.1, 0.2, 0.7], [0.1, 0.8, 0.1]]),  # mean .1 .5 .4 -> b
+        2: torch.tensor([[0.4, 0.5, 0.1], [0.4, 0.1, 0.5]]),  # mean .4 .3 .3 -> a (wrong, c is 2nd/3rd)
+    }  # video 3 could not be read
+
+
+def _expected_scores():
+    return {0: [0.5, 1 / 3, 1 / 6], 1: [0.1, 0.5, 0.4], 2: [0.4, 0.3, 0.3]}
+
+
+def _check_scores(scores):
+    assert sorted(scores) == [0, 1, 2]
+    for index, expected in _expected_scores().items():
+        assert scores[index].tolist() == pytest.approx(expected)
+
+
+def test_views_split_across_batches_average_to_the_hand_computed_score():
+    views = _views()
+    batch1, batch2 = ViewAggregator(), ViewAggregator()
+    batch1.add(0, views[0][:2])  # video 0: two views in one batch ...
+    batch2.add(0, views[0][2:])  # ... the third in the next
+    batch1.add(1, views[1])
+    batch2.add(2, views[2])
+    batch2.add(3, torch.zeros(0, 3))  # unreadable
+    batch1.merge(batch2)
+    _check_scores(batch1.scores())
+    assert batch1.counts == {0: 3, 1: 2, 2: 2}
+    assert batch1.failed() == [3]
+
+
+def test_metrics_top1_topk_per_class_and_scored_of_listed():
+    agg = ViewAggregator()
+    for index, probs in _views().items():
+        agg.add(index, probs)
+    metrics = video_metrics(agg.scores(), LABELS, CLASSES, agg.failed())
+    assert metrics["top1_acc"] == pytest.approx(200 / 3)  # videos 0 and 1 right
+    assert metrics["top5_acc"] == pytest.approx(100.0)  # k = min(5, 3 classes)
+    assert (metrics["videos_scored"], metrics["videos_listed"], metrics["videos_failed"]) == (3, 4, [])
+    assert metrics["per_class"]["a"] == {"correct": 1, "videos": 1, "top1": 100.0}
+    assert metrics["per_class"]["c"] == {"correct": 0, "videos": 1, "top1": 0.0}
+    assert metrics["mean_class_acc"] == pytest.approx(200 / 3)
+    json.dumps(metrics)  # serialisable as test_metrics.json
+
+
+def test_top5_over_many_classes():
+    scores = {0: torch.arange(10.0).flip(0), 1: torch.arange(10.0)}  # video 1: label 2 ranks 8th
+    metrics = video_metrics(scores, [4, 2], [str(i) for i in range(10)])
+    assert metrics["top1_acc"] == 0.0 and metrics["top5_acc"] == 50.0
+
+
+def test_prediction_records_list_top_labels_and_scores():
+    agg = ViewAggregator()
+    agg.add(1, _views()[1])
+    (record,) = prediction_records(agg.scores(), ["v0", "v1", "v2", "v3"], LABELS, CLASSES)
+    assert record["path"] == "v1" and record["label"] == "b"
+    assert record["top5_labels"] == ["b", "c", "a"]
+    assert record["top5_scores"] == pytest.approx([0.5, 0.4, 0.1])
+
+
+def _rank_worker(rank, out_dir):
+    du.init_distributed("gloo")
+    views = _views()
+    local = ViewAggregator()
+    if rank == 0:
+        local.add(0, views[0][:1])
+        local.add(1, views[1])
+        local.add(3, torch.zeros(0, 3))
+    else:
+        local.add(0, views[0][1:])  # video 0's other views are on rank 1
+        local.add(2, views[2])
+    merged = gather_aggregators(local)
+    result = {
+        "scores": {i: s.tolist() for i, s in merged.scores().items()},
+        "counts": merged.counts,
+        "failed": merged.failed(),
+    }
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
+        json.dump(result, handle)
+    du.cleanup_distributed()
+
+
+def test_two_gloo_processes_count_every_video_once(tmp_path):
+    run_distributed(_rank_worker, 2, str(tmp_path))
+    for rank in range(2):
+        with open(tmp_path / f"rank{rank}.json") as handle:
+            result = json.load(handle)
+        _check_scores({int(i): torch.tensor(s) for i, s in result["scores"].items()})
+        assert result["counts"] == {"0": 3, "1": 2, "2": 2}
+        assert result["failed"] == [3]
