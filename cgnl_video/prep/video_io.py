@@ -1,0 +1,139 @@
+"""Video decoding for frame extraction: decord first, PyAV when decord cannot read.
+
+Frames come out as RGB ``uint8`` arrays of shape ``(H, W, 3)``, already resized
+to the requested short side, in chunks so that a long video never sits in
+memory whole. Both decoders resize with FFmpeg's swscale (bicubic), like the
+``ffmpeg -vf scale`` command line does.
+
+Frame-rate conversion follows FFmpeg's ``fps`` filter: output frame ``k`` sits at
+time ``k / fps`` and shows the source frame nearest to that time, so frames are
+dropped to lower the rate and repeated to raise it.
+"""
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+
+CHUNK_FRAMES = 32  # frames decoded per batch: bounds memory for long videos
+
+
+class VideoError(Exception):
+    """A video that cannot be extracted; the message is the reason written to the failures file."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about the first video stream (``num_frames`` 0 = unknown)."""
+
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+
+
+def probe(path: str) -> VideoInfo:
+    """Read the header of ``path`` with PyAV (no decoding); VideoError when it is no video."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoError("no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            return VideoInfo(
+                width=int(stream.codec_context.width or 0),
+                height=int(stream.codec_context.height or 0),
+                fps=float(rate) if rate else 0.0,
+                num_frames=int(stream.frames or 0),
+            )
+    except VideoError:
+        raise
+    except Exception as error:  # PyAV raises many FFmpeg error types
+        raise VideoError(f"unreadable: {describe_error(error)}") from error
+
+
+def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
+    """``(width, height)`` with the short side scaled to ``short_side`` (0 keeps the size)."""
+    if short_side <= 0 or width <= 0 or height <= 0:
+        return width, height
+    if width <= height:
+        return short_side, max(1, round(height * short_side / width))
+    return max(1, round(width * short_side / height)), short_side
+
+
+def resampled_indices(src_fps: float, dst_fps: Optional[float]) -> Iterator[int]:
+    """Source frame index of each output frame, without end (the caller stops at the last frame).
+
+    With ``dst_fps`` unset (or equal to the source rate) every frame is kept in order.
+    """
+    if not dst_fps or not src_fps or math.isclose(src_fps, dst_fps):
+        return itertools.count()
+    ratio = src_fps / dst_fps
+    return (int(math.floor(k * ratio + 0.5 + 1e-9)) for k in itertools.count())
+
+
+def frames_with_decord(
+    path: str, size: Tuple[int, int], dst_fps: Optional[float], src_fps: float
+) -> Iterator[np.ndarray]:
+    """Yield chunks ``(n, H, W, 3)`` decoded by decord (resizing inside the decoder)."""
+    import decord
+
+    reader = decord.VideoReader(path, width=size[0], height=size[1], num_threads=1)
+    total = len(reader)
+    if total <= 0:
+        return
+    rate = src_fps or reader.get_avg_fps()
+    wanted: List[int] = list(itertools.takewhile(lambda i: i < total, resampled_indices(rate, dst_fps)))
+    for start in range(0, len(wanted), CHUNK_FRAMES):
+        yield reader.get_batch(wanted[start : start + CHUNK_FRAMES]).asnumpy()
+
+
+def frames_with_pyav(
+    path: str, size: Tuple[int, int], dst_fps: Optional[float], src_fps: float
+) -> Iterator[np.ndarray]:
+    """Yield chunks decoded by PyAV, reading the stream in order.
+
+    Decoding stops quietly at the first error (a truncated or corrupt file): the
+    frames before it are kept and the caller compares the count with the header.
+    """
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        wanted = resampled_indices(src_fps, dst_fps)
+        next_index = next(wanted)
+        chunk: List[np.ndarray] = []
+        frames = container.decode(stream)
+        for index in itertools.count():
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except Exception:  # noqa: BLE001 - truncated data ends the video here
+                break
+            if next_index != index:
+                continue
+            array = frame.to_ndarray(
+                width=size[0], height=size[1], format="rgb24", interpolation="BICUBIC"
+            )
+            while next_index == index:
+                chunk.append(array)
+                next_index = next(wanted)
+            if len(chunk) >= CHUNK_FRAMES:
+                yield np.stack(chunk)
+                chunk = []
+        if chunk:
+            yield np.stack(chunk)
+
+
+def describe_error(error: BaseException) -> str:
+    """One-line description of an exception for the failures file."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    text = re.sub(r"^\[[\d:]+\] \S+:\d+: (Error: )?", "", text)  # decord's log prefix
+    return text[:300]

@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Extract every frame of every video under --src as JPEGs under --dst.
+
+VIDEOS/a/b.mp4 -> FRAMES/a/b/000001.jpg, 000002.jpg, ... (1-based), plus
+FRAMES/extraction_index.tsv (path, num_frames, fps, width, height of each finished
+video) and FRAMES/failures.txt (path, status, reason). Rerunning skips finished
+videos and redoes unfinished ones. See docs/DATA_PREP.md.
+"""
+
+import argparse
+import os
+import sys
+
+from cgnl_video.prep.extract import ExtractOptions, extract_all, read_video_list
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", required=True, help="folder of videos (searched recursively)")
+    parser.add_argument("--dst", required=True, help="folder for the frame folders, index and failures file")
+    parser.add_argument("--list", help="file of video paths relative to --src, one per line (default: all "
+                        "videos below --src with extension .mp4 .avi .mkv .webm .mov)")
+    parser.add_argument("--short-side", type=int, default=256,
+                        help="resize so that the short side has this many pixels, keeping the aspect "
+                        "ratio; 0 keeps the size (default: 256)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="output frame rate (default: the native rate, every frame)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1-95 (default: 90)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="videos processed in parallel (default: all cores, here %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if not 1 <= args.quality <= 95:
+        parser.error("--quality must be in 1..95")
+    if args.short_side < 0 or (args.fps is not None and args.fps <= 0) or args.workers < 1:
+        parser.error("--short-side must be >= 0, --fps > 0 and --workers >= 1")
+    if not os.path.isdir(args.src):
+        parser.error(f"--src {args.src} is not a folder")
+    videos = read_video_list(args.list) if args.list else None
+    options = ExtractOptions(short_side=args.short_side, fps=args.fps, quality=args.quality)
+    summary = extract_all(args.src, args.dst, videos, options, args.workers, progress=not args.no_progress)
+    print(summary.line())
+    if summary.failures:
+        print(f"{len(summary.failures)} problem(s) listed in {os.path.join(args.dst, 'failures.txt')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
