@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Build train/val/test manifests and classes.txt for a dataset.
+
+Manifest lines: '<path relative to ROOT> <num_frames> <label>' for frame folders,
+'<path relative to ROOT> <label>' for video files; labels are 0-based indices into
+classes.txt. Clips that are missing, empty or unreadable are left out and listed in
+OUT/missing.txt. See docs/DATA_PREP.md.
+
+  ucf101        official UCF-101 split files (classInd.txt, trainlistNN.txt, testlistNN.txt)
+  minikinetics  Kinetics-400 annotation CSVs joined with the Mini-Kinetics-200 id lists
+  generic       lists of '<relative path> <class name>' (the synthetic set, your own videos)
+"""
+
+import argparse
+import sys
+
+from cgnl_video.data.manifest import ManifestError
+from cgnl_video.prep.generic import build_generic
+from cgnl_video.prep.kinetics import build_minikinetics
+from cgnl_video.prep.ucf101 import build_ucf101
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="dataset", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--root", required=True, help="folder of the videos or of the extracted frame folders")
+        sub.add_argument("--out", required=True, help="folder for train.txt, val.txt, test.txt, classes.txt, missing.txt")
+        sub.add_argument("--no-check-videos", action="store_true",
+                         help="do not open each video file to check that it is readable (faster)")
+        return sub
+
+    ucf = command("ucf101", "UCF-101 from the official split files")
+    ucf.add_argument("--annotations", required=True, help="folder with classInd.txt, trainlistNN.txt, testlistNN.txt")
+    ucf.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="official split (default: 1)")
+
+    mk = command("minikinetics", "Mini-Kinetics-200 from Kinetics-400 CSVs and the YouTube id lists")
+    mk.add_argument("--k400-annotations", nargs="+", required=True,
+                    help="Kinetics-400 annotation CSV files, or folders of them (train.csv, validate.csv)")
+    mk.add_argument("--ytid-lists", required=True, help="folder with train_ytid_list.txt and val_ytid_list.txt")
+    mk.add_argument("--splits", nargs="+", choices=("train", "val"), default=["train", "val"],
+                    help="splits to build (default: train val; test.txt is always the val videos)")
+    mk.add_argument("--num-classes", type=int, default=200, help="expected number of classes, 0 = any (default: 200)")
+
+    gen = command("generic", "any dataset given as lists of '<relative path> <class name>'")
+    gen.add_argument("--list-dir", required=True,
+                     help="folder with train.txt, val.txt and/or test.txt (and optionally classes.txt)")
+
+    args = parser.parse_args(argv)
+    check = not args.no_check_videos
+    try:
+        if args.dataset == "ucf101":
+            summary = build_ucf101(args.annotations, args.split, args.root, args.out, check)
+        elif args.dataset == "minikinetics":
+            summary = build_minikinetics(args.k400_annotations, args.ytid_lists, args.root, args.out,
+                                         args.splits, args.num_classes, check)
+        else:
+            summary = build_generic(args.list_dir, args.root, args.out, check)
+    except (ManifestError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
