@@ -1,0 +1,302 @@
+"""Frame readers: frame folders of JPEGs and video files (decord, PyAV fallback).
+
+Every reader has ``num_frames`` and ``read(indices)``, which returns the requested
+frames as a uint8 RGB tensor ``len(indices) x 3 x H x W`` in the requested order.
+Each distinct frame is decoded once however often it is requested (clips that wrap
+around or overlap). The tensor has channels-last strides, which makes the uint8
+resize of torchvision several times faster.
+
+A missing or undecodable file raises ``DecodeError`` naming the path; the datasets
+decide what to do with it (replace the sample in training, report it at test time).
+
+Decoder choices, measured on 340x256 JPEG frames (benchmarks/bench_loader.py):
+``torchvision.io.decode_jpeg`` is about 10-15 % faster than PIL (both use
+libjpeg-turbo), so ``"auto"`` uses it and falls back to PIL per frame (PIL also reads
+non-JPEG frames). Video files use one decord reader per video and a single
+``get_batch`` on the sorted distinct indices; when decord is missing or fails on a
+video, PyAV decodes it sequentially.
+"""
+
+import logging
+import os
+import warnings
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+JPEG_DECODERS = ("auto", "torchvision", "pil")
+VIDEO_BACKENDS = ("decord", "pyav")
+
+
+class DecodeError(RuntimeError):
+    """A frame or video that cannot be read; the message names the path."""
+
+
+def frame_file_name(index: int) -> str:
+    """File name of 0-based frame ``index`` in a frame folder: ``000001.jpg`` is frame 0."""
+    return f"{index + 1:06d}.jpg"
+
+
+def _distinct_sorted(indices: Sequence[int], num_frames: int, path: str) -> List[int]:
+    unique = sorted(set(int(i) for i in indices))
+    if not unique:
+        raise ValueError("no frame indices requested")
+    if unique[0] < 0 or unique[-1] >= num_frames:
+        raise ValueError(f"{path}: frame indices {unique[0]}..{unique[-1]} outside 0..{num_frames - 1}")
+    return unique
+
+
+def _in_request_order(frames_thwc: torch.Tensor, unique: List[int], indices: Sequence[int]) -> torch.Tensor:
+    """Decoded distinct frames (T x H x W x C) -> requested order, as T x C x H x W."""
+    if list(indices) != unique:
+        where = {index: position for position, index in enumerate(unique)}
+        positions = torch.tensor([where[int(i)] for i in indices], dtype=torch.long)
+        frames_thwc = frames_thwc.index_select(0, positions)
+    return frames_thwc.permute(0, 3, 1, 2)
+
+
+class FrameReader:
+    """Base of the readers: ``path``, ``num_frames``, ``read(indices)``.
+
+    ``frames_decoded`` counts the frames the reader has decoded so far (for a decord
+    reader: the frames it was asked for, a lower bound of what the codec decodes).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.num_frames = 0
+        self.frames_decoded = 0
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release decoder resources (nothing to do by default)."""
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------- frame folders
+
+
+def _torchvision_jpeg() -> Optional[Callable]:
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return None
+
+    def decode(path: str) -> torch.Tensor:
+        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+        return decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0)
+
+    return decode
+
+
+def _pil_decode(path: str) -> torch.Tensor:
+    with Image.open(path) as image:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return torch.from_numpy(np.array(image))
+
+
+class FrameFolderReader(FrameReader):
+    """Frames ``000001.jpg``, ``000002.jpg``, ... of one folder.
+
+    ``num_frames`` comes from the manifest; a file missing from the folder (the
+    folder is shorter than the manifest says) is a DecodeError when it is read.
+    """
+
+    def __init__(self, path: str, num_frames: int, decoder: str = "auto") -> None:
+        super().__init__(path)
+        if decoder not in JPEG_DECODERS:
+            raise ValueError(f"DATA.JPEG_DECODER must be one of {list(JPEG_DECODERS)}, got {decoder!r}")
+        if not os.path.isdir(path):
+            raise DecodeError(f"frame folder not found: {path}")
+        self.num_frames = num_frames
+        fast = None if decoder == "pil" else _torchvision_jpeg()
+        if decoder == "torchvision" and fast is None:
+            raise ValueError("DATA.JPEG_DECODER is 'torchvision' but torchvision.io.decode_jpeg is unavailable")
+        self._fast = fast
+        self._pil_fallback = decoder != "torchvision"
+
+    def _decode(self, file: str) -> torch.Tensor:
+        if self._fast is not None:
+            try:
+                return self._fast(file)
+            except (RuntimeError, OSError) as error:
+                if not self._pil_fallback or not os.path.isfile(file):
+                    raise DecodeError(f"cannot decode frame {file}: {error}") from error
+        try:
+            return _pil_decode(file)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise DecodeError(f"cannot decode frame {file}: {error}") from error
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        unique = _distinct_sorted(indices, self.num_frames, self.path)
+        buffer: Optional[torch.Tensor] = None
+        with warnings.catch_warnings():
+            # torchvision >= 0.29 warns on every decode that its image decoders are deprecated.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.")
+            for position, index in enumerate(unique):
+                frame = self._decode(os.path.join(self.path, frame_file_name(index)))
+                if buffer is None:
+                    buffer = torch.empty((len(unique),) + tuple(frame.shape), dtype=torch.uint8)
+                elif frame.shape != buffer.shape[1:]:
+                    raise DecodeError(
+                        f"frame {frame_file_name(index)} of {self.path} is {tuple(frame.shape[:2])}, "
+                        f"earlier frames are {tuple(buffer.shape[1:3])}"
+                    )
+                buffer[position] = frame
+                self.frames_decoded += 1
+        return _in_request_order(buffer, unique, indices)
+
+
+# ----------------------------------------------------------------------------- video files
+
+
+class PyAVReader(FrameReader):
+    """Sequential PyAV decoding from the first frame up to the last one needed.
+
+    The frame count is the stream's ``frames`` field, or when the container does not
+    store it (e.g. Matroska) the number of demuxed video packets.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        import av
+
+        self._av = av
+        try:
+            with av.open(path) as container:
+                stream = container.streams.video[0]
+                count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+        except (av.error.FFmpegError, OSError, IndexError, ValueError) as error:
+            raise DecodeError(f"cannot open video {path} with PyAV: {error}") from error
+        if count <= 0:
+            raise DecodeError(f"video {path} has no frames")
+        self.num_frames = count
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        unique = _distinct_sorted(indices, self.num_frames, self.path)
+        wanted, last = set(unique), unique[-1]
+        buffer: Optional[np.ndarray] = None
+        filled = 0
+        try:
+            with self._av.open(self.path) as container:
+                for position, frame in enumerate(container.decode(video=0)):
+                    self.frames_decoded += 1
+                    if position in wanted:
+                        image = frame.to_ndarray(format="rgb24")
+                        if buffer is None:
+                            buffer = np.empty((len(unique),) + image.shape, dtype=np.uint8)
+                        buffer[filled] = image
+                        filled += 1
+                    if position >= last:
+                        break
+        except (self._av.error.FFmpegError, OSError, ValueError) as error:
+            raise DecodeError(f"cannot decode video {self.path} with PyAV: {error}") from error
+        if filled < len(unique):
+            raise DecodeError(
+                f"video {self.path} ends before frame {unique[filled]} (expected {self.num_frames} frames)"
+            )
+        return _in_request_order(torch.from_numpy(buffer), unique, indices)
+
+
+class DecordReader(FrameReader):
+    """One decord VideoReader per video (single-threaded: one per worker process);
+    frames come from one ``get_batch`` on the sorted distinct indices."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        import decord
+
+        try:
+            self._reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            self.num_frames = len(self._reader)
+        except Exception as error:  # decord raises DECORDError and plain RuntimeErrors
+            raise DecodeError(f"cannot open video {path} with decord: {error}") from error
+        if self.num_frames <= 0:
+            raise DecodeError(f"video {path} has no frames")
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        unique = _distinct_sorted(indices, self.num_frames, self.path)
+        try:
+            frames = self._reader.get_batch(unique).asnumpy()
+        except Exception as error:  # decord raises DECORDError and plain RuntimeErrors
+            raise DecodeError(f"cannot decode video {self.path} with decord: {error}") from error
+        self.frames_decoded += len(unique)
+        return _in_request_order(torch.from_numpy(frames), unique, indices)
+
+    def close(self) -> None:
+        self._reader = None
+
+
+class VideoFileReader(FrameReader):
+    """A video file read with decord, falling back to PyAV when decord is missing or
+    fails to open or decode it; ``backend="pyav"`` uses PyAV only."""
+
+    def __init__(self, path: str, backend: str = "decord") -> None:
+        super().__init__(path)
+        if backend not in VIDEO_BACKENDS:
+            raise ValueError(f"DATA.DECODING_BACKEND must be one of {list(VIDEO_BACKENDS)}, got {backend!r}")
+        if not os.path.isfile(path):
+            raise DecodeError(f"video not found: {path}")
+        self._reader: FrameReader
+        if backend == "decord":
+            try:
+                self._reader = DecordReader(path)
+            except (ImportError, DecodeError) as error:
+                self._reader = self._fall_back(error)
+        else:
+            self._reader = PyAVReader(path)
+        self.num_frames = self._reader.num_frames
+
+    def _fall_back(self, error: Exception) -> FrameReader:
+        logger.info("decord failed on %s (%s); decoding with PyAV", self.path, error)
+        return PyAVReader(self.path)
+
+    @property
+    def backend(self) -> str:
+        """The decoder in use: "decord" or "pyav"."""
+        return "decord" if isinstance(self._reader, DecordReader) else "pyav"
+
+    def _read_counted(self, indices: Sequence[int]) -> torch.Tensor:
+        before = self._reader.frames_decoded
+        try:
+            return self._reader.read(indices)
+        finally:
+            self.frames_decoded += self._reader.frames_decoded - before
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        try:
+            return self._read_counted(indices)
+        except DecodeError as error:
+            if not isinstance(self._reader, DecordReader):
+                raise
+            self._reader.close()
+            self._reader = self._fall_back(error)
+            return self._read_counted(indices)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def open_reader(
+    path: str,
+    num_frames: Optional[int],
+    video_backend: str = "decord",
+    jpeg_decoder: str = "auto",
+) -> FrameReader:
+    """A frame-folder reader when ``num_frames`` is given (manifest frame count), else
+    a video-file reader whose ``num_frames`` comes from the decoder."""
+    if num_frames is not None:
+        return FrameFolderReader(path, num_frames, jpeg_decoder)
+    return VideoFileReader(path, video_backend)

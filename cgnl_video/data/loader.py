@@ -1,0 +1,129 @@
+"""DataLoaders for the three splits: samplers, batch sizes, worker seeding, collate.
+
+Batch sizes in the config are global; each process loads ``global // world_size``:
+
+* train: TRAIN.BATCH_SIZE clips, shuffled by a DistributedSampler (also in a
+  single process, so the order depends only on RNG_SEED and the epoch), last
+  incomplete batch dropped;
+* val: TRAIN.BATCH_SIZE clips in manifest order, DistributedSampler without
+  shuffling (it repeats a few samples so every rank gets the same number);
+* test: TEST.BATCH_SIZE videos, each on exactly one rank (``ShardSampler``, no
+  padding: rank counts may differ by one), batches collated by ``collate_test_batch``.
+
+Call ``set_loader_epoch(loader, epoch)`` before iterating each epoch: it sets the
+sampler's epoch (shuffle order) and the dataset's epoch (clip randomness).
+"""
+
+import random
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from fvcore.common.config import CfgNode
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from cgnl_video.data.dataset import VideoDataset, build_dataset
+
+
+def world_and_rank() -> Tuple[int, int]:
+    """(world size, rank) of torch.distributed, or (1, 0) when it is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def per_process_batch_size(global_batch: int, world_size: int, key: str) -> int:
+    """``global_batch // world_size``; a ValueError naming ``key`` unless it divides evenly."""
+    if global_batch <= 0 or global_batch % world_size:
+        raise ValueError(
+            f"{key} = {global_batch} is global and must be a positive multiple of the "
+            f"{world_size} processes"
+        )
+    return global_batch // world_size
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...``: every sample on exactly one rank, no padding."""
+
+    def __init__(self, num_samples: int, num_replicas: int = 1, rank: int = 0) -> None:
+        self.indices = list(range(rank, num_samples, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def collate_test_batch(
+    batch: Sequence[Tuple[torch.Tensor, int, int]],
+) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Test batch -> (views per video, labels B, video indices B).
+
+    The views stay a list: a video that could not be read has 0 views, and
+    full-frame views of different videos can differ in size.
+    """
+    views = [item[0] for item in batch]
+    labels = torch.tensor([item[1] for item in batch], dtype=torch.long)
+    indices = torch.tensor([item[2] for item in batch], dtype=torch.long)
+    return views, labels, indices
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed python's and numpy's generators in a worker from its torch seed (which the
+    DataLoader derives from its generator and the worker id)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def build_loader(cfg: CfgNode, split: str, dataset: Optional[VideoDataset] = None) -> DataLoader:
+    """The DataLoader of ``split`` ("train", "val" or "test"); builds the dataset unless given.
+
+    Workers: DATA_LOADER.NUM_WORKERS, persistent; memory pinned when
+    DATA_LOADER.PIN_MEMORY and CUDA is available. Test batches hold every view of
+    each video (about 750 MB of floats per video at the default 30 views of
+    32 x 256 x 256), so the test loader prefetches one batch per worker.
+    """
+    dataset = dataset if dataset is not None else build_dataset(cfg, split)
+    world, rank = world_and_rank()
+    if split == "test":
+        batch = per_process_batch_size(cfg.TEST.BATCH_SIZE, world, "TEST.BATCH_SIZE")
+        sampler: Sampler[int] = ShardSampler(len(dataset), world, rank)
+    else:
+        batch = per_process_batch_size(cfg.TRAIN.BATCH_SIZE, world, "TRAIN.BATCH_SIZE")
+        sampler = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=split == "train", seed=cfg.RNG_SEED
+        )
+    if split == "train" and len(sampler) < batch:
+        raise ValueError(
+            f"the train split has {len(sampler)} samples per process, fewer than one batch of "
+            f"{batch} (TRAIN.BATCH_SIZE = {cfg.TRAIN.BATCH_SIZE} over {world} processes)"
+        )
+    workers = cfg.DATA_LOADER.NUM_WORKERS
+    extra = {"prefetch_factor": 1} if split == "test" and workers > 0 else {}
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_test_batch if split == "test" else None,
+        pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
+        drop_last=split == "train",
+        persistent_workers=workers > 0,
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(cfg.RNG_SEED * 1000 + rank),
+        **extra,
+    )
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Start epoch ``epoch``: the sampler's shuffle and the dataset's clip randomness.
+
+    The one way to advance a loader; call it before iterating the epoch.
+    """
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)

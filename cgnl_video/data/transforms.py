@@ -1,0 +1,87 @@
+"""Spatial operations on clips, with the functional API of torchvision.transforms.v2.
+
+Inputs are decoded frames: uint8 RGB tensors ``T x 3 x H x W`` (channels-last
+strides from the readers). All geometry runs on uint8 — torchvision's uint8
+antialiased resize is several times faster than on floats — and the conversion to
+float happens once, at the end, together with the change to the network layout
+``C x T x H x W`` and the normalisation ``(x / 255 - mean) / std``.
+"""
+
+from typing import List, Optional, Sequence
+
+import torch
+import torchvision.transforms.v2.functional as F
+
+from cgnl_video.data.sampling import Box, center_crop_box, short_side_size
+
+
+def normalize_clip(frames: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``T x 3 x H x W`` -> float32 ``3 x T x H x W``, scaled to 0-1 and normalised."""
+    clip = F.to_dtype(frames.permute(1, 0, 2, 3).contiguous(), torch.float32, scale=True)
+    F.normalize(clip.transpose(0, 1), list(mean), list(std), inplace=True)
+    return clip
+
+
+def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
+    """Resize (antialiased bilinear) so the shorter side is ``short_side``."""
+    height, width = frames.shape[-2:]
+    size = short_side_size(height, width, short_side)
+    if size == (height, width):
+        return frames
+    return F.resize(frames, list(size), antialias=True)
+
+
+def train_clip(
+    frames: torch.Tensor,
+    box: Box,
+    crop_size: int,
+    flip: bool,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """Crop ``box`` resized to ``crop_size`` squared, optional horizontal flip, normalise."""
+    top, left, height, width = box
+    frames = F.resized_crop(frames, top, left, height, width, [crop_size, crop_size], antialias=True)
+    if flip:
+        frames = F.horizontal_flip(frames)
+    return normalize_clip(frames, mean, std)
+
+
+def val_clip(
+    frames: torch.Tensor,
+    short_side: int,
+    crop_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """Short side to ``short_side``, centre crop of ``crop_size``, normalise."""
+    frames = resize_short_side(frames, short_side)
+    frames = F.crop(frames, *center_crop_box(frames.shape[-2], frames.shape[-1], crop_size))
+    return normalize_clip(frames, mean, std)
+
+
+def gather_views(
+    clip: torch.Tensor,
+    clip_positions: Sequence[Sequence[int]],
+    boxes: Optional[List[Box]],
+) -> torch.Tensor:
+    """Views ``V x C x T x h x w`` cut from one normalised ``C x U x H x W`` tensor.
+
+    ``clip`` holds the distinct frames of all temporal clips (see
+    ``sampling.frame_union``); view ``k`` is temporal clip ``k // len(boxes)`` (frames
+    ``clip_positions[...]``) cropped to box ``k % len(boxes)``. ``boxes=None`` keeps
+    the whole frame (one view per temporal clip). Boxes must share one size.
+    """
+    channels, _, height, width = clip.shape
+    boxes = boxes or [(0, 0, height, width)]
+    box_h, box_w = boxes[0][2], boxes[0][3]
+    frames_per_clip = len(clip_positions[0]) if clip_positions else 0
+    views = torch.empty((len(clip_positions) * len(boxes), channels, frames_per_clip, box_h, box_w))
+    view = 0
+    for positions in clip_positions:
+        index = torch.tensor(positions, dtype=torch.long)
+        for top, left, _, _ in boxes:
+            region = clip[:, :, top:top + box_h, left:left + box_w]
+            torch.index_select(region, 1, index, out=views[view])
+            view += 1
+    return views
