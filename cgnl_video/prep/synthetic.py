@@ -167,12 +167,16 @@ def render_video(name: str, spec: SyntheticSpec, rng: np.random.Generator) -> np
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 
-def encode_mp4(path: str, frames: np.ndarray, fps: int) -> None:
-    """Encode frames as H.264 mp4 with PyAV; the file appears under ``path`` only when complete."""
+def encode_mp4(path: str, frames: np.ndarray, fps: int, faststart: bool = False) -> None:
+    """Encode frames as H.264 mp4 with PyAV; the file appears under ``path`` only when complete.
+
+    ``faststart`` puts the index (moov atom) before the frames, as web videos have it.
+    """
     import av
 
     temp = path + ".part"
-    with av.open(temp, "w", format="mp4") as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(temp, "w", format="mp4", options=options) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.thread_count = 1  # one thread: byte-identical output for a seed

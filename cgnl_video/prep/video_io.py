@@ -5,9 +5,10 @@ to the requested short side, in chunks so that a long video never sits in
 memory whole. Both decoders resize with FFmpeg's swscale (bicubic), like the
 ``ffmpeg -vf scale`` command line does.
 
-Frame-rate conversion follows FFmpeg's ``fps`` filter: output frame ``k`` sits at
-time ``k / fps`` and shows the source frame nearest to that time, so frames are
-dropped to lower the rate and repeated to raise it.
+Frame-rate conversion: output frame ``k`` sits at time ``k / fps`` and shows the
+source frame on screen at that time (source frame ``i`` covers ``[i / rate, (i + 1) /
+rate)``), so frames are dropped to lower the rate and repeated to raise it, and a
+video of ``N`` frames gives ``ceil(N * fps / rate)``.
 """
 
 import itertools
@@ -54,7 +55,8 @@ def probe(path: str) -> VideoInfo:
     except VideoError:
         raise
     except Exception as error:  # PyAV raises many FFmpeg error types
-        raise VideoError(f"unreadable: {describe_error(error)}") from error
+        # FFmpeg errors carry the file name too; strerror is the reason alone.
+        raise VideoError(f"unreadable: {getattr(error, 'strerror', None) or describe_error(error)}") from error
 
 
 def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
@@ -74,7 +76,7 @@ def resampled_indices(src_fps: float, dst_fps: Optional[float]) -> Iterator[int]
     if not dst_fps or not src_fps or math.isclose(src_fps, dst_fps):
         return itertools.count()
     ratio = src_fps / dst_fps
-    return (int(math.floor(k * ratio + 0.5 + 1e-9)) for k in itertools.count())
+    return (int(math.floor(k * ratio + 1e-9)) for k in itertools.count())
 
 
 def frames_with_decord(
