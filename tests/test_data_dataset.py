@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from cgnl_video.data import ManifestEntry, ManifestError, build_dataset, decode
-from test_data_fixtures import (
+from test_data_fixtures import (  # noqa: F401 (one_torch_thread: autouse fixture)
     HEIGHT,
     WIDTH,
     column_range,
     folder_entries,
     frame_ids,
     make_dataset,
+    one_torch_thread,
     row_range,
     small_cfg,
     write_frame_folder,

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import av
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -21,6 +22,16 @@ from cgnl_video.data.manifest import ManifestEntry, write_classes, write_manifes
 
 STEP = 4  # intensity step of every code
 HEIGHT, WIDTH = 48, 64  # frame size (decord needs widths that are multiples of 32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread (as in DataLoader workers) avoids thread
+    hand-off costs that dominate on a busy 2-core machine. Import it to activate."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def coded_frame(index: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cgnl_video.data import sampling
+from test_data_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
 
 def test_clip_indices_stride_and_wrap():
