@@ -14,6 +14,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from cgnl_video.engine.train import autocast_context, to_device
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
 from cgnl_video.utils.logging import get_logger, progress
@@ -138,8 +139,6 @@ def prediction_records(
 def forward_views(model: nn.Module, views: torch.Tensor, chunk: int, device: torch.device,
                   cfg: CfgNode) -> torch.Tensor:
     """Eval-mode probabilities of ``views`` (N x C x T x H x W), ``chunk`` views per forward."""
-    from cgnl_video.engine.train import autocast_context, to_device
-
     outputs = []
     for start in range(0, views.shape[0], chunk):
         clips = to_device(views[start:start + chunk], device, cfg)

@@ -1,0 +1,273 @@
+"""The training loop (one epoch), validation, and the epoch loop with
+checkpoints and auto-resume.
+
+In train mode the model returns logits; in eval mode it returns class
+probabilities (softmax per location, averaged), so the validation loss is the
+NLL of their log.
+"""
+
+import contextlib
+import math
+import os
+import resource
+import time
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from cgnl_video.data import build_loader, set_loader_epoch
+from cgnl_video.engine import checkpoint as cu
+from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
+from cgnl_video.utils import distributed as du
+from cgnl_video.utils.logging import JsonStatsWriter, format_seconds, get_logger, progress
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops, checkpoints are kept."""
+
+
+# ----------------------------------------------------------------------------- small helpers
+def to_device(clips: torch.Tensor, device: torch.device, cfg: CfgNode) -> torch.Tensor:
+    clips = clips.to(device, non_blocking=True)
+    if cfg.MODEL.CHANNELS_LAST:
+        clips = clips.contiguous(memory_format=torch.channels_last_3d)
+    return clips
+
+
+def amp_enabled(cfg: CfgNode, device: torch.device) -> bool:
+    """Mixed precision runs on GPU only (TRAIN.MIXED_PRECISION is ignored on the CPU)."""
+    return bool(cfg.TRAIN.MIXED_PRECISION) and device.type == "cuda"
+
+
+def autocast_context(cfg: CfgNode, device: torch.device):
+    if not amp_enabled(cfg, device):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.TRAIN.AMP_DTYPE == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_grad_scaler(cfg: CfgNode, device: torch.device) -> torch.amp.GradScaler:
+    """A loss scaler for fp16; a pass-through (disabled) one otherwise."""
+    enabled = amp_enabled(cfg, device) and cfg.TRAIN.AMP_DTYPE == "fp16"
+    return torch.amp.GradScaler("cuda", enabled=enabled)
+
+
+def topk_errors(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> Dict[int, float]:
+    """Number of samples whose label is not among the top-k scores, for each k."""
+    k_max = min(max(ks), scores.shape[1])
+    top = scores.topk(k_max, dim=1).indices
+    hits = top.eq(labels.view(-1, 1))
+    return {k: float(labels.numel() - hits[:, :min(k, k_max)].any(dim=1).sum().item()) for k in ks}
+
+
+def memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated, or the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Meter:
+    """Sums over an epoch, reduced over processes at the end."""
+
+    def __init__(self) -> None:
+        self.loss = self.err1 = self.err5 = self.count = 0.0
+
+    def add(self, loss: float, errors: Dict[int, float], n: int) -> None:
+        self.loss += loss * n
+        self.err1 += errors[1]
+        self.err5 += errors[5]
+        self.count += n
+
+    def reduced(self) -> Dict[str, float]:
+        totals = du.all_reduce_sum(torch.tensor([self.loss, self.err1, self.err5, self.count],
+                                                dtype=torch.float64))
+        loss, err1, err5, count = totals.tolist()
+        count = max(count, 1.0)
+        return {"loss": loss / count, "top1_err": 100 * err1 / count, "top5_err": 100 * err5 / count,
+                "samples": int(count)}
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, iteration: int, global_iter: int,
+                  last_checkpoint: Optional[str]) -> None:
+    """Raise NonFiniteLossError on every rank when any rank's loss is not finite."""
+    value = du.all_reduce_sum(loss.detach().float().reshape(1)).item() if du.is_distributed() else loss.item()
+    if not math.isfinite(value):
+        kept = last_checkpoint or "none written yet"
+        raise NonFiniteLossError(
+            f"non-finite training loss ({value}) at epoch {epoch + 1}, iteration {iteration + 1} "
+            f"(global iteration {global_iter + 1}); stopping. Last good checkpoint: {kept}"
+        )
+
+
+# ----------------------------------------------------------------------------- one epoch
+def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
+                scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler, cfg: CfgNode,
+                epoch: int, device: torch.device, last_checkpoint: Optional[str] = None) -> Dict:
+    """Train one epoch; returns the epoch's stats reduced over processes."""
+    logger = get_logger()
+    model.train()
+    meter = _Meter()
+    n_iters = len(loader)
+    total_iters = cfg.SOLVER.MAX_EPOCH * n_iters
+    data_time = iter_time = 0.0
+    start = tic = time.perf_counter()
+    bar = progress(loader, total=n_iters, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}",
+                   enabled=du.is_main_process())
+    for it, (clips, labels, _indices) in enumerate(bar):
+        data_time += time.perf_counter() - tic
+        lr = scheduler.step(epoch + it / n_iters)
+        clips, labels = to_device(clips, device, cfg), labels.to(device, non_blocking=True)
+        with autocast_context(cfg, device):
+            logits = model(clips)
+        loss = F.cross_entropy(logits.float(), labels)
+        _check_finite(loss, epoch, it, epoch * n_iters + it, last_checkpoint)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        meter.add(loss.item(), topk_errors(logits.detach(), labels), labels.numel())
+        tic = time.perf_counter()
+        iter_time = (tic - start) / (it + 1)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+        if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == n_iters:
+            eta = (total_iters - epoch * n_iters - it - 1) * iter_time
+            logger.info("epoch %d/%d iter %d/%d loss %.4f lr %.6g data %.3fs iter %.3fs eta %s",
+                        epoch + 1, cfg.SOLVER.MAX_EPOCH, it + 1, n_iters, loss.item(), lr,
+                        data_time / (it + 1), iter_time, format_seconds(eta))
+    stats = meter.reduced()
+    remaining = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * (time.perf_counter() - start)
+    stats.update(lr=scheduler.last_lr, iters=n_iters, data_time=data_time / max(n_iters, 1),
+                 iter_time=iter_time, epoch_time=time.perf_counter() - start,
+                 eta=format_seconds(remaining), mem_mb=memory_mb(device))
+    return stats
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader, cfg: CfgNode, epoch: int, device: torch.device) -> Dict:
+    """Single-clip validation: loss (NLL of the eval-mode probabilities), top-1/top-5 errors."""
+    model.eval()
+    meter = _Meter()
+    bar = progress(loader, total=len(loader), desc="val", enabled=du.is_main_process())
+    for clips, labels, _indices in bar:
+        clips, labels = to_device(clips, device, cfg), labels.to(device, non_blocking=True)
+        with autocast_context(cfg, device):
+            probs = model(clips).float()
+        loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
+        meter.add(loss.item(), topk_errors(probs, labels), labels.numel())
+    return meter.reduced()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: EpochLRScheduler,
+                     scaler: torch.amp.GradScaler, epochs_done: int, cfg: CfgNode) -> Dict:
+    """Everything a resumed run needs; collective (gathers every rank's RNG states)."""
+    return {
+        "model": cu.unwrap_model(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "grad_scaler": scaler.state_dict(),
+        "epoch": epochs_done,
+        "rng_states": du.all_gather_object(du.get_rng_states()),
+        "world_size": du.get_world_size(),
+        "cfg": cfg.dump(),
+    }
+
+
+def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler) -> Optional[Dict]:
+    """Load the last complete checkpoint of OUTPUT_DIR (rank 0 chooses it); None if there is none.
+
+    RNG states are restored later, right before the next epoch starts.
+    """
+    path = None
+    if du.is_main_process():
+        last = cu.load_last_checkpoint(cfg.OUTPUT_DIR)
+        path = last["path"] if last else None
+    path = du.broadcast_object(path)
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"rank {du.get_rank()} cannot read checkpoint {path}: with several machines, "
+            "OUTPUT_DIR must be on a file system that every machine shares"
+        )
+    state = cu.load_checkpoint(path)
+    cu.unwrap_model(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["grad_scaler"])
+    state["path"] = path
+    get_logger().info("resumed from %s (%d epochs done)", path, state["epoch"])
+    return state
+
+
+def restore_rng(state: Dict) -> None:
+    """Restore this rank's RNG states from a checkpoint written by the same number of processes."""
+    states = state["rng_states"]
+    if len(states) == du.get_world_size():
+        du.set_rng_states(states[du.get_rank()])
+    else:
+        get_logger().warning("checkpoint was written by %d processes, this run has %d: "
+                             "RNG states are not restored", len(states), du.get_world_size())
+
+
+# ----------------------------------------------------------------------------- the epoch loop
+def wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel in a multi-process run; the model itself otherwise."""
+    if du.get_world_size() == 1:
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def fit(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Module:
+    """Train for SOLVER.MAX_EPOCH epochs (resuming if possible); returns the trained model.
+
+    ``model`` is already on ``device``. Only rank 0 writes checkpoints and stats.
+    """
+    logger = get_logger()
+    main = du.is_main_process()
+    stats_writer = JsonStatsWriter(cfg.OUTPUT_DIR, enabled=main)
+    train_loader = build_loader(cfg, "train")
+    val_loader = build_loader(cfg, "val") if cfg.TRAIN.EVAL_PERIOD > 0 else None
+    optimizer = build_optimizer(model, cfg)
+    scheduler = EpochLRScheduler(optimizer, cfg)
+    scaler = build_grad_scaler(cfg, device)
+    start_epoch, last_checkpoint = 0, None
+    resumed = resume_from_last(cfg, model, optimizer, scheduler, scaler) if cfg.TRAIN.AUTO_RESUME else None
+    if resumed:
+        start_epoch, last_checkpoint = resumed["epoch"], resumed["path"]
+    elif cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        cu.load_model_weights(model, cfg.TRAIN.CHECKPOINT_FILE_PATH)
+        logger.info("initialised the weights from %s", cfg.TRAIN.CHECKPOINT_FILE_PATH)
+    train_model = wrap_distributed(model, device)
+    if resumed:
+        restore_rng(resumed)
+    if start_epoch >= cfg.SOLVER.MAX_EPOCH:
+        logger.info("training already complete (%d epochs)", start_epoch)
+    for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCH):
+        set_loader_epoch(train_loader, epoch)
+        stats = train_epoch(train_model, train_loader, optimizer, scheduler, scaler, cfg, epoch,
+                            device, last_checkpoint)
+        failures = train_loader.dataset.failure_count()
+        stats_writer.write({"split": "train", "epoch": epoch + 1, **stats, "read_failures": failures})
+        last_epoch = epoch + 1 == cfg.SOLVER.MAX_EPOCH
+        if val_loader is not None and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or last_epoch):
+            set_loader_epoch(val_loader, epoch)
+            val_stats = validate(model, val_loader, cfg, epoch, device)
+            stats_writer.write({"split": "val", "epoch": epoch + 1, **val_stats})
+            logger.info("epoch %d val: top1_err %.2f top5_err %.2f loss %.4f", epoch + 1,
+                        val_stats["top1_err"], val_stats["top5_err"], val_stats["loss"])
+        if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or last_epoch:
+            state = checkpoint_state(model, optimizer, scheduler, scaler, epoch + 1, cfg)
+            if main:
+                last_checkpoint = cu.save_checkpoint(cfg.OUTPUT_DIR, epoch + 1, state,
+                                                     cfg.TRAIN.CHECKPOINT_KEEP)
+                logger.info("saved %s", last_checkpoint)
+            du.barrier()
+    return model
