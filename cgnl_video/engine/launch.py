@@ -20,6 +20,7 @@ from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.evaluate import run_test, write_test_outputs
 from cgnl_video.engine.preflight import DataMissingError, check_data, check_run
 from cgnl_video.engine.train import NonFiniteLossError, fit
+from cgnl_video.models import build_model, prepare_for_speed
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
 from cgnl_video.utils.logging import JsonStatsWriter, get_logger, setup_logging
@@ -40,8 +41,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def build_model_on(cfg: CfgNode, device: torch.device) -> nn.Module:
     """The model of ``cfg`` on ``device``, with MODEL.CHANNELS_LAST / MODEL.COMPILE applied."""
-    from cgnl_video.models import build_model, prepare_for_speed
-
     return prepare_for_speed(build_model(cfg).to(device), cfg)
 
 
