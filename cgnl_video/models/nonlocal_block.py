@@ -1,0 +1,97 @@
+"""The baselines the CGNL block is compared with.
+
+``NonLocalBlock``: the spacetime non-local block of Wang et al. (embedded
+Gaussian / dot product), as in the video non-local code (FACTS section 2).
+``SimpleResidualBlock``: the "simple residual block" of the CGNL paper's
+Table 3 / Fig. 4, i.e. a CGNL block without the kernel scalars:
+Z = norm(W_z(theta(X))) + X.
+
+Both end in a zero-initialised norm, so a newly inserted block is the identity.
+"""
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from cgnl_video.models.cgnl import check_groups, init_block_convs, make_zero_norm
+
+NL_INSTANTIATIONS = ("softmax", "dot_product")
+
+
+class NonLocalBlock(nn.Module):
+    """Spacetime non-local block: Z = BN(W_z(f(theta, phi) g)) + X.
+
+    Args:
+        dim_in: channels C of the input (and output).
+        dim_inner: channels of theta, phi and g (default C / 2).
+        instantiation: "softmax" (embedded Gaussian: softmax over positions of
+            theta^T phi) or "dot_product" (theta^T phi divided by the number of positions).
+        pool_size: max-pool kernel = stride applied to the input of phi and g
+            only ((1, 1, 1) = none). ``ceil_mode`` keeps odd and size-1 maps valid.
+        scale: softmax only: multiply theta^T phi by dim_inner ** -0.5 first.
+    """
+
+    def __init__(
+        self,
+        dim_in: int,
+        dim_inner: int = 0,
+        instantiation: str = "softmax",
+        pool_size: Sequence[int] = (1, 2, 2),
+        scale: bool = True,
+    ) -> None:
+        super().__init__()
+        if instantiation not in NL_INSTANTIATIONS:
+            raise ValueError(f"instantiation must be one of {list(NL_INSTANTIATIONS)}, got {instantiation!r}")
+        dim_inner = dim_inner or dim_in // 2
+        self.instantiation = instantiation
+        self.scale = scale
+        self.theta = nn.Conv3d(dim_in, dim_inner, 1)
+        self.phi = nn.Conv3d(dim_in, dim_inner, 1)
+        self.g = nn.Conv3d(dim_in, dim_inner, 1)
+        self.z = nn.Conv3d(dim_inner, dim_in, 1)
+        self.norm = make_zero_norm("bn", dim_in)
+        pool_size = tuple(pool_size)
+        self.pool = nn.MaxPool3d(pool_size, pool_size, ceil_mode=True) if max(pool_size) > 1 else None
+        init_block_convs(self.theta, self.phi, self.g, self.z)
+
+    def extra_repr(self) -> str:
+        return f"instantiation={self.instantiation}, scale={self.scale}"
+
+    def affinity(self, theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """Pairwise weights (B, N, M) from theta (B, C', N) and phi (B, C', M)."""
+        logits = torch.einsum("bcn,bcm->bnm", theta, phi)
+        if self.instantiation == "dot_product":
+            return logits / phi.shape[-1]
+        if self.scale:
+            logits = logits * theta.shape[1] ** -0.5
+        return logits.softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.theta(x)
+        source = self.pool(x) if self.pool is not None else x
+        phi, g = self.phi(source).flatten(2), self.g(source).flatten(2)
+        weights = self.affinity(theta.flatten(2), phi)
+        y = torch.einsum("bnm,bcm->bcn", weights, g).reshape(theta.shape)
+        return x + self.norm(self.z(y))
+
+
+class SimpleResidualBlock(nn.Module):
+    """Table 3 / Fig. 4 of the CGNL paper: Z = norm(W_z(theta(X))) + X.
+
+    The same convolutions and norm as a CGNL block (theta C -> C_inner, grouped
+    W_z C_inner -> C, zero-initialised norm) but no phi, g or kernel scalars:
+    it isolates what the extra parameters alone contribute.
+    """
+
+    def __init__(self, dim_in: int, dim_inner: int = 0, groups: int = 8, norm: str = "bn") -> None:
+        super().__init__()
+        dim_inner = dim_inner or dim_in // 2
+        check_groups(dim_in, dim_inner, groups)
+        self.theta = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
+        self.z = nn.Conv3d(dim_inner, dim_in, 1, groups=groups, bias=False)
+        self.norm = make_zero_norm(norm, dim_in, groups)
+        init_block_convs(self.theta, self.z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.norm(self.z(self.theta(x)))
