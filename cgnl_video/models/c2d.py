@@ -1,0 +1,201 @@
+"""C2D ResNet-50/101 for video (non-local paper, Table 1) from PyTorchVideo's builders.
+
+Default layout for a 32x224x224 clip (FACTS section 3)::
+
+    conv1  1x7x7, stride (2,2,2)          -> 16x112x112
+    pool1  max (2,3,3), stride (2,2,2)    ->  8x56x56
+    res2                                  ->  8x56x56   (256 ch)
+    pool2  max (2,1,1), stride (2,1,1)    ->  4x56x56
+    res3 / res4 / res5                    ->  4x28x28 / 4x14x14 / 4x7x7 (512 / 1024 / 2048)
+    head   average, dropout, fc
+
+The module list is PyTorchVideo's ``Net.blocks = [stem, res2, pool2, res3, res4,
+res5, head]`` so a PyTorchVideo C2D state dict loads into the baseline as is.
+Extra blocks (CGNL, NL, ...) live in each stage's ``inserted`` ModuleDict, keyed
+by the index of the residual block they follow; residual blocks keep their names.
+"""
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from pytorchvideo.models.net import Net
+from pytorchvideo.models.resnet import BottleneckBlock, ResStage, create_bottleneck_block, create_res_stage
+from pytorchvideo.models.stem import create_res_basic_stem
+from torch import nn
+
+from cgnl_video.models.spec import STAGE_DEPTHS, stage_out_channels
+
+Triple = Sequence[int]
+#: indices of res2..res5 and of the head in ``Net.blocks``
+STAGE_BLOCK_INDICES = (1, 3, 4, 5)
+HEAD_BLOCK_INDEX = 6
+
+
+def same_padding(kernel: Triple) -> Tuple[int, ...]:
+    """(k - 1) // 2 per dimension: odd kernels keep the size; a temporal pool
+    of kernel 2 and stride 2 halves T exactly (no padded frame)."""
+    return tuple((k - 1) // 2 for k in kernel)
+
+
+def _plain_int_stride(conv: Optional[nn.Conv3d]) -> None:
+    """PyTorchVideo computes the shortcut stride with numpy; tracing (fvcore,
+    torch.jit) needs Python ints."""
+    if conv is not None:
+        conv.stride = tuple(int(s) for s in conv.stride)
+
+
+class C2DHead(nn.Module):
+    """Classifier with a train and an eval behaviour.
+
+    ``train()``: global average over (T, H, W), dropout, fc -> logits (B, K).
+    ``eval()``: the fc acts as a 1x1x1 convolution on the final feature map,
+    softmax at every position, averaged over (T, H, W) -> probabilities (B, K).
+    Fully convolutional: any spatial size works.
+    """
+
+    def __init__(self, dim_in: int, num_classes: int, dropout_rate: float = 0.5) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout_rate)
+        self.proj = nn.Linear(dim_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.proj(self.dropout(x.mean(dim=(2, 3, 4))))
+        logits = self.proj(x.permute(0, 2, 3, 4, 1))  # (B, T, H, W, K)
+        return logits.softmax(dim=-1).mean(dim=(1, 2, 3))
+
+
+class C2DStage(ResStage):
+    """A PyTorchVideo ResStage plus blocks inserted after chosen residual blocks."""
+
+    def __init__(self, res_blocks: nn.ModuleList) -> None:
+        super().__init__(res_blocks)
+        self.inserted = nn.ModuleDict()
+
+    @property
+    def out_channels(self) -> int:
+        return self.res_blocks[-1].branch2.conv_c.out_channels
+
+    def insert_after(self, index: int, block: nn.Module) -> None:
+        """Run ``block`` right after residual block ``index`` (0-based)."""
+        if not 0 <= index < len(self.res_blocks):
+            raise IndexError(f"stage has residual blocks 0..{len(self.res_blocks) - 1}, got {index}")
+        self.inserted[str(index)] = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for index, res_block in enumerate(self.res_blocks):
+            x = res_block(x)
+            key = str(index)
+            if key in self.inserted:
+                x = self.inserted[key](x)
+        return x
+
+
+class C2DResNet(Net):
+    """C2D ResNet for clips (B, 3, T, H, W).
+
+    Outputs depend on the mode:
+
+    * ``model.train()``: logits (B, num_classes), for a cross-entropy loss.
+    * ``model.eval()``: class probabilities (B, num_classes): the fc is applied
+      at every (t, h, w) of the last feature map, softmax per position, and the
+      probabilities are averaged (fully convolutional testing). Validation and
+      testing therefore receive probabilities, not logits.
+    """
+
+    @property
+    def stem(self) -> nn.Module:
+        return self.blocks[0]
+
+    @property
+    def stages(self) -> List[C2DStage]:
+        """res2, res3, res4, res5."""
+        return [self.blocks[i] for i in STAGE_BLOCK_INDICES]
+
+    @property
+    def head(self) -> C2DHead:
+        return self.blocks[-1]
+
+
+def create_c2d(
+    *,
+    depth: int = 50,
+    num_classes: int = 200,
+    width: int = 64,
+    dropout_rate: float = 0.5,
+    stem_conv_kernel: Triple = (1, 7, 7),
+    stem_conv_stride: Triple = (2, 2, 2),
+    stem_pool_kernel: Triple = (2, 3, 3),
+    stem_pool_stride: Triple = (2, 2, 2),
+    pool2_kernel: Triple = (2, 1, 1),
+    pool2_stride: Triple = (2, 1, 1),
+    conv_a_kernels: Sequence[Triple] = ((1, 1, 1),) * 4,
+    conv_b_kernels: Sequence[Triple] = ((1, 3, 3),) * 4,
+    spatial_strides: Sequence[int] = (1, 2, 2, 2),
+    temporal_strides: Sequence[int] = (1, 1, 1, 1),
+    zero_init_final_bn: bool = True,
+    norm: Callable[..., nn.Module] = nn.BatchNorm3d,
+) -> C2DResNet:
+    """Build a C2D ResNet; every kernel and stride is an argument (stages res2..res5).
+
+    ``width`` is the stem width (64 = standard); all stage widths scale with it.
+    The temporal stride of a stage sits on its first block's conv_a and the
+    spatial stride on its 3x3 conv_b (ResNet v1.5, as torchvision).
+    """
+    if depth not in STAGE_DEPTHS:
+        raise ValueError(f"depth must be one of {sorted(STAGE_DEPTHS)}, got {depth}")
+    stem = create_res_basic_stem(
+        in_channels=3,
+        out_channels=width,
+        conv_kernel_size=tuple(stem_conv_kernel),
+        conv_stride=tuple(stem_conv_stride),
+        conv_padding=same_padding(stem_conv_kernel),
+        pool=nn.MaxPool3d,
+        pool_kernel_size=tuple(stem_pool_kernel),
+        pool_stride=tuple(stem_pool_stride),
+        pool_padding=same_padding(stem_pool_kernel),
+        norm=norm,
+    )
+    stages = []
+    dim_in = width
+    for i, (blocks, dim_out) in enumerate(zip(STAGE_DEPTHS[depth], stage_out_channels(width))):
+        stage = create_res_stage(
+            depth=blocks,
+            dim_in=dim_in,
+            dim_inner=dim_out // 4,
+            dim_out=dim_out,
+            bottleneck=create_bottleneck_block,
+            conv_a_kernel_size=tuple(conv_a_kernels[i]),
+            conv_a_stride=(temporal_strides[i], 1, 1),
+            conv_a_padding=same_padding(conv_a_kernels[i]),
+            conv_b_kernel_size=tuple(conv_b_kernels[i]),
+            conv_b_stride=(1, spatial_strides[i], spatial_strides[i]),
+            conv_b_padding=same_padding(conv_b_kernels[i]),
+            norm=norm,
+        )
+        for res_block in stage.res_blocks:
+            _plain_int_stride(res_block.branch1_conv)
+        stages.append(C2DStage(stage.res_blocks))
+        dim_in = dim_out
+    pool2 = nn.MaxPool3d(tuple(pool2_kernel), tuple(pool2_stride))
+    head = C2DHead(dim_in, num_classes, dropout_rate)
+    model = C2DResNet(blocks=nn.ModuleList([stem, stages[0], pool2, *stages[1:], head]))
+    if not zero_init_final_bn:
+        for module in model.modules():
+            if isinstance(module, BottleneckBlock):
+                nn.init.ones_(module.norm_c.weight)
+    return model
+
+
+def insert_blocks(
+    model: C2DResNet,
+    locations: Sequence[Sequence[int]],
+    make_block: Callable[[int], nn.Module],
+) -> None:
+    """For stage s (res2..res5) and each index i in ``locations[s]``, insert
+    ``make_block(channels_of_stage_s)`` after residual block i."""
+    if len(locations) != len(STAGE_BLOCK_INDICES):
+        raise ValueError(f"need one index list per stage res2..res5, got {len(locations)}")
+    for stage, indices in zip(model.stages, locations):
+        for index in sorted(indices):
+            stage.insert_after(index, make_block(stage.out_channels))
