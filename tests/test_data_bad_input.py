@@ -4,10 +4,10 @@ import logging
 import os
 
 import pytest
-import torch
 
 from cgnl_video.data import ManifestEntry, build_dataset, build_loader, set_loader_epoch
 from test_data_fixtures import (  # noqa: F401 (one_torch_thread: autouse fixture)
+    cfg_for,
     folder_entries,
     frame_ids,
     make_dataset,
@@ -41,15 +41,14 @@ def data(tmp_path_factory):
     return root, lists, all_bad
 
 
-def cfg_for(data, **overrides):
+def bad_cfg(data, **overrides):
     """4 of the 6 samples are bad: allow long chains of replacements."""
-    root, lists, _ = data
-    return small_cfg(lists, root, **{"DATA.MAX_CONSECUTIVE_FAILURES": 40, **overrides})
+    return cfg_for(data, **{"DATA.MAX_CONSECUTIVE_FAILURES": 40, **overrides})
 
 
 @pytest.mark.parametrize("index", [2, 3, 5])
 def test_train_replaces_unreadable_sample_and_counts_it(data, index, caplog):
-    dataset = build_dataset(cfg_for(data), "train")
+    dataset = build_dataset(bad_cfg(data), "train")
     path = dataset.path_of(index)
     with caplog.at_level(logging.WARNING, logger="cgnl_video.data.dataset"):
         clip, label, returned = dataset[index]
@@ -63,14 +62,14 @@ def test_train_replaces_unreadable_sample_and_counts_it(data, index, caplog):
 
 
 def test_short_folder_fails_when_a_missing_frame_is_needed(data):
-    dataset = build_dataset(cfg_for(data), "val")  # centre window 16..22 of the claimed 40
+    dataset = build_dataset(bad_cfg(data), "val")  # centre window 16..22 of the claimed 40
     clip, _, returned = dataset[4]
     assert returned in (0, 1) and dataset.failure_count() >= 1
     assert len(set(frame_ids(clip))) == 4
 
 
 def test_many_failures_in_a_row_stop_with_a_clear_error(data):
-    cfg = cfg_for(data, **{"DATA.MAX_CONSECUTIVE_FAILURES": 5})
+    cfg = bad_cfg(data, **{"DATA.MAX_CONSECUTIVE_FAILURES": 5})
     cfg.DATA.PATH_PREFIX = "/nonexistent/root"
     dataset = build_dataset(cfg, "train")
     with pytest.raises(RuntimeError, match="MAX_CONSECUTIVE_FAILURES.*nonexistent"):
@@ -79,7 +78,7 @@ def test_many_failures_in_a_row_stop_with_a_clear_error(data):
 
 
 def test_test_split_reports_unreadable_videos_with_zero_views(data, caplog):
-    dataset = build_dataset(cfg_for(data), "test")
+    dataset = build_dataset(bad_cfg(data), "test")
     with caplog.at_level(logging.WARNING, logger="cgnl_video.data.dataset"):
         results = [dataset[i] for i in range(len(dataset))]
     assert [views.shape[0] for views, _, _ in results] == [9, 9, 0, 0, 0, 0]
@@ -94,7 +93,7 @@ def test_test_split_reports_unreadable_videos_with_zero_views(data, caplog):
 def test_failures_counted_across_worker_processes(data):
     counts = []
     for workers in (0, 2):
-        cfg = cfg_for(data, **{"DATA_LOADER.NUM_WORKERS": workers, "TRAIN.BATCH_SIZE": 1})
+        cfg = bad_cfg(data, **{"DATA_LOADER.NUM_WORKERS": workers, "TRAIN.BATCH_SIZE": 1})
         loader = build_loader(cfg, "train")
         labels = []
         for epoch in range(2):

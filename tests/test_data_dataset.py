@@ -8,6 +8,7 @@ import torch
 
 from cgnl_video.data import ManifestEntry, ManifestError, build_dataset, decode
 from test_data_fixtures import (  # noqa: F401 (one_torch_thread: autouse fixture)
+    cfg_for,
     HEIGHT,
     WIDTH,
     column_range,
@@ -32,11 +33,6 @@ def data(tmp_path_factory):
     entries += [ManifestEntry("v.mkv", 2), ManifestEntry("v.mp4", 0)]
     lists = make_dataset(root, {"train": entries, "val": entries, "test": entries})
     return root, lists
-
-
-def cfg_for(data, **overrides):
-    root, lists = data
-    return small_cfg(lists, root, **overrides)
 
 
 # ----------------------------------------------------------------------------- train
@@ -235,6 +231,28 @@ def test_pyav_fallback_when_decord_fails(data, monkeypatch):
     assert reader.frames_decoded == 40  # sequential decoding up to the last frame needed
     views = build_dataset(cfg_for(data), "test")[2][0]
     assert frame_ids(views[3]) == [16, 18, 20, 22]
+
+
+def test_pyav_fallback_when_decord_fails_to_decode(data, monkeypatch):
+    root, _ = data
+
+    def broken(self, indices):
+        raise decode.DecodeError("decord cannot decode this")
+
+    monkeypatch.setattr(decode.DecordReader, "read", broken)
+    reader = decode.VideoFileReader(os.path.join(root, "v.mkv"))
+    assert reader.backend == "decord"
+    frames = reader.read([3, 4])
+    assert reader.backend == "pyav"
+    assert [int(f[1].float().mean()) // 4 for f in frames] == [3, 4]
+
+
+def test_pyav_stream_shorter_than_expected_is_a_decode_error(data):
+    root, _ = data
+    reader = decode.PyAVReader(os.path.join(root, "v.mkv"))
+    reader.num_frames = 45  # as if the container claimed more frames than it holds
+    with pytest.raises(decode.DecodeError, match="ends before frame 44"):
+        reader.read([2, 44])
 
 
 def test_backends_agree(data):

@@ -101,6 +101,11 @@ def small_cfg(data_dir: str, root: str, **overrides):
     return cfg
 
 
+def cfg_for(data: Tuple[str, ...], **overrides):
+    """``small_cfg`` for a module fixture returning ``(root, lists, ...)``."""
+    return small_cfg(data[1], data[0], **overrides)
+
+
 def pixels(clip: torch.Tensor) -> torch.Tensor:
     """A clip made with mean 0 / std 1 back to 0-255 values."""
     return clip * 255.0

@@ -8,11 +8,11 @@ import torch.distributed as dist
 
 from cgnl_video.data import ManifestEntry, ShardSampler, build_loader, loader as loader_module, set_loader_epoch
 from test_data_fixtures import (  # noqa: F401 (one_torch_thread: autouse fixture)
+    cfg_for,
     folder_entries,
     frame_ids,
     make_dataset,
     one_torch_thread,
-    small_cfg,
 )
 
 
@@ -25,11 +25,6 @@ def data(tmp_path_factory):
         "train": entries, "val": entries, "test": entries + [ManifestEntry("gone.mp4", 2)],
     })
     return root, lists
-
-
-def cfg_for(data, **overrides):
-    root, lists = data
-    return small_cfg(lists, root, **overrides)
 
 
 def test_batch_formats_of_every_split(data):

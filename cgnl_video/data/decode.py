@@ -283,6 +283,8 @@ class VideoFileReader(FrameReader):
                 raise
             self._reader.close()
             self._reader = self._fall_back(error)
+            # Keep the count the clip was sampled with: a shorter stream is a DecodeError.
+            self._reader.num_frames = self.num_frames
             return self._read_counted(indices)
 
     def close(self) -> None:

@@ -1,0 +1,351 @@
+#!/usr/bin/env python
+"""Data loading speed: cgnl_video.data against naive baselines, in the same run.
+
+From the repository root (after ``pip install -e .``):
+
+    python benchmarks/bench_loader.py
+
+Everything runs in one process with one torch thread, which is what one DataLoader
+worker process does, so the numbers are per worker process. Inputs are generated
+(no download) in a temporary folder:
+
+1. Training clips from frame folders (JPEG quality 90, 340x256 = short side 256,
+   as data_prep/extract_frames.py writes them): 32 of 64 frames, random box of
+   0.08-1.25 of the area resized to 224, flip, normalisation.
+   * ours: ``VideoDataset("train")`` (decodes the 32 frames with
+     torchvision.io.decode_jpeg into one buffer, uint8 crop+resize of the clip,
+     one float conversion);
+   * baseline "per-frame PIL": per frame ``PIL.Image.open`` and torchvision's
+     per-image transforms (resized_crop, hflip, to_tensor, normalize), then stack;
+   Both use the same frame indices, crop boxes and flips. (PyTorchVideo's
+   FrameVideo would be a third baseline, but it needs opencv-python, which is not a
+   dependency of this package.)
+2. Test samples, 30 views (10 clips x 3 crops, 32 of 64 frames, 256 crops) of a
+   10 s, 30 fps, 340x256 H.264 video, for two GOP lengths (x264's default keyint 250,
+   and 30 = one keyframe per second):
+   * ours: ``VideoDataset("test")``, the video decoded once (decord, and PyAV);
+   * baseline "per view": what PySlowFast does — each view decoded on its own:
+     open the file, seek to the keyframe before the window, decode to the end of
+     the window, keep every 2nd frame, crop and normalise.
+   Decoded frames are counted exactly for PyAV; for decord the count is the frames
+   requested (decord decodes at least those).
+
+Prints a markdown table and writes JSON (benchmarks/results/loader.json).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEIGHT, WIDTH, FPS = 256, 340, 30
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def synthetic_frames(count: int, seed: int) -> np.ndarray:
+    """``count`` x 256 x 340 x 3 frames: a sliding blocky texture, a moving wave, noise."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    blocks = rng.random((HEIGHT // 8 + 1, WIDTH // 8 + 1, 3)).astype(np.float32) * 255
+    texture = blocks.repeat(8, axis=0).repeat(8, axis=1)[:HEIGHT, :WIDTH]
+    out = np.empty((count, HEIGHT, WIDTH, 3), np.uint8)
+    for t in range(count):
+        wave = 127 + 127 * np.sin((cols + 3 * t) / 29.0) * np.cos((rows - t) / 13.0)
+        image = 0.5 * np.roll(texture, 3 * t, axis=1) + 0.5 * wave[..., None]
+        out[t] = np.clip(image + rng.normal(0, 5, (HEIGHT, WIDTH, 1)), 0, 255)
+    return out
+
+
+def write_folder(folder: str, frames: np.ndarray) -> None:
+    from PIL import Image
+
+    from cgnl_video.data.decode import frame_file_name
+
+    os.makedirs(folder, exist_ok=True)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(os.path.join(folder, frame_file_name(index)), quality=90)
+
+
+def write_h264(path: str, frames: np.ndarray, gop: int) -> None:
+    """H.264 (x264 veryfast, crf 20) mp4 with keyframes at most ``gop`` frames apart."""
+    import av
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"crf": "20", "preset": "veryfast", "g": str(gop)}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def bench_cfg(data_dir: str, root: str, backend: str = "decord"):
+    from cgnl_video.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.DATA.PATH_TO_DATA_DIR, cfg.DATA.PATH_PREFIX = data_dir, root
+    cfg.DATA.DECODING_BACKEND = backend
+    return cfg
+
+
+# ----------------------------------------------------------------------------- training clips
+
+
+def train_plans(dataset, count: int) -> List[Tuple[int, List[int], Tuple[int, int, int, int], bool]]:
+    """(video, frame indices, box, flip) of clip ``k`` = video ``k % videos`` in epoch
+    ``k // videos``, drawn as the dataset draws them."""
+    from cgnl_video.data import sampling
+
+    plans = []
+    for clip in range(count):
+        epoch, video = divmod(clip, len(dataset))
+        generator = sampling.item_generator(dataset.seed, epoch, video)
+        total = dataset.entries[video].num_frames
+        start = sampling.train_clip_start(total, dataset.window, generator)
+        frames = sampling.clip_indices(start, dataset.num_frames, dataset.sampling_rate, total)
+        box = sampling.random_crop_box(HEIGHT, WIDTH, dataset.scale, dataset.ratio, generator)
+        flip = bool(torch.rand((), generator=generator) < 0.5)
+        plans.append((video, frames, box, flip))
+    return plans
+
+
+def per_frame_pil(dataset, video: int, frames: List[int], box, flip: bool) -> torch.Tensor:
+    """The naive clip: every frame opened with PIL and transformed on its own."""
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    from cgnl_video.data.decode import frame_file_name
+
+    size = [dataset.train_crop_size] * 2
+    out = []
+    for index in frames:
+        with Image.open(os.path.join(dataset.path_of(video), frame_file_name(index))) as image:
+            image = TF.resized_crop(image.convert("RGB"), *box, size, antialias=True)
+        if flip:
+            image = TF.hflip(image)
+        out.append(TF.normalize(TF.to_tensor(image), dataset.mean, dataset.std))
+    return torch.stack(out, dim=1)
+
+
+def bench_train(work: str, videos: int, clips: int, rounds: int) -> Dict:
+    from cgnl_video.data import ManifestEntry, build_dataset, write_classes, write_manifest
+
+    root = os.path.join(work, "frames")
+    length = 150
+    entries = []
+    for v in range(videos):
+        write_folder(os.path.join(root, f"video_{v:02d}"), synthetic_frames(length, v))
+        entries.append(ManifestEntry(f"video_{v:02d}", 0, length))
+    lists = os.path.join(work, "frame_lists")
+    write_classes(os.path.join(lists, "classes.txt"), ["only"])
+    write_manifest(os.path.join(lists, "train.txt"), entries)
+    dataset = build_dataset(bench_cfg(lists, root), "train")
+    plans = train_plans(dataset, clips)
+
+    def ours() -> None:
+        for clip in range(clips):
+            epoch, video = divmod(clip, len(dataset))
+            dataset.set_epoch(epoch)
+            dataset[video]
+
+    dataset.set_epoch(0)
+    ours0 = dataset[0][0]  # the same clip as plans[0]
+    check = {"per-frame PIL": float((per_frame_pil(dataset, *plans[0]) - ours0).abs().mean())}
+    methods: Dict[str, Callable[[], None]] = {
+        "ours (VideoDataset)": ours,
+        "per-frame PIL + torchvision": lambda: [per_frame_pil(dataset, *p) for p in plans],
+    }
+    seconds = best_of(methods, rounds)
+    jpeg_bytes = np.mean([e.stat().st_size for e in os.scandir(os.path.join(root, "video_00"))])
+    return {
+        "clips": clips, "rounds": rounds, "frame_size": [HEIGHT, WIDTH], "mean_jpeg_bytes": float(jpeg_bytes),
+        "clips_per_s": {name: clips / s for name, s in seconds.items()},
+        "mean_abs_diff_vs_ours": check,
+    }
+
+
+# ----------------------------------------------------------------------------- test views
+
+
+def per_view_pyav(path: str, start: int, window: int, rate: int, box, mean, std) -> Tuple[torch.Tensor, int]:
+    """One view decoded on its own: seek to the keyframe before the window, decode to
+    its end, keep every ``rate``-th frame, crop, normalise. Returns (view, frames decoded)."""
+    import av
+
+    from cgnl_video.data import transforms
+
+    kept, decoded = [], 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        seconds_per_pts = float(stream.time_base)
+        container.seek(int(start / FPS / seconds_per_pts), stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            decoded += 1
+            index = round(frame.pts * seconds_per_pts * FPS)
+            if index >= start + window:
+                break
+            if index >= start and (index - start) % rate == 0:
+                kept.append(frame.to_ndarray(format="rgb24"))
+    frames = torch.from_numpy(np.stack(kept)).permute(0, 3, 1, 2)
+    top, left, height, width = box
+    view = transforms.normalize_clip(frames[:, :, top:top + height, left:left + width], mean, std)
+    return view, decoded
+
+
+def per_view_sample(dataset, path: str) -> Tuple[torch.Tensor, int]:
+    """All views of one video, each decoded separately (PySlowFast style)."""
+    from cgnl_video.data import sampling
+
+    import av
+
+    with av.open(path) as container:
+        total = container.streams.video[0].frames
+    starts = sampling.test_clip_starts(total, dataset.window, dataset.num_clips)
+    boxes = sampling.spatial_crop_boxes(HEIGHT, WIDTH, dataset.num_crops)
+    views, decoded = [], 0
+    for start in starts:
+        for box in boxes:
+            view, count = per_view_pyav(path, start, dataset.window, dataset.sampling_rate, box,
+                                        dataset.mean, dataset.std)
+            views.append(view)
+            decoded += count
+    return torch.stack(views), decoded
+
+
+def decode_once_count(dataset, path: str, backend: str) -> int:
+    """Frames the decode-once path decodes for one video (requested frames for decord)."""
+    from cgnl_video.data import sampling
+    from cgnl_video.data.decode import VideoFileReader
+
+    with VideoFileReader(path, backend) as reader:
+        total = reader.num_frames
+        starts = sampling.test_clip_starts(total, dataset.window, dataset.num_clips)
+        clips = [sampling.clip_indices(s, dataset.num_frames, dataset.sampling_rate, total) for s in starts]
+        reader.read(sampling.frame_union(clips)[0])
+        return reader.frames_decoded
+
+
+def bench_test(work: str, rounds: int, gops: List[int]) -> Dict:
+    from cgnl_video.data import ManifestEntry, build_dataset, write_classes, write_manifest
+
+    root = os.path.join(work, "videos")
+    os.makedirs(root, exist_ok=True)
+    frames = synthetic_frames(10 * FPS, 99)
+    lists = os.path.join(work, "video_lists")
+    write_classes(os.path.join(lists, "classes.txt"), ["only"])
+    results = {}
+    for gop in gops:
+        name = f"gop{gop}.mp4"
+        write_h264(os.path.join(root, name), frames, gop)
+        write_manifest(os.path.join(lists, "test.txt"), [ManifestEntry(name, 0)])
+        ours = {b: build_dataset(bench_cfg(lists, root, b), "test") for b in ("decord", "pyav")}
+        path = ours["decord"].path_of(0)
+        reference = ours["decord"][0][0]
+        baseline, baseline_decoded = per_view_sample(ours["decord"], path)
+        check = float((baseline - reference).abs().mean())
+        del baseline, reference
+        methods = {
+            "ours, decode once (decord)": lambda: ours["decord"][0],
+            "ours, decode once (PyAV)": lambda: ours["pyav"][0],
+            "per view (PyAV seek + decode)": lambda: per_view_sample(ours["decord"], path),
+        }
+        seconds = best_of(methods, rounds)
+        results[f"keyint {gop}"] = {
+            "views": int(ours["decord"][0][0].shape[0]),
+            "videos_per_s": {n: 1.0 / s for n, s in seconds.items()},
+            "decoded_frames": {
+                "ours, decode once (decord)": decode_once_count(ours["decord"], path, "decord"),
+                "ours, decode once (PyAV)": decode_once_count(ours["pyav"], path, "pyav"),
+                "per view (PyAV seek + decode)": baseline_decoded,
+            },
+            "mean_abs_diff_vs_ours": check,
+        }
+    return results
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def best_of(methods: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, float]:
+    """Best wall time of each method over ``rounds``, the methods interleaved per round."""
+    best = {name: float("inf") for name in methods}
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def markdown(result: Dict) -> str:
+    train = result["train"]
+    rates = train["clips_per_s"]
+    ours = rates["ours (VideoDataset)"]
+    lines = [
+        f"Training clips per second per worker process ({train['clips']} clips, 32 of 64 frames, "
+        f"{train['frame_size'][1]}x{train['frame_size'][0]} JPEG frames, 224 crop; best of {train['rounds']}):",
+        "",
+        "| method | clips/s | ours is |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {n} | {r:.1f} | {ours / r:.2f}x |" for n, r in rates.items()]
+    lines += ["", "Test videos per second, 30 views (10 clips x 3 crops, 32 of 64 frames, 256 crops) of a "
+              "10 s, 30 fps, 340x256 H.264 video:", "",
+              "| video | method | videos/s | ours (decord) is | decoded frames |", "|---|---|---:|---:|---:|"]
+    for video, row in result["test"].items():
+        ours_rate = row["videos_per_s"]["ours, decode once (decord)"]
+        for name, rate in row["videos_per_s"].items():
+            frames = row["decoded_frames"][name]
+            note = " (requested)" if "decord" in name else ""
+            lines.append(f"| {video} | {name} | {rate:.2f} | {ours_rate / rate:.2f}x | {frames}{note} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=6, help="frame folders of 150 frames")
+    parser.add_argument("--clips", type=int, default=30, help="training clips per round")
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds")
+    parser.add_argument("--gops", type=int, nargs="+", default=[250, 30], help="keyframe intervals of the test video")
+    parser.add_argument("--work", default="", help="folder for the generated data (default: a temporary one)")
+    parser.add_argument("--json", default=os.path.join(REPO, "benchmarks", "results", "loader.json"))
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    work = args.work or tempfile.mkdtemp(prefix="bench_loader_")
+    try:
+        result = {
+            "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                       f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "torch": torch.__version__,
+            "command": "python benchmarks/bench_loader.py " + " ".join(
+                f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                for k, v in vars(args).items() if k not in ("json", "work")),
+            "train": bench_train(work, args.videos, args.clips, args.rounds),
+            "test": bench_test(work, args.rounds, args.gops),
+        }
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+    print(markdown(result))
+    print(f"\nresults written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
