@@ -11,15 +11,7 @@ import argparse
 import os
 import sys
 
-from cgnl_video.prep.extract import ExtractOptions, extract_all, read_video_list
-
-
-def default_workers() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+from cgnl_video.prep.extract import ExtractOptions, default_workers, extract_all, read_video_list
 
 
 def main(argv=None) -> int:

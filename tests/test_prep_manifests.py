@@ -186,13 +186,15 @@ def test_minikinetics_small_lists(tmp_path):
     write_kinetics(tmp_path / "ann", ROWS, "id1\r\n\r\nid2\r\n", "-d_3\r\n")
     root = tmp_path / "root"
     fabricate_frames_root(root, ["b class/id1_000001_000011", "-d_3"])
+    idx.write_failures(str(root), {"a class/id2_000000_000010.mp4": ("failed", "unreadable: bad data")})
     build_minikinetics([str(tmp_path / "ann")], str(tmp_path / "ann"), str(root), str(tmp_path / "out"),
                        num_classes=2)
     assert read_classes(str(tmp_path / "out" / "classes.txt")) == ["a class", "b class"]
     manifests = read_out(tmp_path / "out")
     assert [(e.path, e.label) for e in manifests["train"]] == [("b class/id1_000001_000011", 1)]
     assert [(e.path, e.label) for e in manifests["val"]] == [("-d_3", 1)] and manifests["test"] == manifests["val"]
-    assert missing_rows(tmp_path / "out") == [("train", "id2_000000_000010", "not found")]
+    assert missing_rows(tmp_path / "out") == [
+        ("train", "id2_000000_000010", "frame extraction failed: unreadable: bad data")]
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,7 @@ import pytest
 
 from cgnl_video.data.manifest import read_classes, read_manifest
 from cgnl_video.prep import index as idx
-from cgnl_video.prep.extract import ExtractOptions, extract_all
-from cgnl_video.prep.generic import build_generic
+from cgnl_video.prep.demo import prepare_synthetic_demo
 from cgnl_video.prep.synthetic import CLASS_NAMES, SyntheticSpec, make_synthetic, render_video
 from cgnl_video.prep.video_io import frames_with_pyav, probe
 
@@ -67,15 +66,17 @@ def test_class_list():
 
 def test_demo_path_videos_to_manifests(tmp_path):
     """make_synthetic -> extract_frames -> build_manifests generic, as the demo runs it."""
-    make_synthetic(str(tmp_path / "syn"), SMALL)
-    summary = extract_all(str(tmp_path / "syn" / "videos"), str(tmp_path / "syn" / "frames"),
-                          options=ExtractOptions(short_side=32), workers=2, progress=False)
-    assert (summary.done, summary.failed) == (9, 0)
-    build_generic(str(tmp_path / "syn" / "annotations"), str(tmp_path / "syn" / "frames"), str(tmp_path / "m"))
-    assert read_classes(str(tmp_path / "m" / "classes.txt")) == list(CLASS_NAMES[:3])
-    train = read_manifest(str(tmp_path / "m" / "train.txt"), num_classes=3)
+    manifests, frames = prepare_synthetic_demo(str(tmp_path / "syn"), SMALL, short_side=32, workers=2)
+    assert (manifests, frames) == (str(tmp_path / "syn" / "manifests"), str(tmp_path / "syn" / "frames"))
+    assert read_classes(os.path.join(manifests, "classes.txt")) == list(CLASS_NAMES[:3])
+    train = read_manifest(os.path.join(manifests, "train.txt"), num_classes=3)
     assert [e.label for e in train] == [0, 0, 1, 1, 2, 2] and {e.num_frames for e in train} == {12}
     assert train[0].path == "train/slide_horizontal/slide_horizontal_000"
-    assert read_manifest(str(tmp_path / "m" / "val.txt")) == read_manifest(str(tmp_path / "m" / "test.txt"))
-    entry = idx.read_index(str(tmp_path / "syn" / "frames"))[train[0].path]
+    assert read_manifest(os.path.join(manifests, "val.txt")) == read_manifest(os.path.join(manifests, "test.txt"))
+    assert len(read_manifest(os.path.join(manifests, "test.txt"))) == 3
+    entry = idx.read_index(frames)[train[0].path]
     assert (entry.width, entry.height) == (43, 32)
+    stamp = os.path.getmtime(tmp_path / "syn" / "videos" / "train" / "disc" / "disc_000.mp4")
+    prepare_synthetic_demo(str(tmp_path / "syn"), SMALL, short_side=32, workers=1)  # all skipped
+    assert os.path.getmtime(tmp_path / "syn" / "videos" / "train" / "disc" / "disc_000.mp4") == stamp
+    assert read_manifest(os.path.join(manifests, "train.txt")) == train

@@ -90,6 +90,14 @@ class Summary:
         )
 
 
+def default_workers() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def frame_folder(rel: str) -> str:
     """The frame folder of a video: its relative path without the extension."""
     return os.path.splitext(rel)[0]

@@ -64,7 +64,8 @@ class ClipFinder:
             paths: Iterable[str] = self.index
         else:
             paths = _scan_two_levels(self.root, names)
-        for path in sorted(paths):
+        # Videos that failed extraction have no folder, but a reason for missing.txt.
+        for path in sorted(set(paths) | set(self.extract_failures)):
             name = os.path.basename(path)
             if name in names:
                 self.by_name.setdefault(name, []).append(path)

@@ -58,7 +58,7 @@ class SyntheticSpec:
     """Size of the synthetic set: classes, videos per class and split, frames, pixels."""
 
     num_classes: int = 6
-    train_per_class: int = 16
+    train_per_class: int = 24
     test_per_class: int = 8
     num_frames: int = 48
     width: int = 128
@@ -85,7 +85,7 @@ def _ring(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.
 
 def _cross(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
     dy, dx = np.abs(yy - cy), np.abs(xx - cx)
-    return ((dy <= r) & (dx <= 0.3 * r)) | ((dx <= r) & (dy <= 0.3 * r))
+    return ((dy <= r) & (dx <= 0.35 * r)) | ((dx <= r) & (dy <= 0.35 * r))
 
 
 def _triangle(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
@@ -129,7 +129,7 @@ def _trajectory(name: str, spec: SyntheticSpec, r: float, rng: np.random.Generat
     if name.startswith("slide_"):
         axis = 1 if name == "slide_horizontal" else 0
         extent = (h, w)[axis]
-        amplitude = rng.uniform(0.18, 0.3) * extent
+        amplitude = rng.uniform(0.18, 0.27) * extent
         period = rng.uniform(24, 40)
         swing = amplitude * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
         centre = np.array([rng.uniform(r + 1, h - r - 1), rng.uniform(r + 1, w - r - 1)])
@@ -150,7 +150,7 @@ def _trajectory(name: str, spec: SyntheticSpec, r: float, rng: np.random.Generat
 def render_video(name: str, spec: SyntheticSpec, rng: np.random.Generator) -> np.ndarray:
     """``(T, H, W, 3)`` uint8 frames of one video of class ``name``."""
     h, w = spec.height, spec.width
-    r = rng.uniform(0.1, 0.14) * min(h, w)
+    r = rng.uniform(0.14, 0.18) * min(h, w)
     if name == "two_squares":
         r *= 1.2
     path = _trajectory(name, spec, r, rng)
@@ -167,10 +167,13 @@ def render_video(name: str, spec: SyntheticSpec, rng: np.random.Generator) -> np
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 
-def encode_mp4(path: str, frames: np.ndarray, fps: int, faststart: bool = False) -> None:
+def encode_mp4(
+    path: str, frames: np.ndarray, fps: int, faststart: bool = False, preset: str = "ultrafast", crf: int = 23
+) -> None:
     """Encode frames as H.264 mp4 with PyAV; the file appears under ``path`` only when complete.
 
-    ``faststart`` puts the index (moov atom) before the frames, as web videos have it.
+    ``faststart`` puts the index (moov atom) before the frames, as web videos have it;
+    ``preset`` and ``crf`` are x264's speed / quality settings.
     """
     import av
 
@@ -180,7 +183,7 @@ def encode_mp4(path: str, frames: np.ndarray, fps: int, faststart: bool = False)
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.thread_count = 1  # one thread: byte-identical output for a seed
-        stream.options = {"crf": "23", "preset": "ultrafast"}
+        stream.options = {"crf": str(crf), "preset": preset}
         for array in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         container.mux(stream.encode())
