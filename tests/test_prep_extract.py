@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -185,3 +186,29 @@ def test_cli_with_list(tmp_path):
     assert sorted(os.listdir(tmp_path / "f")) == ["b", idx.INDEX_NAME, idx.FAILURES_NAME]
     help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, check=True).stdout
     assert "--short-side" in help_text and "--workers" in help_text
+
+
+def test_real_kill_then_rerun(tmp_path):
+    """SIGKILL the command mid-run: every folder under its final name is complete, a rerun finishes."""
+    src, dst = tmp_path / "src", tmp_path / "frames"
+    src.mkdir()
+    for v in range(6):
+        encode_mp4(str(src / f"v{v}.mp4"), frames(150), 25)
+    script = os.path.join(REPO, "data_prep", "extract_frames.py")
+    command = [sys.executable, script, "--src", str(src), "--dst", str(dst), "--short-side", "96", "--workers", "2",
+               "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = dst / idx.JOURNAL_NAME
+    deadline = time.monotonic() + 30
+    while process.poll() is None and not journal.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    time.sleep(0.2)  # the workers die with their parent
+    for name in os.listdir(dst):
+        if os.path.isdir(dst / name) and not name.startswith("."):
+            assert len(jpegs(str(dst / name))) == 150, name
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    entries = idx.read_index(str(dst))
+    assert sorted(entries) == [f"v{v}" for v in range(6)] and {e.num_frames for e in entries.values()} == {150}
+    assert sorted(n for n in os.listdir(dst) if n.startswith(".")) == []

@@ -6,7 +6,9 @@ worker one item at a time over its own pipe, so it always knows what a dead work
 was doing: that item is reported as a ``WorkerCrash`` and a fresh worker takes over.
 """
 
+import ctypes
 import multiprocessing
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
@@ -20,7 +22,13 @@ class WorkerCrash:
 
 
 def _serve(conn: Connection, func: Callable[[Any], Any]) -> None:
-    """Worker loop: receive an item, send back ``func(item)``; ``None`` ends the loop."""
+    """Worker loop: receive an item, send back ``func(item)``; ``None`` ends the loop.
+
+    Ctrl-C is left to the parent, which stops the workers itself; a worker whose
+    parent is killed dies with it (so no orphan writes on behind a rerun's back).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     while True:
         item = conn.recv()
         if item is None:
@@ -30,6 +38,15 @@ def _serve(conn: Connection, func: Callable[[Any], Any]) -> None:
         except Exception as error:  # noqa: BLE001 - reported to the parent, the worker goes on
             result = WorkerCrash(f"{type(error).__name__}: {error}")
         conn.send(result)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class _Slot:
@@ -47,8 +64,9 @@ class _Slot:
         self.item, self.busy = item, True
         self.conn.send(item)
 
-    def stop(self) -> None:
-        if self.process.is_alive():
+    def stop(self, wait: bool = True) -> None:
+        """End the worker: after its current item when ``wait``, else at once."""
+        if wait and self.process.is_alive():
             try:
                 self.conn.send(None)
             except OSError:
@@ -77,6 +95,7 @@ def parallel_map(
         if item is not None:
             slot.give(item)
 
+    finished = False
     try:
         for _ in range(max(1, workers)):
             item = next(pending, None)
@@ -99,9 +118,10 @@ def parallel_map(
                     slots[index] = slot = _Slot(context, func)
                 yield item, result
                 feed(slot)
+        finished = True
     finally:
         for slot in slots:
-            slot.stop()
+            slot.stop(wait=finished)
 
 
 def _collect(slot: _Slot) -> Optional[Any]:
