@@ -102,6 +102,17 @@ def test_same_clips_whatever_the_worker_count(data):
     assert any(first[i] != second[i] for i in common)
 
 
+def test_test_views_from_worker_processes(data):
+    """Views are built in shared memory in the workers; the same values arrive."""
+    batches = []
+    for workers in (0, 1):
+        loader = build_loader(cfg_for(data, **{"DATA_LOADER.NUM_WORKERS": workers, "TEST.BATCH_SIZE": 4}), "test")
+        batches.append([views for views_list, _, _ in loader for views in views_list])
+    assert len(batches[0]) == len(batches[1]) == 8
+    assert all(torch.equal(a, b) for a, b in zip(*batches))
+    assert all(views.is_shared() for views in batches[1] if views.numel())
+
+
 def test_loader_settings(data):
     loader = build_loader(cfg_for(data, **{"DATA_LOADER.NUM_WORKERS": 1}), "train")
     assert loader.drop_last and loader.persistent_workers

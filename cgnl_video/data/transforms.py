@@ -7,7 +7,7 @@ float happens once, at the end, together with the change to the network layout
 ``C x T x H x W`` and the normalisation ``(x / 255 - mean) / std``.
 """
 
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torchvision.transforms.v2.functional as F
@@ -69,6 +69,7 @@ def gather_views(
     clip: torch.Tensor,
     clip_positions: Sequence[Sequence[int]],
     boxes: Optional[List[Box]],
+    allocate: Callable[[Tuple[int, ...]], torch.Tensor] = torch.empty,
 ) -> torch.Tensor:
     """Views ``V x C x T x h x w`` cut from one normalised ``C x U x H x W`` tensor.
 
@@ -76,12 +77,13 @@ def gather_views(
     ``sampling.frame_union``); view ``k`` is temporal clip ``k // len(boxes)`` (frames
     ``clip_positions[...]``) cropped to box ``k % len(boxes)``. ``boxes=None`` keeps
     the whole frame (one view per temporal clip). Boxes must share one size.
+    ``allocate(shape)`` makes the float32 output tensor.
     """
     channels, _, height, width = clip.shape
     boxes = boxes or [(0, 0, height, width)]
     box_h, box_w = boxes[0][2], boxes[0][3]
     frames_per_clip = len(clip_positions[0]) if clip_positions else 0
-    views = torch.empty((len(clip_positions) * len(boxes), channels, frames_per_clip, box_h, box_w))
+    views = allocate((len(clip_positions) * len(boxes), channels, frames_per_clip, box_h, box_w))
     view = 0
     for positions in clip_positions:
         for top, left, _, _ in boxes:
