@@ -124,12 +124,14 @@ def test_index_math():
     assert ex.expected_frames(50, 25, 10) == 20 and ex.expected_frames(0, 25, None) == 0
 
 
-def test_decord_failure_falls_back_to_pyav(tmp_path, monkeypatch):
+@pytest.mark.parametrize("decord_fails", ["raises", "no frame"])
+def test_decord_failure_falls_back_to_pyav(tmp_path, monkeypatch, decord_fails):
     encode_mp4(str(tmp_path / "v.mp4"), frames(12), 25)
 
     def broken(*args, **kwargs):
-        raise RuntimeError("decord cannot read this")
-        yield  # pragma: no cover
+        if decord_fails == "raises":
+            raise RuntimeError("decord cannot read this")
+        yield from ()
 
     monkeypatch.setattr(ex, "frames_with_decord", broken)
     outcome = ex.extract_video(ex.Task(str(tmp_path), str(tmp_path / "frames"), "v.mp4", ex.ExtractOptions(32)))

@@ -145,11 +145,13 @@ def extract_video(task: Task) -> Outcome:
             raise VideoError("video stream has no frame size")
         size = output_size(info.width, info.height, options.short_side)
         shutil.rmtree(temp, ignore_errors=True)
-        note = ""
+        count, note = 0, ""
         try:
             count = _write_frames(frames_with_decord(src, size, options.fps, info.fps), temp, options.quality)
         except Exception as error:  # noqa: BLE001 - decord cannot read it: try PyAV
             note = f" (decord: {describe_error(error)}; decoded with PyAV)"
+        if count == 0:
+            note = note or " (decord: no frame; decoded with PyAV)"
             shutil.rmtree(temp, ignore_errors=True)
             count = _write_frames(frames_with_pyav(src, size, options.fps, info.fps), temp, options.quality)
         if count == 0:
@@ -167,7 +169,8 @@ def extract_video(task: Task) -> Outcome:
     problem = None
     if expected and count != expected:
         kind = "truncated" if count < expected else "frame count mismatch"
-        problem = ("kept", f"{kind}: the container reports {expected} frames, {count} decoded and kept{note}")
+        problem = ("kept", f"{kind}: the container reports {info.num_frames} frames ({expected} to write),"
+                           f" {count} decoded and kept{note}")
     return Outcome(rel, entry=entry, problem=problem)
 
 
