@@ -75,26 +75,23 @@ class ClipFinder:
 
         With ``by_name`` the stems are bare names looked up in the catalog.
         """
+        paths = [path for stem in stems for path in (self.by_name.get(stem, []) if by_name else [stem])]
         reasons = []
-        for stem in stems:
-            for path in self.by_name.get(stem, []) if by_name else [stem]:
-                found = self._check(path)
-                if isinstance(found, Found):
-                    return found
-                if found:
-                    reasons.append(found)
-        for stem in stems:
-            for path in self.by_name.get(stem, []) if by_name else [stem]:
-                if path in self.extract_failures:
-                    reasons.append(f"frame extraction failed: {self.extract_failures[path]}")
+        for path in paths:
+            found = self._check(path)
+            if isinstance(found, Found):
+                return found
+            if found:
+                reasons.append(found)
+        reasons += [f"frame extraction failed: {self.extract_failures[p]}" for p in paths if p in self.extract_failures]
         return "; ".join(dict.fromkeys(reasons)) or "not found"
 
     def _check(self, stem: str) -> Union[Found, str]:
         """Found for a usable frame folder or video at ``stem``; a reason, or "" if absent."""
         folder = os.path.join(self.root, stem)
-        if self.index is not None and stem in self.index and os.path.isdir(folder):
-            return Found(stem, self.index[stem].num_frames)
-        if os.path.isdir(folder) and (self.index is None or stem not in self.index):
+        if os.path.isdir(folder):
+            if self.index is not None and stem in self.index:
+                return Found(stem, self.index[stem].num_frames)
             count = count_frames(folder)
             return Found(stem, count) if count else f"empty frame folder {stem}"
         for ext in VIDEO_EXTENSIONS + tuple(e.upper() for e in VIDEO_EXTENSIONS):
