@@ -135,4 +135,6 @@ def test_bad_values_fail_before_any_work_naming_the_key(data_root, tmp_path, cap
     assert "SOLVER.MOMENTUM" in capsys.readouterr().err
     assert main(["--cfg", "", *tiny_opts(data_root, str(out), MODEL__NUM_CLASSES=5)]) == 2
     assert "MODEL.NUM_CLASSES" in capsys.readouterr().err
+    assert main(["--cfg", "", *tiny_opts(data_root, str(out), RESNET__IMAGENET_WEIGHTS="nope.pth")]) == 2
+    assert "RESNET.IMAGENET_WEIGHTS: file not found: nope.pth" in capsys.readouterr().err
     assert not out.exists()

@@ -18,7 +18,7 @@ from cgnl_video.config import ConfigError, load_config
 from cgnl_video.data import build_loader
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.evaluate import run_test, write_test_outputs
-from cgnl_video.engine.preflight import DataMissingError, check_data, check_run
+from cgnl_video.engine.preflight import DataMissingError, check_data, check_files, check_run
 from cgnl_video.engine.train import NonFiniteLossError, fit
 from cgnl_video.models import build_model, prepare_for_speed
 from cgnl_video.utils import distributed as du
@@ -98,6 +98,7 @@ def run(cfg: CfgNode) -> Optional[Dict]:
                 prepare_demo_data(cfg)
             du.barrier()
         check_data(cfg)
+        check_files(cfg)
         logger = setup_logging(cfg.OUTPUT_DIR, rank)
         if du.is_main_process():
             atomic_write_text(os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP), cfg.dump())

@@ -27,22 +27,26 @@ def needed_files(cfg: CfgNode) -> List[str]:
     return ["classes.txt"] + [f"{split}.txt" for split in splits]
 
 
-def prep_hint(data_dir: str) -> str:
-    """The data_prep commands that create the manifests of ``data_dir``."""
-    name = os.path.basename(os.path.normpath(data_dir)).lower()
+def prep_hint(data_dir: str, path_prefix: str) -> str:
+    """The data_prep commands (docs/DATA_PREP.md) that write the manifests into ``data_dir``."""
+    name = data_dir.lower()
     if "ucf" in name:
-        return (
-            "python data_prep/extract_frames.py --src UCF101/videos --dst UCF101/frames && "
-            f"python data_prep/build_manifests.py ucf101 --frames UCF101/frames "
-            f"--splits-dir ucfTrainTestlist --out {data_dir}"
-        )
-    if "kinetics" in name:
-        return (
-            "python data_prep/extract_frames.py --src kinetics/videos --dst kinetics/frames && "
-            f"python data_prep/build_manifests.py minikinetics --frames kinetics/frames "
-            f"--annotations kinetics400/train.csv,kinetics400/validate.csv --out {data_dir}"
-        )
-    return f"python data_prep/build_manifests.py ... --out {data_dir} (see docs/TRAINING.md)"
+        frames = path_prefix or "data/ucf101/frames"
+        steps = [f"python data_prep/extract_frames.py --src data/ucf101/UCF-101 --dst {frames}",
+                 "python data_prep/build_manifests.py ucf101 --annotations data/ucf101/ucfTrainTestlist "
+                 f"--split 1 --root {frames} --out {data_dir}"]
+    elif "kinetics" in name:
+        frames = path_prefix or "data/kinetics/frames"
+        steps = [f"python data_prep/extract_frames.py --src data/kinetics/videos --dst {frames}",
+                 "python data_prep/build_manifests.py minikinetics --k400-annotations "
+                 "data/kinetics/annotations/train.csv data/kinetics/annotations/validate.csv "
+                 f"--ytid-lists data/minikinetics200 --root {frames} --out {data_dir}"]
+    else:
+        frames = path_prefix or "FRAMES"
+        steps = [f"python data_prep/extract_frames.py --src VIDEOS --dst {frames}",
+                 f"python data_prep/build_manifests.py generic --list-dir LISTS --root {frames} --out {data_dir}"]
+    prefix = "" if path_prefix else f" and set DATA.PATH_PREFIX {frames}"
+    return "  " + "\n  ".join(steps) + f"\n(see docs/DATA_PREP.md{prefix})"
 
 
 def check_data(cfg: CfgNode) -> None:
@@ -56,7 +60,8 @@ def check_data(cfg: CfgNode) -> None:
         path = os.path.join(data_dir, name)
         if not os.path.isfile(path):
             raise DataMissingError(
-                f"missing {path} (DATA.PATH_TO_DATA_DIR = {data_dir}). Create it with: {prep_hint(data_dir)}"
+                f"missing {path} (DATA.PATH_TO_DATA_DIR = {data_dir}). Create it with:\n"
+                f"{prep_hint(data_dir, cfg.DATA.PATH_PREFIX)}"
             )
     classes = read_classes(os.path.join(data_dir, "classes.txt"))
     if len(classes) != cfg.MODEL.NUM_CLASSES:
@@ -74,3 +79,16 @@ def check_run(cfg: CfgNode, world_size: int) -> None:
     if cfg.RESNET.NORM == "sync_batchnorm" and world_size > 1 and not torch.cuda.is_available():
         raise ConfigError("RESNET.NORM: sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU "
                           "path); use batchnorm for a multi-process CPU run")
+
+
+def check_files(cfg: CfgNode) -> None:
+    """Weight and checkpoint files named by the config exist; ConfigError naming the key."""
+    files = [("RESNET.IMAGENET_WEIGHTS", cfg.RESNET.IMAGENET_WEIGHTS,
+              "a local torchvision ResNet state dict (see configs/README.md), or \"\" for random weights")]
+    if cfg.TRAIN.ENABLE:
+        files.append(("TRAIN.CHECKPOINT_FILE_PATH", cfg.TRAIN.CHECKPOINT_FILE_PATH, "a checkpoint to start from"))
+    if cfg.TEST.ENABLE:
+        files.append(("TEST.CHECKPOINT_FILE_PATH", cfg.TEST.CHECKPOINT_FILE_PATH, "the checkpoint to test"))
+    for key, path, what in files:
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{key}: file not found: {path} (expected {what})")
