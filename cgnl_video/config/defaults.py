@@ -14,6 +14,7 @@ _C.RNG_SEED = 0  # seed of every random number generator (python, numpy, torch)
 _C.OUTPUT_DIR = "./output"  # logs, checkpoints, config dump and test metrics go here
 _C.LOG_PERIOD = 10  # iterations between two progress lines in the log
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + cudnn.deterministic
+_C.NUM_THREADS = 0  # torch CPU threads per process (0 = torch's default; the demo uses 1)
 
 # ----------------------------------------------------------------------------- data
 _C.DATA = CfgNode()
