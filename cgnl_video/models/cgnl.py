@@ -20,11 +20,12 @@ to check the compact form on small shapes.
 """
 
 import math
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 CGNL_KERNELS = ("dot", "embedded_gaussian", "rbf")
 NORMS = ("bn", "gn")
@@ -50,6 +51,116 @@ def taylor_coefficients(kernel: str, order: int = 3, gamma: float = 1e-4) -> Tup
     raise ValueError(f"kernel must be one of {list(CGNL_KERNELS)}, got {kernel!r}")
 
 
+def _sum_over_group(x: torch.Tensor) -> torch.Tensor:
+    """Sum over every dimension after (B, G), kept as size-1 dimensions."""
+    return x.sum(dim=tuple(range(2, x.dim())), keepdim=True)
+
+
+def _horner(coefficients: Sequence[Optional[torch.Tensor]], x: torch.Tensor,
+            out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """sum_k coefficients[k] x^k for per-(sample, group) scalar tensors (None = 0): one
+    ``addcmul`` (or ``mul``) pass per degree, the last one into ``out`` when given.
+    The highest coefficient must not be None; degree 0 returns it unexpanded."""
+    y = coefficients[-1]
+    lower = coefficients[:-1]
+    for k in range(len(lower) - 1, -1, -1):
+        target = out if k == 0 else None
+        y = torch.mul(y, x, out=target) if lower[k] is None else torch.addcmul(lower[k], y, x, out=target)
+    return y
+
+
+def _power_sums(weights: torch.Tensor, base: torch.Tensor, needed: Sequence[bool]) -> List[Optional[torch.Tensor]]:
+    """[sum(weights * base^p) if needed[p] else None for p = 0..P] with running products."""
+    sums: List[Optional[torch.Tensor]] = []
+    running = weights
+    for power, wanted in enumerate(needed):
+        if power > 0 and any(needed[power:]):
+            running = running * base
+        sums.append(_sum_over_group(running) if wanted else None)
+    return sums
+
+
+def _compact_forward(theta, phi, g, coefficients):
+    """y and the scalars a_p = c_p (phi^p . g) (None where c_p = 0)."""
+    sums = _power_sums(g, phi, [bool(c) for c in coefficients])
+    scalars = [None if s is None else s * c for s, c in zip(sums, coefficients)]
+    return _horner(scalars, theta), scalars
+
+
+def _compact_backward(grad, theta, phi, g, scalars, coefficients, out=(None, None, None)):
+    """Gradients of y = sum_p a_p theta^p, a_p = c_p (phi^p . g) for theta, phi and g.
+
+    d theta = grad * sum_p p a_p theta^(p-1); with b_p = c_p (grad . theta^p):
+    d phi = g * sum_p p b_p phi^(p-1), d g = sum_p b_p phi^p. Each polynomial by
+    Horner's rule; the last pass of each writes into ``out`` when given.
+    """
+    sums = _power_sums(grad, theta, [bool(c) for c in coefficients])
+    b = [None if s is None else s * c for s, c in zip(sums, coefficients)]
+    d_theta_poly = [None if a is None else a * p for p, a in enumerate(scalars)][1:]
+    d_phi_poly = [None if v is None else v * p for p, v in enumerate(b)][1:]
+    d_theta = torch.mul(grad, _horner(d_theta_poly, theta), out=out[0])
+    d_phi = torch.mul(g, _horner(d_phi_poly, phi), out=out[1])
+    d_g = _horner(b, phi, out=out[2])
+    return d_theta, d_phi, d_g
+
+
+class _CompactGNL(torch.autograd.Function):
+    """Eq. 12 with a hand-written backward: saves only theta, phi, g (which the
+    convolutions produced anyway) and the scalars, and makes 2P full-size passes
+    forward and 4P backward (autograd of the plain expression: about twice as many,
+    and it keeps every intermediate power alive until the backward)."""
+
+    @staticmethod
+    def forward(ctx, theta, phi, g, coefficients):
+        y, scalars = _compact_forward(theta, phi, g, coefficients)
+        ctx.coefficients = coefficients
+        ctx.save_for_backward(theta, phi, g, *[s for s in scalars if s is not None])
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        theta, phi, g, *saved = ctx.saved_tensors
+        saved_iter = iter(saved)
+        scalars = [next(saved_iter) if c else None for c in ctx.coefficients]
+        return (*_compact_backward(grad, theta, phi, g, scalars, ctx.coefficients), None)
+
+
+class _FusedCompactGNL(torch.autograd.Function):
+    """The same for theta, phi and g stacked along dim 2 of one (B, G, 3, C', T, H, W)
+    view of the fused convolution's output: the gradient is written straight into
+    one buffer of that tensor's layout, so the backward needs no concatenation."""
+
+    @staticmethod
+    def forward(ctx, stacked, coefficients):
+        theta, phi, g = stacked.unbind(2)
+        y, scalars = _compact_forward(theta, phi, g, coefficients)
+        ctx.coefficients = coefficients
+        ctx.save_for_backward(stacked, *[s for s in scalars if s is not None])
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        stacked, *saved = ctx.saved_tensors
+        saved_iter = iter(saved)
+        scalars = [next(saved_iter) if c else None for c in ctx.coefficients]
+        d_stacked = torch.empty_like(stacked)
+        _compact_backward(grad, *stacked.unbind(2), scalars, ctx.coefficients, out=d_stacked.unbind(2))
+        return d_stacked, None
+
+
+def _scaled(coefficients: Sequence[float], length: int, use_scale: bool) -> Tuple[float, ...]:
+    """The coefficients times 1 / sqrt(length) when ``use_scale``, trailing zeros dropped."""
+    scale = length ** -0.5 if use_scale else 1.0
+    scaled = [float(c) * scale for c in coefficients]
+    while len(scaled) > 1 and not scaled[-1]:
+        scaled.pop()
+    if len(scaled) < 2:
+        raise ValueError(f"the kernel needs a non-zero coefficient of degree >= 1, got {tuple(coefficients)}")
+    return tuple(scaled)
+
+
 def compact_generalized_nonlocal(
     theta: torch.Tensor,
     phi: torch.Tensor,
@@ -57,27 +168,17 @@ def compact_generalized_nonlocal(
     coefficients: Sequence[float],
     use_scale: bool = False,
 ) -> torch.Tensor:
-    """Eq. 12 for tensors of shape (B, G, L): y = sum_p c_p (phi^p . g) theta^p.
+    """Eq. 12 for tensors of shape (B, G, L) (or (B, G, *group_dims), the group being
+    everything after G): y = sum_p c_p (phi^p . g) theta^p.
 
     The scalars s_p = phi^p . g come from repeated products (g, g*phi, ...),
-    and the polynomial in theta is evaluated with Horner's rule, so no power of
-    a full tensor is formed. All samples and groups are computed at once.
+    and the polynomial in theta is evaluated with Horner's rule (one ``addcmul``
+    per degree), so no power of a full tensor is kept. All samples and groups
+    are computed at once; any strides work (no copies). The backward is written
+    out (``_CompactGNL``).
     """
-    scale = theta.shape[-1] ** -0.5 if use_scale else 1.0
-    scalars = []  # s_p = c_p (phi^p . g), None where c_p = 0
-    weighted = g
-    for power, coefficient in enumerate(coefficients):
-        if power > 0:
-            weighted = weighted * phi
-        scalars.append(coefficient * scale * weighted.sum(dim=-1, keepdim=True) if coefficient else None)
-    # Horner: ((s_P theta + s_{P-1}) theta + ...) theta + s_0
-    y = scalars[-1] * theta
-    for power in range(len(coefficients) - 2, -1, -1):
-        if scalars[power] is not None:
-            y = y + scalars[power]
-        if power > 0:
-            y = y * theta
-    return y
+    coefficients = _scaled(coefficients, math.prod(theta.shape[2:]), use_scale)
+    return _CompactGNL.apply(theta, phi, g, coefficients)
 
 
 def exact_generalized_nonlocal(
@@ -185,16 +286,31 @@ class CGNLBlock(nn.Module):
         """theta(x), phi(x), g(x), each (B, C_inner, T, H, W)."""
         if not self.fused:
             return self.theta(x), self.phi(x), self.g(x)
+        return self._embed_stacked(x).unbind(1)
+
+    def _embed_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """theta, phi and g from one convolution with the concatenated weights,
+        as a (B, 3, C_inner, T, H, W) view of its output."""
         weight = torch.cat([self.theta.weight, self.phi.weight, self.g.weight])
-        theta, phi, g = F.conv3d(x, weight).chunk(3, dim=1)
-        return theta, phi, g
+        return F.conv3d(x, weight).unflatten(1, (3, -1))
 
     def aggregate(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """The compact GNL response y (B, C_inner, T, H, W), all groups at once."""
-        grouped = [t.reshape(t.shape[0], self.groups, -1) for t in (theta, phi, g)]
+        grouped = [t.unflatten(1, (self.groups, -1)) for t in (theta, phi, g)]  # views in any layout
         y = compact_generalized_nonlocal(*grouped, self.coefficients, self.use_scale)
-        return y.reshape(theta.shape)
+        return y.flatten(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.aggregate(*self.embed(x))
+        if self.fused:
+            y = self._aggregate_stacked(self._embed_stacked(x))
+        else:
+            y = self.aggregate(*self.embed(x))
         return x + self.norm(self.z(y))
+
+    def _aggregate_stacked(self, stacked: torch.Tensor) -> torch.Tensor:
+        """``aggregate`` for the fused convolution's (B, 3, C_inner, T, H, W) output; its
+        gradient comes back as one tensor (no concatenation in the backward)."""
+        grouped = stacked.unflatten(2, (self.groups, -1)).movedim(1, 2)  # (B, G, 3, C', T, H, W), a view
+        length = math.prod(grouped.shape[3:])
+        y = _FusedCompactGNL.apply(grouped, _scaled(self.coefficients, length, self.use_scale))
+        return y.flatten(1, 2)

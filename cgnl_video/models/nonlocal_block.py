@@ -12,6 +12,7 @@ Both end in a zero-initialised norm, so a newly inserted block is the identity.
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cgnl_video.models.cgnl import check_groups, init_block_convs, make_zero_norm
@@ -67,13 +68,26 @@ class NonLocalBlock(nn.Module):
             logits = logits * theta.shape[1] ** -0.5
         return logits.softmax(dim=-1)
 
+    def attend(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """y (B, C', N) = g weighted by ``affinity(theta, phi)``, for (B, C', N / M) inputs.
+
+        The softmax instantiation goes through ``scaled_dot_product_attention``, which
+        picks a fused (flash / memory-efficient) kernel where one exists: the N x M
+        matrix is then never stored, so memory grows with N, not N * M.
+        """
+        if self.instantiation == "dot_product":
+            return torch.einsum("bnm,bcm->bcn", self.affinity(theta, phi), g)
+        scale = theta.shape[1] ** -0.5 if self.scale else 1.0
+        # (B, 1, N, C'), contiguous: the fused kernels need unit stride over C' (a free
+        # view for channels_last inputs, one transposing copy otherwise).
+        query, key, value = (t.transpose(1, 2).contiguous().unsqueeze(1) for t in (theta, phi, g))
+        return F.scaled_dot_product_attention(query, key, value, scale=scale).squeeze(1).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         theta = self.theta(x)
         source = self.pool(x) if self.pool is not None else x
-        phi, g = self.phi(source).flatten(2), self.g(source).flatten(2)
-        weights = self.affinity(theta.flatten(2), phi)
-        y = torch.einsum("bnm,bcm->bcn", weights, g).reshape(theta.shape)
-        return x + self.norm(self.z(y))
+        y = self.attend(theta.flatten(2), self.phi(source).flatten(2), self.g(source).flatten(2))
+        return x + self.norm(self.z(y.unflatten(2, theta.shape[2:])))
 
 
 class SimpleResidualBlock(nn.Module):
