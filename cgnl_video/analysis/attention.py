@@ -1,0 +1,171 @@
+"""What an NL or CGNL block relates to one reference position (paper Figs. 5 and 6).
+
+The block's input is captured with a forward pre-hook during an ordinary
+eval-mode forward pass; the maps are then computed from the block's own
+projections (``CGNLBlock.embed``; ``NonLocalBlock.theta / phi / pool / affinity``).
+Every map covers the block's whole (T, H, W) grid, so all frames are included.
+
+NL block (one map): the row of the N x M affinity matrix (softmax of
+theta^T phi, or theta^T phi / M) that belongs to the reference position r.
+With the (1, 2, 2) max-pool on phi's input the M columns are pooled cells; each
+grid position gets the value of the cell that pooled it (nearest upsampling).
+
+CGNL block (one map per group k): the generalized non-local operation (Eq. 8)
+uses for group k an L x L matrix over (channel, position) pairs,
+[f]_{(c,r),(c',j)} = sum_p alpha_p^2 (theta_{c,r} phi_{c',j})^p (Eq. 9). The
+map is the affinity of position j to the reference position r summed over all
+C' x C' channel pairs of the group:
+
+    a_k(j) = sum_{c,c' in group k} f(theta_{c,r}, phi_{c',j})
+           = sum_p alpha_p^2 (sum_c theta_{c,r}^p) (sum_{c'} phi_{c',j}^p),
+
+i.e. the rows of Theta (Eq. 11) at the reference position dotted with the rows
+of Phi at position j, as the caption of Fig. 5 describes ("pick a reference
+position ..., then use the corresponding vectors in Theta and Phi"). It is the
+exact counterpart of the NL affinity row (no g, like NL's softmax row), keeps
+the cross-channel pairs that distinguish GNL from NL, and costs O(C' N (P+1)).
+USE_SCALE's 1/sqrt(L) is applied. For the dot kernel the map is
+(sum_c theta_{c,r}) (sum_c' phi_{c',j}): the reference sets the sign and the
+scale, the pattern comes from phi (the kernel has rank one); higher-order
+kernels make the pattern depend on the reference.
+
+Maps are returned raw; ``normalize_maps`` scales each to [0, 1] over all its
+positions for display (the p = 0 term adds a constant that a threshold relative
+to the raw maximum would not remove).
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from cgnl_video.models.cgnl import CGNLBlock
+from cgnl_video.models.nonlocal_block import NonLocalBlock
+
+Position = Tuple[int, int, int]
+
+
+@dataclass
+class AttentionMaps:
+    """Maps of one block for one reference position.
+
+    ``maps``: (M, T, H, W) raw values on the block's grid (M = 1 for NL, G for
+    CGNL); ``ref``: the reference position on that grid; ``labels``: one per map.
+    """
+
+    block: str
+    kind: str
+    ref: Position
+    maps: torch.Tensor
+    labels: List[str]
+
+    @property
+    def grid(self) -> Position:
+        return tuple(self.maps.shape[1:])
+
+
+def attention_blocks(model: nn.Module) -> Dict[str, nn.Module]:
+    """Name -> NL or CGNL block, in forward order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, (CGNLBlock, NonLocalBlock))}
+
+
+def pick_block(model: nn.Module, name: Optional[str] = None) -> Tuple[str, nn.Module]:
+    """The block called ``name``, or the last NL / CGNL block of the model."""
+    blocks = attention_blocks(model)
+    if not blocks:
+        raise ValueError("the model has no NL or CGNL block (NONLOCAL.TYPE nl or cgnl)")
+    if name is None:
+        name = list(blocks)[-1]
+    if name not in blocks:
+        raise ValueError(f"no NL / CGNL block {name!r}; the model has {list(blocks)}")
+    return name, blocks[name]
+
+
+@torch.no_grad()
+def capture_input(model: nn.Module, block: nn.Module, clips: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` in eval mode on ``clips``; return (its output, ``block``'s input)."""
+    seen: List[torch.Tensor] = []
+    hook = block.register_forward_pre_hook(lambda _module, inputs: seen.append(inputs[0].detach()))
+    was_training = model.training
+    try:
+        output = model.eval()(clips)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    if not seen:
+        raise RuntimeError("the block did not run in the forward pass")
+    return output, seen[0]
+
+
+def _flat_index(ref: Position, grid: Sequence[int]) -> int:
+    t, y, x = ref
+    if not all(0 <= v < n for v, n in zip(ref, grid)):
+        raise ValueError(f"reference {tuple(ref)} is outside the block grid {tuple(grid)}")
+    return (t * grid[1] + y) * grid[2] + x
+
+
+@torch.no_grad()
+def nl_affinity(block: NonLocalBlock, x: torch.Tensor, ref: Position) -> torch.Tensor:
+    """(1, T, H, W): the NL affinity row of ``ref`` for the first sample of ``x``."""
+    x = x[:1]
+    theta = block.theta(x)
+    source = block.pool(x) if block.pool is not None else x
+    phi = block.phi(source)
+    row = block.affinity(theta.flatten(2), phi.flatten(2))[0, _flat_index(ref, theta.shape[2:])]
+    pooled = row.reshape(phi.shape[2:])
+    # nearest upsampling: grid position (t, h, w) lies in pooled cell (t // kt, h // kh, w // kw)
+    kernel = block.pool.kernel_size if block.pool is not None else (1, 1, 1)
+    for dim, k in enumerate(kernel):
+        pooled = pooled.repeat_interleave(int(k), dim=dim)
+    t, h, w = theta.shape[2:]
+    return pooled[:t, :h, :w].unsqueeze(0)
+
+
+@torch.no_grad()
+def cgnl_affinity(block: CGNLBlock, x: torch.Tensor, ref: Position) -> torch.Tensor:
+    """(G, T, H, W): per group, sum over channel pairs of f(theta_{c,ref}, phi_{c',j})."""
+    theta, phi, _g = block.embed(x[:1])
+    grid = theta.shape[2:]
+    groups = block.groups
+    theta = theta[0].reshape(groups, -1, grid.numel())  # (G, C', N)
+    phi = phi[0].reshape(groups, -1, grid.numel())
+    at_ref = theta[:, :, _flat_index(ref, grid)]  # (G, C')
+    maps = torch.zeros(groups, grid.numel(), dtype=theta.dtype, device=theta.device)
+    for power, coefficient in enumerate(block.coefficients):
+        if coefficient:
+            maps += coefficient * at_ref.pow(power).sum(1, keepdim=True) * phi.pow(power).sum(1)
+    if block.use_scale:
+        maps = maps / (theta.shape[1] * grid.numel()) ** 0.5
+    return maps.reshape(groups, *grid)
+
+
+def grid_position(clip_position: Position, clip_shape: Sequence[int], grid: Sequence[int]) -> Position:
+    """The block-grid cell of an input position (frame, row, column of the clip)."""
+    if not all(0 <= v < n for v, n in zip(clip_position, clip_shape)):
+        raise ValueError(f"reference {tuple(clip_position)} (T, Y, X) is outside the clip {tuple(clip_shape)}")
+    return tuple(v * g // n for v, g, n in zip(clip_position, grid, clip_shape))
+
+
+def attention_maps(model: nn.Module, clip: torch.Tensor, ref: Position,
+                   block_name: Optional[str] = None) -> Tuple[torch.Tensor, AttentionMaps]:
+    """Class probabilities of ``clip`` (C, T, H, W) and the maps of one block
+    for the reference ``ref`` = (frame, row, column) of the clip."""
+    name, block = pick_block(model, block_name)
+    device = next(model.parameters()).device
+    probs, x = capture_input(model, block, clip.unsqueeze(0).to(device))
+    grid_ref = grid_position(ref, clip.shape[1:], x.shape[2:])
+    if isinstance(block, CGNLBlock):
+        maps = cgnl_affinity(block, x, grid_ref)
+        labels = [f"CGNL group {k + 1}" for k in range(maps.shape[0])]
+        kind = "cgnl"
+    else:
+        maps, labels, kind = nl_affinity(block, x, grid_ref), ["NL"], "nl"
+    return probs[0].cpu(), AttentionMaps(name, kind, grid_ref, maps.float().cpu(), labels)
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Each map (first dimension) scaled to [0, 1] over all its positions."""
+    flat = maps.flatten(1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp_min(1e-12)).reshape(maps.shape)
