@@ -293,3 +293,7 @@ def test_manifest_errors_name_file_and_line(tmp_path):
         build_dataset(cfg, "train")
     with pytest.raises(ValueError, match="split"):
         build_dataset(cfg, "training")
+    with pytest.raises(ValueError, match="DATA.DECODING_BACKEND"):
+        build_dataset(small_cfg(lists, root, **{"DATA.DECODING_BACKEND": "opencv"}), "val")
+    with pytest.raises(ValueError, match="DATA.JPEG_DECODER"):
+        build_dataset(small_cfg(lists, root, **{"DATA.JPEG_DECODER": "turbo"}), "val")

@@ -46,7 +46,14 @@ from fvcore.common.config import CfgNode
 from torch.utils.data import Dataset, get_worker_info
 
 from cgnl_video.data import sampling, transforms
-from cgnl_video.data.decode import DecodeError, FrameReader, open_reader
+from cgnl_video.data.decode import (
+    JPEG_DECODERS,
+    VIDEO_BACKENDS,
+    DecodeError,
+    FrameReader,
+    check_choice,
+    open_reader,
+)
 from cgnl_video.data.manifest import ManifestEntry, read_classes, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -94,6 +101,8 @@ class VideoDataset(Dataset):
         self.num_frames, self.sampling_rate = d.NUM_FRAMES, d.SAMPLING_RATE
         self.mean, self.std = list(d.MEAN), list(d.STD)
         self.video_backend, self.jpeg_decoder = d.DECODING_BACKEND, d.JPEG_DECODER
+        check_choice(self.video_backend, VIDEO_BACKENDS, "DATA.DECODING_BACKEND")
+        check_choice(self.jpeg_decoder, JPEG_DECODERS, "DATA.JPEG_DECODER")
         self.train_crop_size, self.random_flip = d.TRAIN_CROP_SIZE, d.RANDOM_FLIP
         self.scale, self.ratio = list(d.TRAIN_JITTER_SCALES_RELATIVE), list(d.TRAIN_JITTER_ASPECT_RELATIVE)
         self.val_short_side, self.val_crop_size = d.VAL_SHORT_SIDE, d.VAL_CROP_SIZE

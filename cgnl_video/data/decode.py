@@ -36,6 +36,12 @@ class DecodeError(RuntimeError):
     """A frame or video that cannot be read; the message names the path."""
 
 
+def check_choice(value: str, choices: Sequence[str], key: str) -> None:
+    """A ValueError naming the config ``key`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {list(choices)}, got {value!r}")
+
+
 def frame_file_name(index: int) -> str:
     """File name of 0-based frame ``index`` in a frame folder: ``000001.jpg`` is frame 0."""
     return f"{index + 1:06d}.jpg"
@@ -116,14 +122,13 @@ class FrameFolderReader(FrameReader):
 
     def __init__(self, path: str, num_frames: int, decoder: str = "auto") -> None:
         super().__init__(path)
-        if decoder not in JPEG_DECODERS:
-            raise ValueError(f"DATA.JPEG_DECODER must be one of {list(JPEG_DECODERS)}, got {decoder!r}")
+        check_choice(decoder, JPEG_DECODERS, "DATA.JPEG_DECODER")
         if not os.path.isdir(path):
             raise DecodeError(f"frame folder not found: {path}")
         self.num_frames = num_frames
         fast = None if decoder == "pil" else _torchvision_jpeg()
         if decoder == "torchvision" and fast is None:
-            raise ValueError("DATA.JPEG_DECODER is 'torchvision' but torchvision.io.decode_jpeg is unavailable")
+            raise ValueError("DATA.JPEG_DECODER is 'torchvision' but torchvision.io.decode_jpeg is missing")
         self._fast = fast
         self._pil_fallback = decoder != "torchvision"
 
@@ -245,8 +250,7 @@ class VideoFileReader(FrameReader):
 
     def __init__(self, path: str, backend: str = "decord") -> None:
         super().__init__(path)
-        if backend not in VIDEO_BACKENDS:
-            raise ValueError(f"DATA.DECODING_BACKEND must be one of {list(VIDEO_BACKENDS)}, got {backend!r}")
+        check_choice(backend, VIDEO_BACKENDS, "DATA.DECODING_BACKEND")
         if not os.path.isfile(path):
             raise DecodeError(f"video not found: {path}")
         self._reader: FrameReader
