@@ -10,6 +10,12 @@ import tempfile
 from typing import IO, Iterator
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO]:
     """Open a temporary file next to ``path``; on clean exit rename it to ``path``.
@@ -20,6 +26,8 @@ def atomic_open(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterator
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less umask).
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": encoding})) as handle:
             yield handle
             handle.flush()
