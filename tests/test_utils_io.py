@@ -26,12 +26,10 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
     assert os.listdir(tmp_path) == ["out.txt"]
 
 
-def test_permissions_follow_umask(tmp_path):
-    old = os.umask(0o022)
-    try:
-        path = tmp_path / "out.bin"
-        with atomic_open(str(path), "wb") as handle:
-            handle.write(b"\x00")
-    finally:
-        os.umask(old)
-    assert (path.stat().st_mode & 0o777) == 0o644
+def test_permissions_match_a_plain_open(tmp_path):
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"\x00")
+    path = tmp_path / "out.bin"
+    with atomic_open(str(path), "wb") as handle:
+        handle.write(b"\x00")
+    assert (path.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)

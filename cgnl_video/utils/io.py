@@ -10,10 +10,14 @@ import tempfile
 from typing import IO, Iterator
 
 
-def _current_umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask is process-wide, so toggling it per write could race with other threads.
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -27,7 +31,7 @@ def atomic_open(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterator
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less umask).
-        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": encoding})) as handle:
             yield handle
             handle.flush()
