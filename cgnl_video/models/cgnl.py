@@ -59,12 +59,15 @@ def _sum_over_group(x: torch.Tensor) -> torch.Tensor:
 def _horner(coefficients: Sequence[Optional[torch.Tensor]], x: torch.Tensor,
             out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """sum_k coefficients[k] x^k for per-(sample, group) scalar tensors (None = 0): one
-    ``addcmul`` (or ``mul``) pass per degree, the last one into ``out`` when given.
-    The highest coefficient must not be None; degree 0 returns it unexpanded."""
+    ``addcmul`` (or ``mul``) pass per degree, in place after the first, the last one
+    into ``out`` when given. The highest coefficient must not be None; degree 0
+    returns it unexpanded."""
     y = coefficients[-1]
     lower = coefficients[:-1]
     for k in range(len(lower) - 1, -1, -1):
-        target = out if k == 0 else None
+        # y is a fresh full-size tensor after the first step: update it in place (on the
+        # CPU an in-place pass costs about half of one writing to new memory).
+        target = out if k == 0 and out is not None else (y if k < len(lower) - 1 else None)
         y = torch.mul(y, x, out=target) if lower[k] is None else torch.addcmul(lower[k], y, x, out=target)
     return y
 
@@ -75,7 +78,7 @@ def _power_sums(weights: torch.Tensor, base: torch.Tensor, needed: Sequence[bool
     running = weights
     for power, wanted in enumerate(needed):
         if power > 0 and any(needed[power:]):
-            running = running * base
+            running = running * base if power == 1 else running.mul_(base)
         sums.append(_sum_over_group(running) if wanted else None)
     return sums
 
@@ -85,6 +88,13 @@ def _compact_forward(theta, phi, g, coefficients):
     sums = _power_sums(g, phi, [bool(c) for c in coefficients])
     scalars = [None if s is None else s * c for s, c in zip(sums, coefficients)]
     return _horner(scalars, theta), scalars
+
+
+def _times(grad: torch.Tensor, poly: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
+    """grad * poly, in place in ``poly`` when it is a full-size temporary and no ``out``."""
+    if out is None and poly.shape == grad.shape:
+        return poly.mul_(grad)
+    return torch.mul(grad, poly, out=out)
 
 
 def _compact_backward(grad, theta, phi, g, scalars, coefficients, out=(None, None, None)):
@@ -98,8 +108,8 @@ def _compact_backward(grad, theta, phi, g, scalars, coefficients, out=(None, Non
     b = [None if s is None else s * c for s, c in zip(sums, coefficients)]
     d_theta_poly = [None if a is None else a * p for p, a in enumerate(scalars)][1:]
     d_phi_poly = [None if v is None else v * p for p, v in enumerate(b)][1:]
-    d_theta = torch.mul(grad, _horner(d_theta_poly, theta), out=out[0])
-    d_phi = torch.mul(g, _horner(d_phi_poly, phi), out=out[1])
+    d_theta = _times(grad, _horner(d_theta_poly, theta), out[0])
+    d_phi = _times(g, _horner(d_phi_poly, phi), out[1])
     d_g = _horner(b, phi, out=out[2])
     return d_theta, d_phi, d_g
 
