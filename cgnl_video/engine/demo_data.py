@@ -35,12 +35,11 @@ def demo_root(cfg: CfgNode) -> str:
     return root
 
 
-def prepare_demo_data(cfg: CfgNode, train_per_class: int = DEMO_TRAIN_PER_CLASS,
-                      test_per_class: int = DEMO_TEST_PER_CLASS) -> None:
+def prepare_demo_data(cfg: CfgNode) -> None:
     """Make (or complete) the synthetic set of MODEL.NUM_CLASSES classes for ``cfg``."""
     root = demo_root(cfg)
-    spec = SyntheticSpec(num_classes=cfg.MODEL.NUM_CLASSES, train_per_class=train_per_class,
-                         test_per_class=test_per_class)
+    spec = SyntheticSpec(num_classes=cfg.MODEL.NUM_CLASSES, train_per_class=DEMO_TRAIN_PER_CLASS,
+                         test_per_class=DEMO_TEST_PER_CLASS)
     get_logger().info("demo data: synthetic videos -> frames -> manifests under %s "
                       "(data_prep/make_synthetic.py, extract_frames.py, build_manifests.py generic)", root)
     prepare_synthetic_demo(root, spec)

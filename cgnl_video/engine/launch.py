@@ -87,7 +87,7 @@ def test(cfg: CfgNode, model: nn.Module, device: torch.device, trained: bool) ->
 def run(cfg: CfgNode) -> Optional[Dict]:
     """Train and/or test as ``cfg`` says. Returns the test metrics on rank 0 (else None)."""
     rank, world_size = du.init_distributed(cfg.DIST.BACKEND)
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     try:
         setup_logging(None, rank)  # console only until the checks pass
         check_run(cfg, world_size)
@@ -104,6 +104,8 @@ def run(cfg: CfgNode) -> Optional[Dict]:
             atomic_write_text(os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP), cfg.dump())
         logger.info("%d process(es); config written to %s", world_size,
                     os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP))
+        if cfg.NUM_THREADS > 0:
+            torch.set_num_threads(cfg.NUM_THREADS)
         du.seed_everything(cfg.RNG_SEED + rank, cfg.DETERMINISTIC)
         device = du.select_device()
         model = build_model_on(cfg, device)
@@ -112,6 +114,7 @@ def run(cfg: CfgNode) -> Optional[Dict]:
         return test(cfg, model, device, trained=cfg.TRAIN.ENABLE) if cfg.TEST.ENABLE else None
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
+        torch.set_num_threads(threads_before)
         du.cleanup_distributed()
 
 

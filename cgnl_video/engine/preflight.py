@@ -76,6 +76,8 @@ def check_run(cfg: CfgNode, world_size: int) -> None:
     for key, value in (("TRAIN.BATCH_SIZE", cfg.TRAIN.BATCH_SIZE), ("TEST.BATCH_SIZE", cfg.TEST.BATCH_SIZE)):
         if value % world_size:
             raise ConfigError(f"{key}: {value} is global and must be a multiple of the {world_size} processes")
+    if cfg.NUM_THREADS < 0:
+        raise ConfigError(f"NUM_THREADS: must be >= 0 (0 = torch's default), got {cfg.NUM_THREADS}")
     if cfg.RESNET.NORM == "sync_batchnorm" and world_size > 1 and not torch.cuda.is_available():
         raise ConfigError("RESNET.NORM: sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU "
                           "path); use batchnorm for a multi-process CPU run")

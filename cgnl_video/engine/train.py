@@ -148,7 +148,7 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader, cfg: CfgNode, epoch: int, device: torch.device) -> Dict:
+def validate(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Dict:
     """Single-clip validation: loss (NLL of the eval-mode probabilities), top-1/top-5 errors."""
     model.eval()
     meter = _Meter()
@@ -259,15 +259,15 @@ def fit(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Module:
         last_epoch = epoch + 1 == cfg.SOLVER.MAX_EPOCH
         if val_loader is not None and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or last_epoch):
             set_loader_epoch(val_loader, epoch)
-            val_stats = validate(model, val_loader, cfg, epoch, device)
+            val_stats = validate(model, val_loader, cfg, device)
             stats_writer.write({"split": "val", "epoch": epoch + 1, **val_stats})
             logger.info("epoch %d val: top1_err %.2f top5_err %.2f loss %.4f", epoch + 1,
                         val_stats["top1_err"], val_stats["top5_err"], val_stats["loss"])
         if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or last_epoch:
             state = checkpoint_state(model, optimizer, scheduler, scaler, epoch + 1, cfg)
             if main:
-                last_checkpoint = cu.save_checkpoint(cfg.OUTPUT_DIR, epoch + 1, state,
-                                                     cfg.TRAIN.CHECKPOINT_KEEP)
-                logger.info("saved %s", last_checkpoint)
+                cu.save_checkpoint(cfg.OUTPUT_DIR, epoch + 1, state, cfg.TRAIN.CHECKPOINT_KEEP)
+                logger.info("saved %s", cu.checkpoint_path(cfg.OUTPUT_DIR, epoch + 1))
             du.barrier()
+            last_checkpoint = cu.checkpoint_path(cfg.OUTPUT_DIR, epoch + 1)
     return model
