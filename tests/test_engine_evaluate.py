@@ -107,3 +107,40 @@ def test_two_gloo_processes_count_every_video_once(tmp_path):
         _check_scores({int(i): torch.tensor(s) for i, s in result["scores"].items()})
         assert result["counts"] == {"0": 3, "1": 2, "2": 2}
         assert result["failed"] == [3]
+
+
+class _Probe(torch.nn.Module):
+    """Eval-mode stand-in: the probabilities are a view's first three pixel values."""
+
+    def forward(self, clips):
+        return clips[:, 0, 0, 0, :3]
+
+
+class _FakeLoader(list):
+    class dataset:  # noqa: N801 - mimics loader.dataset
+        entries = [type("E", (), {"path": f"v{i}", "label": label})() for i, label in enumerate(LABELS)]
+        classes = CLASSES
+
+
+def _as_views(probs):
+    views = torch.zeros(len(probs), 3, 1, 1, 3)
+    views[:, 0, 0, 0, :] = probs
+    return views
+
+
+def test_run_test_splits_batches_into_chunks_across_videos():
+    from cgnl_video.config import load_config
+    from cgnl_video.engine.evaluate import run_test
+
+    views = _views()
+    loader = _FakeLoader([
+        ([_as_views(views[0]), _as_views(views[1])], torch.tensor([0, 1]), torch.tensor([0, 1])),
+        ([torch.zeros(0, 3, 1, 1, 3), _as_views(views[2])], torch.tensor([1, 2]), torch.tensor([3, 2])),
+    ])
+    cfg = load_config(None, ["TEST.VIEWS_PER_FORWARD", "2", "TEST.NUM_ENSEMBLE_VIEWS", "1",
+                             "TEST.NUM_SPATIAL_CROPS", "3"])  # chunks of 2 views straddle videos
+    metrics, merged = run_test(_Probe(), loader, cfg, torch.device("cpu"))
+    _check_scores(merged.scores())
+    assert merged.counts == {0: 3, 1: 2, 2: 2}
+    assert metrics["videos_failed"] == [3] and metrics["videos_scored"] == 3
+    assert metrics["top1_acc"] == pytest.approx(200 / 3)

@@ -48,7 +48,7 @@ def test_train_two_epochs_then_multi_view_test_writes_every_output(data_root, tm
         "checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
     records = read_json_stats(str(out / "json_stats.log"))
     assert [(r["split"], r.get("epoch")) for r in records] == [
-        ("train", 1), ("val", 1), ("train", 2), ("val", 2), ("test", None)]
+        ("train", 1), ("val", 1), ("train", 2), ("val", 2), ("test", 2)]
     for key in ("loss", "lr", "top1_err", "top5_err", "data_time", "iter_time", "eta", "mem_mb"):
         assert key in records[0]
     metrics = json.loads((out / "test_metrics.json").read_text())

@@ -6,7 +6,9 @@ across batches and processes, so a video whose views land in several batches or
 on several ranks is still scored once, on the mean of all its views.
 """
 
+import math
 import os
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import simplejson
@@ -92,8 +94,10 @@ def video_metrics(
     per_class_total = [0] * num_classes
     per_class_correct = [0] * num_classes
     top1 = topk = 0
+    nll = 0.0
     for index, score in scores.items():
         label = int(labels[index])
+        nll -= math.log(max(float(score[label]), 1e-12))
         ranked = torch.topk(score, k).indices.tolist()
         per_class_total[label] += 1
         if ranked[0] == label:
@@ -110,6 +114,7 @@ def video_metrics(
         "top1_acc": 100.0 * top1 / scored if scored else 0.0,
         "top5_acc": 100.0 * topk / scored if scored else 0.0,  # top-k with k = min(5, classes)
         "mean_class_acc": sum(present) / len(present) if present else 0.0,
+        "loss": nll / scored if scored else 0.0,  # NLL of the true class's video score
         "videos_scored": scored,
         "videos_listed": len(labels),
         "videos_failed": sorted(int(i) for i in failed),
@@ -155,6 +160,7 @@ def run_test(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Tu
     views could not be read and counts as listed but not scored.
     """
     model.eval()
+    start = time.perf_counter()
     local = ViewAggregator()
     chunk = cfg.TEST.VIEWS_PER_FORWARD
     bar = progress(loader, total=len(loader), desc="test", enabled=du.is_main_process())
@@ -180,7 +186,7 @@ def run_test(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Tu
     if odd:
         get_logger().warning("%d videos have a view count other than %d: %s", len(odd), expected,
                              dict(list(odd.items())[:10]))
-    metrics["views_per_video"] = expected
+    metrics.update(views_per_video=expected, test_time=time.perf_counter() - start)
     return metrics, merged
 
 

@@ -8,7 +8,7 @@ multi-view test (TEST.ENABLE), in one process or under torchrun.
 import argparse
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from fvcore.common.config import CfgNode
@@ -19,7 +19,7 @@ from cgnl_video.data import build_loader
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.evaluate import run_test, write_test_outputs
 from cgnl_video.engine.preflight import DataMissingError, check_data, check_files, check_run
-from cgnl_video.engine.train import NonFiniteLossError, fit
+from cgnl_video.engine.train import NonFiniteLossError, fit, memory_mb
 from cgnl_video.models import build_model, prepare_for_speed
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
@@ -44,36 +44,38 @@ def build_model_on(cfg: CfgNode, device: torch.device) -> nn.Module:
     return prepare_for_speed(build_model(cfg).to(device), cfg)
 
 
-def test_weights(cfg: CfgNode, model: nn.Module, trained: bool) -> str:
-    """Load the weights to test; returns where they came from."""
+def test_weights(cfg: CfgNode, model: nn.Module, trained: bool) -> Tuple[str, Optional[int]]:
+    """Load the weights to test; returns where they came from and their epoch (if known)."""
     if cfg.TEST.CHECKPOINT_FILE_PATH:
-        cu.load_model_weights(model, cfg.TEST.CHECKPOINT_FILE_PATH)
-        return cfg.TEST.CHECKPOINT_FILE_PATH
+        state = cu.load_model_weights(model, cfg.TEST.CHECKPOINT_FILE_PATH)
+        return cfg.TEST.CHECKPOINT_FILE_PATH, state.get("epoch")
     if trained:
-        return "the model just trained"
+        return "the model just trained", cfg.SOLVER.MAX_EPOCH
     checkpoints = cu.list_checkpoints(cfg.OUTPUT_DIR)
     if not checkpoints:
         raise ConfigError("TEST.CHECKPOINT_FILE_PATH: no weights to test: set it, or train first "
                           f"(no checkpoint in {cu.checkpoint_dir(cfg.OUTPUT_DIR)})")
-    cu.load_model_weights(model, checkpoints[-1])
-    return checkpoints[-1]
+    state = cu.load_model_weights(model, checkpoints[-1])
+    return checkpoints[-1], state.get("epoch")
 
 
 def test(cfg: CfgNode, model: nn.Module, device: torch.device, trained: bool) -> Optional[Dict]:
     """Multi-view test of ``model``; rank 0 writes and returns the metrics."""
     logger = get_logger()
-    source = test_weights(cfg, model, trained)
+    source, epoch = test_weights(cfg, model, trained)
     logger.info("multi-view test of %s", source)
     loader = build_loader(cfg, "test")
     metrics, merged = run_test(model, loader, cfg, device)
     if metrics is None:
         return None
-    metrics["weights"] = source
+    metrics.update(weights=source, epoch=epoch)
     write_test_outputs(cfg.OUTPUT_DIR, metrics, merged, loader.dataset)
     JsonStatsWriter(cfg.OUTPUT_DIR).write({
-        "split": "test", "top1_err": 100 - metrics["top1_acc"], "top5_err": 100 - metrics["top5_acc"],
+        "split": "test", "epoch": epoch, "loss": metrics["loss"],
+        "top1_err": 100 - metrics["top1_acc"], "top5_err": 100 - metrics["top5_acc"],
         "top1_acc": metrics["top1_acc"], "top5_acc": metrics["top5_acc"],
         "videos_scored": metrics["videos_scored"], "videos_listed": metrics["videos_listed"],
+        "test_time": metrics["test_time"], "mem_mb": memory_mb(device),
     })
     if metrics["videos_failed"]:
         logger.warning("%d test videos could not be read: %s", len(metrics["videos_failed"]),
