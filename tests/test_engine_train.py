@@ -137,4 +137,6 @@ def test_bad_values_fail_before_any_work_naming_the_key(data_root, tmp_path, cap
     assert "MODEL.NUM_CLASSES" in capsys.readouterr().err
     assert main(["--cfg", "", *tiny_opts(data_root, str(out), RESNET__IMAGENET_WEIGHTS="nope.pth")]) == 2
     assert "RESNET.IMAGENET_WEIGHTS: file not found: nope.pth" in capsys.readouterr().err
+    assert main(["--cfg", "", *tiny_opts(data_root, str(out), TRAIN__ENABLE=False)]) == 2
+    assert "TEST.CHECKPOINT_FILE_PATH: no weights to test" in capsys.readouterr().err
     assert not out.exists()

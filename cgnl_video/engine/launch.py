@@ -44,25 +44,22 @@ def build_model_on(cfg: CfgNode, device: torch.device) -> nn.Module:
     return prepare_for_speed(build_model(cfg).to(device), cfg)
 
 
-def test_weights(cfg: CfgNode, model: nn.Module, trained: bool) -> Tuple[str, Optional[int]]:
+def load_test_weights(cfg: CfgNode, model: nn.Module, trained: bool) -> Tuple[str, Optional[int]]:
     """Load the weights to test; returns where they came from and their epoch (if known)."""
     if cfg.TEST.CHECKPOINT_FILE_PATH:
         state = cu.load_model_weights(model, cfg.TEST.CHECKPOINT_FILE_PATH)
         return cfg.TEST.CHECKPOINT_FILE_PATH, state.get("epoch")
     if trained:
         return "the model just trained", cfg.SOLVER.MAX_EPOCH
-    checkpoints = cu.list_checkpoints(cfg.OUTPUT_DIR)
-    if not checkpoints:
-        raise ConfigError("TEST.CHECKPOINT_FILE_PATH: no weights to test: set it, or train first "
-                          f"(no checkpoint in {cu.checkpoint_dir(cfg.OUTPUT_DIR)})")
+    checkpoints = cu.list_checkpoints(cfg.OUTPUT_DIR)  # not empty: checked by check_files
     state = cu.load_model_weights(model, checkpoints[-1])
     return checkpoints[-1], state.get("epoch")
 
 
-def test(cfg: CfgNode, model: nn.Module, device: torch.device, trained: bool) -> Optional[Dict]:
+def multi_view_test(cfg: CfgNode, model: nn.Module, device: torch.device, trained: bool) -> Optional[Dict]:
     """Multi-view test of ``model``; rank 0 writes and returns the metrics."""
     logger = get_logger()
-    source, epoch = test_weights(cfg, model, trained)
+    source, epoch = load_test_weights(cfg, model, trained)
     logger.info("multi-view test of %s", source)
     loader = build_loader(cfg, "test")
     metrics, merged = run_test(model, loader, cfg, device)
@@ -113,7 +110,7 @@ def run(cfg: CfgNode) -> Optional[Dict]:
         model = build_model_on(cfg, device)
         if cfg.TRAIN.ENABLE:
             fit(cfg, model, device)
-        return test(cfg, model, device, trained=cfg.TRAIN.ENABLE) if cfg.TEST.ENABLE else None
+        return multi_view_test(cfg, model, device, trained=cfg.TRAIN.ENABLE) if cfg.TEST.ENABLE else None
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         torch.set_num_threads(threads_before)

@@ -9,6 +9,7 @@ from fvcore.common.config import CfgNode
 
 from cgnl_video.config import ConfigError
 from cgnl_video.data.manifest import read_classes
+from cgnl_video.engine.checkpoint import checkpoint_dir, list_checkpoints
 
 
 class DataMissingError(FileNotFoundError):
@@ -94,3 +95,7 @@ def check_files(cfg: CfgNode) -> None:
     for key, path, what in files:
         if path and not os.path.isfile(path):
             raise ConfigError(f"{key}: file not found: {path} (expected {what})")
+    if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE and not cfg.TEST.CHECKPOINT_FILE_PATH \
+            and not list_checkpoints(cfg.OUTPUT_DIR):
+        raise ConfigError(f"TEST.CHECKPOINT_FILE_PATH: no weights to test: set it, or train first "
+                          f"(no checkpoint in {checkpoint_dir(cfg.OUTPUT_DIR)})")
