@@ -8,6 +8,7 @@ panels, the runs overlaid (legend: run folder and its multi-view test top-1).
 """
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -32,6 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(runs)))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     plot_curves(runs).savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
     return 0

@@ -92,6 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     frames = display_frames(clip, cfg.DATA.MEAN, cfg.DATA.STD)
     title = f"{os.path.basename(os.path.normpath(args.video))}  reference (t, y, x) = {ref}  |  " + "  |  ".join(titles)
     figure = attention_figure(frames, ref, map_sets, args.frames, args.threshold, title)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     figure.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
     return 0
