@@ -200,7 +200,8 @@ def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Opti
     cu.unwrap_model(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["grad_scaler"])
+    if state["grad_scaler"] and scaler.is_enabled():  # empty when saved without fp16
+        scaler.load_state_dict(state["grad_scaler"])
     state["path"] = path
     get_logger().info("resumed from %s (%d epochs done)", path, state["epoch"])
     return state
