@@ -130,7 +130,8 @@ def predict(cfg: CfgNode, model: nn.Module, paths: Sequence[str], device: torch.
     """Score ``paths`` with the multi-view test protocol of ``cfg``.
 
     Returns the predictions of the readable inputs (in input order) and
-    ``(path, reason)`` for every input that could not be scored.
+    ``(path, reason)`` for every input that could not be scored. The inputs
+    have no labels (0 in the temporary manifest), so run_test's accuracy is ignored.
     """
     failures: List[Tuple[str, str]] = []
     entries, kept = [], []
