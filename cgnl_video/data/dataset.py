@@ -151,7 +151,8 @@ class VideoDataset(Dataset):
         path = self.path_of(index)
         if path not in self._logged:
             self._logged.add(path)
-            logger.warning("%s sample %d unreadable (%s): %s", self.split, index, what, error)
+            # The message only: a record holding the exception would keep its frames alive.
+            logger.warning("%s sample %d unreadable (%s): %s", self.split, index, what, str(error))
 
     # ------------------------------------------------------------------ items
 
@@ -167,7 +168,7 @@ class VideoDataset(Dataset):
             try:
                 return self._load_clip(current, generator), self.entries[current].label, current
             except DecodeError as error:
-                last_error = error
+                last_error = str(error)  # not the exception: its traceback would pin these frames
                 self._record_failure(error, current, "replaced by another sample")
                 current = int(torch.randint(len(self.entries), (), generator=generator))
         raise RuntimeError(

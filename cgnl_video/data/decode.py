@@ -264,7 +264,7 @@ class VideoFileReader(FrameReader):
         self.num_frames = self._reader.num_frames
 
     def _fall_back(self, error: Exception) -> FrameReader:
-        logger.info("decord failed on %s (%s); decoding with PyAV", self.path, error)
+        logger.info("decord failed on %s (%s); decoding with PyAV", self.path, str(error))
         return PyAVReader(self.path)
 
     @property
