@@ -134,3 +134,16 @@ def test_summarize_config_reads_no_weights(tmp_path):
                       ["RESNET.WIDTH_PER_GROUP", "8", "DATA.NUM_FRAMES", "8", "DATA.TRAIN_CROP_SIZE", "64",
                        "RESNET.IMAGENET_WEIGHTS", str(tmp_path / "absent.pth"), "RESNET.NORM", "sync_batchnorm"])
     assert summarize_config(cfg).inserted_params > 0
+
+
+def test_nl_attention_products_are_counted():
+    """fvcore has no formula for scaled_dot_product_attention; ours counts q k^T and (weights) v."""
+    from cgnl_video.config import load_config
+    from cgnl_video.models.summary import summarize_config
+
+    cfg = load_config(None, ["RESNET.WIDTH_PER_GROUP", "8", "DATA.NUM_FRAMES", "8", "DATA.TRAIN_CROP_SIZE", "64",
+                             "NONLOCAL.TYPE", "nl", "NONLOCAL.LOCATION", "[[], [], [4], []]", "NL.POOL", "[1, 2, 2]"])
+    summary = summarize_config(cfg)
+    # res4 of a 8x64x64 clip: T=1, 4x4 positions; 128 channels -> inner 64; phi/g pooled (1,2,2): 2x2.
+    queries, keys, inner = 1 * 4 * 4, 1 * 2 * 2, 64
+    assert summary.macs_by_operator["scaled_dot_product_attention"] == queries * keys * (inner + inner)

@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from fvcore.nn import FlopCountAnalysis
+from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from cgnl_video.models.build import build_model
@@ -44,6 +45,18 @@ def count_parameters(model: nn.Module) -> Tuple[int, int]:
     return total, inserted
 
 
+def attention_macs(inputs: List[Any], outputs: List[Any]) -> float:
+    """fvcore handle for scaled_dot_product_attention: q k^T plus (weights) v.
+
+    q: (..., L, E), k: (..., S, E), v: (..., S, Ev) -> L*S*E + L*S*Ev per leading index.
+    """
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    lead = 1
+    for d in q[:-2]:
+        lead *= d
+    return float(lead * q[-2] * k[-2] * (q[-1] + v[-1]))
+
+
 def summarize(model: C2DResNet, input_shape: Tuple[int, ...]) -> ModelSummary:
     """Run one eval-mode trace of ``model`` on zeros of ``input_shape`` and collect counts."""
     shapes: Dict[str, Tuple[int, ...]] = {}
@@ -59,6 +72,7 @@ def summarize(model: C2DResNet, input_shape: Tuple[int, ...]) -> ModelSummary:
     model.eval()
     try:
         analysis = FlopCountAnalysis(model, torch.zeros(input_shape))
+        analysis.set_op_handle("aten::scaled_dot_product_attention", attention_macs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         logging.getLogger("fvcore").setLevel(logging.ERROR)
         macs = float(analysis.total())
