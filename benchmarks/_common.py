@@ -1,0 +1,249 @@
+"""Helpers shared by bench_blocks.py, bench_train_step.py and bench_end_to_end.py.
+
+* ``machine_info(device)``: CPU / GPU, driver, torch and library versions, load.
+* ``pick_device(name)``: "auto" = cuda when available, else cpu.
+* ``time_interleaved(cases, repeats, warmup)``: median (and spread) time of several
+  callables measured round-robin in the same run, so that load from other
+  processes hits every case alike; ratios of medians are then meaningful. The
+  clock is wall time, or the process CPU time for single-threaded CPU runs
+  (``default_clock``).
+* ``PeakMemory``: peak tensor memory of a callable. On CUDA it is
+  ``torch.cuda.max_memory_allocated`` above what was allocated before. On the CPU
+  PyTorch keeps no allocator statistics, so a dispatch-mode tracker adds up the
+  bytes of every tensor storage created inside the call and subtracts them when the
+  storage is freed: the peak of live tensor bytes allocated by the call, the same
+  quantity as the CUDA figure without the allocator's rounding and caching
+  (it does not see memory a kernel uses internally, e.g. oneDNN scratch buffers).
+* ``write_json(path, result)``, ``markdown_table(header, rows)``.
+
+bench_extract.py and bench_loader.py predate this module and keep their own copies
+of the machine-info and JSON code; they could use these.
+"""
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import weakref
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+
+
+# ----------------------------------------------------------------------------- device and machine
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    return device
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_driver() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_info(device: torch.device) -> Dict:
+    """What the figures were measured on."""
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "device": device.type,
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), driver=_gpu_driver())
+    return info
+
+
+def load_average() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float("nan")
+
+
+def command_line() -> str:
+    return "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def default_clock(device: torch.device) -> str:
+    """"cpu" (the process's CPU time) for single-threaded CPU runs, else "wall".
+
+    On a CPU shared with other jobs the wall time of a step includes the time the
+    thread waits while other processes run (spreads of +-30% were seen on the
+    2-core development machine); with one torch thread every op runs on the
+    calling thread, so its CPU time (time.process_time) is the work done, with a
+    spread of a few percent. Memory-bandwidth contention still counts in both.
+    """
+    return "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+
+
+def time_interleaved(cases: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                     device: Optional[torch.device] = None, clock: str = "auto") -> Dict[str, Dict[str, float]]:
+    """Seconds per call of each case, the cases run round-robin.
+
+    Returns median_s / min_s / max_s of the chosen ``clock`` ("wall", "cpu" or "auto"
+    = ``default_clock``) plus wall_median_s and cpu_median_s, repeats and clock.
+    """
+    device = device or torch.device("cpu")
+    clock = default_clock(device) if clock == "auto" else clock
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    wall: Dict[str, List[float]] = {name: [] for name in cases}
+    cpu: Dict[str, List[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            synchronize(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            synchronize(device)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    out = {}
+    for name in cases:
+        chosen = cpu[name] if clock == "cpu" else wall[name]
+        out[name] = {"median_s": statistics.median(chosen), "min_s": min(chosen), "max_s": max(chosen),
+                     "wall_median_s": statistics.median(wall[name]), "cpu_median_s": statistics.median(cpu[name]),
+                     "repeats": len(chosen), "clock": clock}
+    return out
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Counts the bytes of storages created while active, until each is freed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen: Dict[int, weakref.ref] = {}
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._seen.pop(key, None)
+        self.live -= nbytes
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        if tensor.device.type != "cpu" or tensor.is_sparse:
+            return
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self._seen:
+            return
+        nbytes = storage.nbytes()
+        self._seen[key] = weakref.ref(storage, lambda _ref, key=key, nbytes=nbytes: self._free(key, nbytes))
+        self.live += nbytes
+        self.peak = max(self.peak, self.live)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for item in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(item, torch.Tensor):
+                self._track(item)
+        return out
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes of tensor memory that ``fn()`` allocates above what existed before.
+
+    CUDA: max_memory_allocated. CPU: live tensor bytes tracked by a dispatch mode
+    (module docstring). ``fn``'s return value is dropped before the figure is read.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    tracker = _LiveTensorBytes()
+    with tracker:
+        fn()
+    return tracker.peak
+
+
+MEMORY_NOTE = {
+    "cuda": "torch.cuda.max_memory_allocated above the memory allocated before the call",
+    "cpu": "peak bytes of live tensors allocated by the call, tracked with a TorchDispatchMode "
+           "(CPU has no allocator statistics; excludes kernels' internal scratch buffers)",
+}
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def write_json(path: str, result: Dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+        handle.write("\n")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
+    """``align``: one character per column, "l" or "r" (default: first left, others right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt_ms(seconds: Optional[float]) -> str:
+    return "—" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def fmt_mb(nbytes: Optional[float]) -> str:
+    return "—" if nbytes is None else f"{nbytes / 2**20:.0f}"
