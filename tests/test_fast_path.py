@@ -18,7 +18,7 @@ from cgnl_video.config import get_cfg
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.train import amp_enabled, autocast_context, build_grad_scaler, to_device
 from cgnl_video.models import CGNLBlock, NonLocalBlock, build_model, prepare_for_speed
-from cgnl_video.models.cgnl import CGNL_KERNELS, compact_generalized_nonlocal
+from cgnl_video.models.cgnl import CGNL_KERNELS, _compact_expression, compact_generalized_nonlocal
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NARROW = ["RESNET.WIDTH_PER_GROUP", "8", "MODEL.NUM_CLASSES", "5", "MODEL.DROPOUT_RATE", "0.0"]
@@ -101,6 +101,8 @@ def test_kernel_backward_equals_autograd_of_the_plain_expression(kernel, layout)
     plain_leaves = [t.detach().requires_grad_() for t in grouped]
     plain = _plain_compact(*plain_leaves, block.coefficients)
     assert torch.allclose(ours, plain, rtol=1e-10, atol=1e-12)
+    # the form used under torch.compile
+    assert torch.allclose(_compact_expression(*grouped, block.coefficients), plain, rtol=1e-10, atol=1e-12)
     grad = torch.randn_like(plain)
     ours.backward(grad)
     plain.backward(grad)

@@ -160,6 +160,22 @@ class _FusedCompactGNL(torch.autograd.Function):
         return d_stacked, None
 
 
+def _compact_expression(theta, phi, g, coefficients):
+    """Eq. 12 as a plain autograd expression, used under torch.compile: the compiler
+    fuses it and its generated backward into fewer passes than the hand-written
+    backward (about 2x faster on the CPU for the RBF kernel)."""
+    scalars: List[Optional[torch.Tensor]] = []
+    weighted = g
+    for power, coefficient in enumerate(coefficients):
+        if power > 0:
+            weighted = weighted * phi
+        scalars.append(_sum_over_group(weighted) * coefficient if coefficient else None)
+    y = scalars[-1]
+    for scalar in reversed(scalars[:-1]):  # Horner
+        y = y * theta if scalar is None else y * theta + scalar
+    return y
+
+
 def _scaled(coefficients: Sequence[float], length: int, use_scale: bool) -> Tuple[float, ...]:
     """The coefficients times 1 / sqrt(length) when ``use_scale``, trailing zeros dropped."""
     scale = length ** -0.5 if use_scale else 1.0
@@ -185,9 +201,11 @@ def compact_generalized_nonlocal(
     and the polynomial in theta is evaluated with Horner's rule (one ``addcmul``
     per degree), so no power of a full tensor is kept. All samples and groups
     are computed at once; any strides work (no copies). The backward is written
-    out (``_CompactGNL``).
+    out (``_CompactGNL``), except under torch.compile (``_compact_expression``).
     """
     coefficients = _scaled(coefficients, math.prod(theta.shape[2:]), use_scale)
+    if torch.compiler.is_compiling():
+        return _compact_expression(theta, phi, g, coefficients)
     return _CompactGNL.apply(theta, phi, g, coefficients)
 
 
@@ -321,6 +339,9 @@ class CGNLBlock(nn.Module):
         """``aggregate`` for the fused convolution's (B, 3, C_inner, T, H, W) output; its
         gradient comes back as one tensor (no concatenation in the backward)."""
         grouped = stacked.unflatten(2, (self.groups, -1)).movedim(1, 2)  # (B, G, 3, C', T, H, W), a view
-        length = math.prod(grouped.shape[3:])
-        y = _FusedCompactGNL.apply(grouped, _scaled(self.coefficients, length, self.use_scale))
+        coefficients = _scaled(self.coefficients, math.prod(grouped.shape[3:]), self.use_scale)
+        if torch.compiler.is_compiling():
+            y = _compact_expression(*grouped.unbind(2), coefficients)
+        else:
+            y = _FusedCompactGNL.apply(grouped, coefficients)
         return y.flatten(1, 2)
