@@ -34,19 +34,18 @@ Prints a markdown table and writes JSON (benchmarks/results/loader.json).
 """
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import shutil
+import sys
 import tempfile
-import time
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as common  # noqa: E402
+
 HEIGHT, WIDTH, FPS = 256, 340, 30
 
 
@@ -138,7 +137,7 @@ def per_frame_pil(dataset, video: int, frames: List[int], box, flip: bool) -> to
     return torch.stack(out, dim=1)
 
 
-def bench_train(work: str, videos: int, clips: int, rounds: int) -> Dict:
+def bench_train(work: str, videos: int, clips: int, repeats: int) -> Dict:
     from cgnl_video.data import ManifestEntry, build_dataset, write_classes, write_manifest
 
     root = os.path.join(work, "frames")
@@ -166,11 +165,10 @@ def bench_train(work: str, videos: int, clips: int, rounds: int) -> Dict:
         "ours (VideoDataset)": ours,
         "per-frame PIL + torchvision": lambda: [per_frame_pil(dataset, *p) for p in plans],
     }
-    seconds = best_of(methods, rounds)
     jpeg_bytes = np.mean([e.stat().st_size for e in os.scandir(os.path.join(root, "video_00"))])
     return {
-        "clips": clips, "rounds": rounds, "frame_size": [HEIGHT, WIDTH], "mean_jpeg_bytes": float(jpeg_bytes),
-        "clips_per_s": rates(seconds, clips),
+        "clips": clips, "repeats": repeats, "frame_size": [HEIGHT, WIDTH], "mean_jpeg_bytes": float(jpeg_bytes),
+        "clips_per_s": timed(methods, repeats, clips),
         "mean_abs_diff_vs_ours": check,
     }
 
@@ -188,6 +186,7 @@ def per_view_pyav(path: str, start: int, window: int, rate: int, box, mean, std)
     kept, decoded = [], 0
     with av.open(path) as container:
         stream = container.streams.video[0]
+        stream.thread_count = 1  # one core, like every method here
         seconds_per_pts = float(stream.time_base)
         container.seek(int(start / FPS / seconds_per_pts), stream=stream, backward=True, any_frame=False)
         for frame in container.decode(stream):
@@ -236,7 +235,7 @@ def decode_once_count(dataset, path: str, backend: str) -> int:
         return reader.frames_decoded
 
 
-def bench_test(work: str, rounds: int, gops: List[int]) -> Dict:
+def bench_test(work: str, repeats: int, gops: List[int]) -> Dict:
     from cgnl_video.data import ManifestEntry, build_dataset, write_classes, write_manifest
 
     root = os.path.join(work, "videos")
@@ -260,10 +259,9 @@ def bench_test(work: str, rounds: int, gops: List[int]) -> Dict:
             "ours, decode once (PyAV)": lambda: ours["pyav"][0],
             "per view (PyAV seek + decode)": lambda: per_view_sample(ours["decord"], path),
         }
-        seconds = best_of(methods, rounds)
         results[f"keyint {gop}"] = {
             "views": int(ours["decord"][0][0].shape[0]),
-            "videos_per_s": rates(seconds, 1),
+            "videos_per_s": timed(methods, repeats, 1),
             "decoded_frames": {
                 "ours, decode once (decord)": decode_once_count(ours["decord"], path, "decord"),
                 "ours, decode once (PyAV)": decode_once_count(ours["pyav"], path, "pyav"),
@@ -277,54 +275,46 @@ def bench_test(work: str, rounds: int, gops: List[int]) -> Dict:
 # ----------------------------------------------------------------------------- running
 
 
-def best_of(methods: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, Dict[str, float]]:
-    """Best wall time and best CPU time (this process, user + system) of each method
-    over ``rounds``, the methods interleaved per round. CPU time leaves out the time
-    spent waiting for a core, so it is the steadier measure on a shared machine."""
-    best = {name: {"wall": float("inf"), "cpu": float("inf")} for name in methods}
-    for _ in range(rounds):
-        for name, fn in methods.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            fn()
-            best[name]["cpu"] = min(best[name]["cpu"], time.process_time() - cpu)
-            best[name]["wall"] = min(best[name]["wall"], time.perf_counter() - wall)
-    return best
+def timed(methods: Dict[str, Callable[[], object]], repeats: int, items: int) -> Dict[str, Dict[str, float]]:
+    """Items per second of each method, run round-robin (``_common.time_interleaved``):
+    by the median wall time and by the median CPU time of this process (user + system).
+    CPU time leaves out the time spent waiting for a core: the steadier measure on a
+    shared machine."""
+    times = common.time_interleaved(methods, repeats, clock="wall")
+    return {name: {"wall": items / t["wall_median_s"], "cpu": items / t["cpu_median_s"]}
+            for name, t in times.items()}
 
 
-def rates(seconds: Dict[str, Dict[str, float]], items: int) -> Dict[str, Dict[str, float]]:
-    """Items per second of wall time and per second of CPU time."""
-    return {name: {kind: items / value for kind, value in times.items()} for name, times in seconds.items()}
-
-
-def table(rows: Dict[str, Dict[str, float]], ours: str, extra: Dict[str, str]) -> List[str]:
-    """Markdown rows: rate per wall second and per CPU second, and how much faster ours is."""
-    lines = []
-    for name, rate in rows.items():
-        wall, cpu = rows[ours]["wall"] / rate["wall"], rows[ours]["cpu"] / rate["cpu"]
-        lines.append(f"| {name} | {rate['wall']:.2f} | {rate['cpu']:.2f} | {wall:.2f}x | {cpu:.2f}x |"
-                     f"{extra.get(name, '')}")
-    return lines
+def rows(rates: Dict[str, Dict[str, float]], ours: str, extra: Dict[str, int]) -> List[List[object]]:
+    """Table rows: rate by wall and CPU time, how much faster ours is, optional count."""
+    out = []
+    for name, rate in rates.items():
+        row = [name, f"{rate['wall']:.2f}", f"{rate['cpu']:.2f}",
+               f"{rates[ours]['wall'] / rate['wall']:.2f}x", f"{rates[ours]['cpu'] / rate['cpu']:.2f}x"]
+        if extra:
+            row.append(f"{extra[name]}{' (requested)' if 'decord' in name else ''}")
+        out.append(row)
+    return out
 
 
 def markdown(result: Dict) -> str:
     train = result["train"]
+    header = ["method", "{unit}/s (wall)", "{unit}/s (CPU)", "ours is (wall)", "ours is (CPU)"]
     lines = [
         f"Training clips per second per worker process ({train['clips']} clips, 32 of 64 frames, "
-        f"{train['frame_size'][1]}x{train['frame_size'][0]} JPEG frames, 224 crop; best of {train['rounds']}):",
+        f"{train['frame_size'][1]}x{train['frame_size'][0]} JPEG frames, 224 crop; median of "
+        f"{train['repeats']}):",
         "",
-        "| method | clips/s (wall) | clips/s (CPU) | ours is (wall) | ours is (CPU) |",
-        "|---|---:|---:|---:|---:|",
+        common.markdown_table([h.format(unit="clips") for h in header],
+                              rows(train["clips_per_s"], "ours (VideoDataset)", {})),
+        "",
+        "Test videos per second, 30 views (10 clips x 3 crops, 32 of 64 frames, 256 crops) of a "
+        "10 s, 30 fps, 340x256 H.264 video:",
     ]
-    lines += table(train["clips_per_s"], "ours (VideoDataset)", {})
-    lines += ["", "Test videos per second, 30 views (10 clips x 3 crops, 32 of 64 frames, 256 crops) of a "
-              "10 s, 30 fps, 340x256 H.264 video:"]
     for video, row in result["test"].items():
-        frames = {name: f" {count}{' (requested)' if 'decord' in name else ''} |"
-                  for name, count in row["decoded_frames"].items()}
+        table = rows(row["videos_per_s"], "ours, decode once (decord)", row["decoded_frames"])
         lines += ["", f"{video}:", "",
-                  "| method | videos/s (wall) | videos/s (CPU) | ours is (wall) | ours is (CPU) | decoded frames |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        lines += table(row["videos_per_s"], "ours, decode once (decord)", frames)
+                  common.markdown_table([h.format(unit="videos") for h in header] + ["decoded frames"], table)]
     return "\n".join(lines)
 
 
@@ -332,32 +322,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=6, help="frame folders of 150 frames")
     parser.add_argument("--clips", type=int, default=30, help="training clips per round")
-    parser.add_argument("--rounds", type=int, default=5, help="best of this many rounds")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each method (median)")
     parser.add_argument("--gops", type=int, nargs="+", default=[250, 30], help="keyframe intervals of the test video")
     parser.add_argument("--work", default="", help="folder for the generated data (default: a temporary one)")
-    parser.add_argument("--json", default=os.path.join(REPO, "benchmarks", "results", "loader.json"))
+    parser.add_argument("--json", default=os.path.join(common.RESULTS, "loader.json"))
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # as in a DataLoader worker
     work = args.work or tempfile.mkdtemp(prefix="bench_loader_")
     try:
         result = {
-            "date": datetime.date.today().isoformat(),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                       f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "torch": torch.__version__,
-            "command": "python benchmarks/bench_loader.py " + " ".join(
-                f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                for k, v in vars(args).items() if k not in ("json", "work")),
-            "train": bench_train(work, args.videos, args.clips, args.rounds),
-            "test": bench_test(work, args.rounds, args.gops),
+            "machine": common.machine_info(torch.device("cpu")),
+            "load_average": common.load_average(),
+            "command": common.command_line(),
+            "train": bench_train(work, args.videos, args.clips, args.repeats),
+            "test": bench_test(work, args.repeats, args.gops),
         }
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=2)
+    common.write_json(args.json, result)
     print(markdown(result))
     print(f"\nresults written to {args.json}")
     return 0

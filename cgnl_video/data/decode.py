@@ -168,7 +168,7 @@ class FrameFolderReader(FrameReader):
 
 
 class PyAVReader(FrameReader):
-    """Sequential PyAV decoding from the first frame up to the last one needed.
+    """Sequential single-threaded PyAV decoding from the first frame up to the last one needed.
 
     The frame count is the stream's ``frames`` field, or when the container does not
     store it (e.g. Matroska) the number of demuxed video packets.
@@ -196,7 +196,9 @@ class PyAVReader(FrameReader):
         filled = 0
         try:
             with self._av.open(self.path) as container:
-                for position, frame in enumerate(container.decode(video=0)):
+                stream = container.streams.video[0]
+                stream.thread_count = 1  # one decoding thread per worker process, as with decord
+                for position, frame in enumerate(container.decode(stream)):
                     self.frames_decoded += 1
                     if position in wanted:
                         image = frame.to_ndarray(format="rgb24")
