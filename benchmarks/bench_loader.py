@@ -16,7 +16,7 @@ worker process does, so the numbers are per worker process. Inputs are generated
      torchvision.io.decode_jpeg into one buffer, uint8 crop+resize of the clip,
      one float conversion);
    * baseline "per-frame PIL": per frame ``PIL.Image.open`` and torchvision's
-     per-image transforms (resized_crop, hflip, to_tensor, normalize), then stack;
+     per-image transforms (resized_crop, hflip, to_tensor, normalize), then stack.
    Both use the same frame indices, crop boxes and flips. (PyTorchVideo's
    FrameVideo would be a third baseline, but it needs opencv-python, which is not a
    dependency of this package.)
@@ -30,7 +30,9 @@ worker process does, so the numbers are per worker process. Inputs are generated
    Decoded frames are counted exactly for PyAV; for decord the count is the frames
    requested (decord decodes at least those).
 
-Prints a markdown table and writes JSON (benchmarks/results/loader.json).
+Every decoder runs single-threaded; the methods run round-robin and the medians of
+``--repeats`` runs count, by wall time and by this process's CPU time. Prints
+markdown tables and writes JSON (benchmarks/results/loader.json).
 """
 
 import argparse
@@ -321,7 +323,7 @@ def markdown(result: Dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=6, help="frame folders of 150 frames")
-    parser.add_argument("--clips", type=int, default=30, help="training clips per round")
+    parser.add_argument("--clips", type=int, default=30, help="training clips per timed run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each method (median)")
     parser.add_argument("--gops", type=int, nargs="+", default=[250, 30], help="keyframe intervals of the test video")
     parser.add_argument("--work", default="", help="folder for the generated data (default: a temporary one)")
