@@ -144,3 +144,22 @@ def test_run_test_splits_batches_into_chunks_across_videos():
     assert merged.counts == {0: 3, 1: 2, 2: 2}
     assert metrics["videos_failed"] == [3] and metrics["videos_scored"] == 3
     assert metrics["top1_acc"] == pytest.approx(200 / 3)
+
+
+def test_run_test_scores_full_frame_views_of_different_sizes_in_one_batch():
+    """TEST.FULL_FRAME keeps each video's aspect ratio, so one batch can hold views of several sizes."""
+    from cgnl_video.config import load_config
+    from cgnl_video.engine.evaluate import run_test
+
+    views = _views()
+    wide = torch.zeros(3, 3, 1, 1, 5)  # video 0: wider frames than the others
+    wide[:, 0, 0, 0, :3] = views[0]
+    loader = _FakeLoader([
+        ([wide, _as_views(views[1]), _as_views(views[2])], torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])),
+    ])
+    cfg = load_config(None, ["TEST.VIEWS_PER_FORWARD", "2", "TEST.NUM_ENSEMBLE_VIEWS", "3",
+                             "TEST.NUM_SPATIAL_CROPS", "1", "TEST.FULL_FRAME", "True"])
+    metrics, merged = run_test(_Probe(), loader, cfg, torch.device("cpu"))
+    _check_scores(merged.scores())
+    assert merged.counts == {0: 3, 1: 2, 2: 2}
+    assert metrics["videos_scored"] == 3

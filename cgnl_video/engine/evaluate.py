@@ -6,6 +6,7 @@ across batches and processes, so a video whose views land in several batches or
 on several ranks is still scored once, on the mean of all its views.
 """
 
+import itertools
 import math
 import os
 import time
@@ -165,16 +166,20 @@ def run_test(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Tu
     chunk = cfg.TEST.VIEWS_PER_FORWARD
     bar = progress(loader, total=len(loader), desc="test", enabled=du.is_main_process())
     for views_list, _labels, video_indices in bar:
-        counts = [v.shape[0] for v in views_list]
-        readable = [v for v in views_list if v.shape[0] > 0]
-        probs = forward_views(model, torch.cat(readable), chunk, device, cfg) if readable else None
-        offset = 0
-        for count, index in zip(counts, video_indices.tolist()):
-            if count == 0:
+        readable = []
+        for index, views in zip(video_indices.tolist(), views_list):
+            if views.shape[0] == 0:
                 local.mark_unreadable(index)
-                continue
-            local.add(index, probs[offset:offset + count])
-            offset += count
+            else:
+                readable.append((index, views))
+        # Full-frame views of different videos may differ in size: forward each run of equal shapes together.
+        for _shape, run in itertools.groupby(readable, key=lambda item: item[1].shape[1:]):
+            run = list(run)
+            probs = forward_views(model, torch.cat([views for _, views in run]), chunk, device, cfg)
+            offset = 0
+            for index, views in run:
+                local.add(index, probs[offset:offset + views.shape[0]])
+                offset += views.shape[0]
     merged = gather_aggregators(local)
     if not du.is_main_process():
         return None, merged
