@@ -2,46 +2,37 @@
 
 ``build_dataset(cfg, split)`` and ``build_loader(cfg, split)`` are the entry points;
 ``set_loader_epoch(loader, epoch)`` starts each epoch. See docs/DATA_PIPELINE.md.
+
+Names are imported lazily on first use, so the data_prep scripts, which only
+need ``cgnl_video.data.manifest``, do not pay for importing torch and torchvision.
 """
 
-from cgnl_video.data.dataset import SPLITS, VideoDataset, build_dataset, manifest_path
-from cgnl_video.data.decode import DecodeError, open_reader
-from cgnl_video.data.loader import (
-    ShardSampler,
-    build_loader,
-    collate_test_batch,
-    per_process_batch_size,
-    set_loader_epoch,
-    world_and_rank,
-)
-from cgnl_video.data.manifest import (
-    ManifestEntry,
-    ManifestError,
-    parse_manifest_line,
-    read_classes,
-    read_manifest,
-    write_classes,
-    write_manifest,
-)
+from typing import Dict
 
-__all__ = [
-    "SPLITS",
-    "DecodeError",
-    "ManifestEntry",
-    "ManifestError",
-    "ShardSampler",
-    "VideoDataset",
-    "build_dataset",
-    "build_loader",
-    "collate_test_batch",
-    "manifest_path",
-    "open_reader",
-    "parse_manifest_line",
-    "per_process_batch_size",
-    "read_classes",
-    "read_manifest",
-    "set_loader_epoch",
-    "world_and_rank",
-    "write_classes",
-    "write_manifest",
-]
+from cgnl_video.utils.lazy import lazy_exports
+
+#: public name -> submodule that defines it
+_EXPORTS: Dict[str, str] = {
+    "SPLITS": "dataset",
+    "VideoDataset": "dataset",
+    "build_dataset": "dataset",
+    "manifest_path": "dataset",
+    "DecodeError": "decode",
+    "open_reader": "decode",
+    "ShardSampler": "loader",
+    "build_loader": "loader",
+    "collate_test_batch": "loader",
+    "per_process_batch_size": "loader",
+    "set_loader_epoch": "loader",
+    "world_and_rank": "loader",
+    "ManifestEntry": "manifest",
+    "ManifestError": "manifest",
+    "parse_manifest_line": "manifest",
+    "read_classes": "manifest",
+    "read_manifest": "manifest",
+    "write_classes": "manifest",
+    "write_manifest": "manifest",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

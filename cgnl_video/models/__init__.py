@@ -8,8 +8,9 @@ validation reads ``cgnl_video.models.spec``) stays light and free of import
 cycles; this package never imports ``cgnl_video.config``.
 """
 
-import importlib
-from typing import Any, Dict
+from typing import Dict
+
+from cgnl_video.utils.lazy import lazy_exports
 
 #: public name -> submodule that defines it
 _EXPORTS: Dict[str, str] = {
@@ -35,13 +36,4 @@ _EXPORTS: Dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
