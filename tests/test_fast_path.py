@@ -304,3 +304,72 @@ def test_peak_memory_tracker_counts_live_tensor_bytes():
         return c.sum()
 
     assert common.peak_memory_bytes(work, torch.device("cpu")) == 2 * (1 << 20) + 4
+
+
+# ----------------------------------------------------------------------------- GPU input path (run on CPU tensors)
+
+
+def _frame_dataset(tmp_path, split):
+    """A VideoDataset over two generated frame folders (20 JPEGs of 48 x 64)."""
+    import numpy as np
+    from PIL import Image
+
+    from cgnl_video.data import ManifestEntry, build_dataset, write_classes, write_manifest
+    from cgnl_video.data.decode import frame_file_name
+
+    rng = np.random.default_rng(0)
+    root, lists = tmp_path / "frames", tmp_path / "lists"
+    entries = []
+    for v in range(2):
+        folder = root / f"v{v}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 255, (6, 8, 3)).repeat(8, 0).repeat(8, 1)
+        for t in range(20):
+            frame = np.clip(np.roll(base, t, axis=1) + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(frame).save(folder / frame_file_name(t), quality=95)
+        entries.append(ManifestEntry(f"v{v}", v, 20))
+    write_classes(str(lists / "classes.txt"), ["a", "b"])
+    write_manifest(str(lists / f"{split}.txt"), entries)
+    cfg = get_cfg()
+    cfg.merge_from_list(["DATA.PATH_TO_DATA_DIR", str(lists), "DATA.PATH_PREFIX", str(root),
+                         "DATA.NUM_FRAMES", "4", "DATA.SAMPLING_RATE", "2", "DATA.TRAIN_CROP_SIZE", "32",
+                         "DATA.TEST_CROP_SIZE", "32", "TEST.NUM_ENSEMBLE_VIEWS", "2"])
+    return build_dataset(cfg, split)
+
+
+def test_gpu_augment_train_batch_matches_the_cpu_pipeline(tmp_path):
+    from cgnl_video.data import gpu_augment
+
+    dataset = _frame_dataset(tmp_path, "train")
+    grey = 1.0 / 255 / min(dataset.std)  # one grey level after normalisation
+    for epoch in (0, 1):
+        dataset.set_epoch(epoch)
+        plans = [gpu_augment.train_clip_plan(dataset, i) for i in range(2)]
+        encoded = [gpu_augment.read_encoded_clip(dataset.path_of(i), plans[i][0]) for i in range(2)]
+        frames = gpu_augment.decode_frames([e for clip in encoded for e in clip], torch.device("cpu")).split(4)
+        batch = gpu_augment.train_batch(frames, [p[1] for p in plans], [p[2] for p in plans],
+                                        dataset.train_crop_size, dataset.mean, dataset.std)
+        expected = torch.stack([dataset[i][0] for i in range(2)])
+        assert batch.shape == expected.shape == (2, 3, 4, 32, 32)
+        assert (batch - expected).abs().mean() < 0.5 * grey  # the CPU path rounds to uint8 after resizing
+        assert (batch - expected).abs().max() < 3 * grey
+
+
+def test_gpu_augment_test_views_match_the_cpu_pipeline(tmp_path):
+    from cgnl_video.data import gpu_augment, sampling
+
+    dataset = _frame_dataset(tmp_path, "test")
+    expected = dataset[1][0]
+    if expected.dtype == torch.uint8:  # raw pixels, normalised by the engine on the device
+        shape = (1, 3, 1, 1, 1)
+        mean, std = torch.tensor(dataset.mean).view(shape), torch.tensor(dataset.std).view(shape)
+        expected = (expected.float() / 255 - mean) / std
+    starts = sampling.test_clip_starts(20, dataset.window, dataset.num_clips)
+    clips = [sampling.clip_indices(s, dataset.num_frames, dataset.sampling_rate, 20) for s in starts]
+    union, positions = sampling.frame_union(clips)
+    frames = gpu_augment.decode_frames(gpu_augment.read_encoded_clip(dataset.path_of(1), union), torch.device("cpu"))
+    views = gpu_augment.test_views(frames, positions, dataset.test_size, dataset.num_crops, dataset.mean, dataset.std)
+    assert views.shape == expected.shape == (6, 3, 4, 32, 32)
+    grey = 1.0 / 255 / min(dataset.std)
+    assert (views - expected).abs().mean() < 0.5 * grey  # the CPU path rounds to uint8 after resizing
+    assert (views - expected).abs().max() < 3 * grey

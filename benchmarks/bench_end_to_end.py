@@ -1,0 +1,284 @@
+#!/usr/bin/env python
+"""End to end: training clips/s through the real loader against the model alone, and
+multi-view test videos/s.
+
+From the repository root (after ``pip install -e .``):
+
+    python benchmarks/bench_end_to_end.py              # cuda if available, else cpu
+    python benchmarks/bench_end_to_end.py --quick
+
+Inputs are generated (no download): frame folders of 150 JPEG frames at
+340x256 (short side 256, quality 90, as data_prep/extract_frames.py writes
+them; ``bench_loader.synthetic_frames``), listed in train and test manifests.
+
+Training: the config ``configs/minikinetics/R50_CGNL8.yaml`` in the fast mode of
+bench_train_step.py (``--mode``), one step as bench_train_step.py does it.
+
+1. model only: steps on a fixed synthetic batch (what bench_train_step.py measures);
+2. ``--input cpu``: the real loader (``build_loader(cfg, "train")``,
+   DATA_LOADER.NUM_WORKERS workers decoding and augmenting in processes);
+3. ``--input gpu`` (default on CUDA as well as 2): workers only read the JPEG
+   bytes and draw the clip's randomness; the training process decodes the batch
+   with nvJPEG and crops / resizes / normalises it on the GPU
+   (``cgnl_video.data.gpu_augment``; runs on the CPU too, for checking).
+
+Clips/s = clips / wall time over ``--steps`` steps after ``--warmup``; the data
+stall = the time the loop waits for the next batch (plus GPU decoding in mode 3)
+over the total, and 1 - (end-to-end clips/s) / (model-only clips/s).
+
+Multi-view test: ``engine.evaluate.run_test`` over the test manifest (10 clips x
+3 crops = 30 views per video, TEST.VIEWS_PER_FORWARD views per forward), against
+the model alone on the same number of synthetic views.
+
+Note for a CPU run: the loader workers and the model share the same cores, so
+the stall includes that competition; on the CPU the defaults are batch 2,
+8x112x112 clips, 8 frames x 128 test crops and one torch thread for the model.
+Prints markdown tables and writes benchmarks/results/end_to_end.json.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as common  # noqa: E402
+from bench_loader import synthetic_frames, write_folder  # noqa: E402
+from bench_train_step import Case  # noqa: E402
+
+from cgnl_video.data import ManifestEntry, build_loader, set_loader_epoch, write_classes, write_manifest  # noqa: E402
+from cgnl_video.data import gpu_augment  # noqa: E402
+from cgnl_video.engine.evaluate import forward_views, run_test  # noqa: E402
+
+FRAMES_PER_VIDEO = 150
+
+
+def make_data(work: str, videos: int) -> Dict[str, str]:
+    root, lists = os.path.join(work, "frames"), os.path.join(work, "lists")
+    entries = []
+    for v in range(videos):
+        name = f"video_{v:03d}"
+        write_folder(os.path.join(root, name), synthetic_frames(FRAMES_PER_VIDEO, v))
+        entries.append(ManifestEntry(name, v % 2, FRAMES_PER_VIDEO))
+    write_classes(os.path.join(lists, "classes.txt"), ["a", "b"])
+    for split in ("train", "val", "test"):
+        write_manifest(os.path.join(lists, f"{split}.txt"), entries)
+    return {"root": root, "lists": lists}
+
+
+def data_opts(args: argparse.Namespace, data: Dict[str, str]) -> List[str]:
+    return ["DATA.PATH_TO_DATA_DIR", data["lists"], "DATA.PATH_PREFIX", data["root"],
+            "DATA_LOADER.NUM_WORKERS", str(args.workers), "MODEL.NUM_CLASSES", "2",
+            "TEST.BATCH_SIZE", "1", "TEST.NUM_ENSEMBLE_VIEWS", "10", "TEST.NUM_SPATIAL_CROPS", "3",
+            "DATA.TEST_CROP_SIZE", str(args.test_size), "TEST.VIEWS_PER_FORWARD", str(args.views_per_forward)]
+
+
+class EncodedClips(torch.utils.data.Dataset):
+    """Training samples as (JPEG bytes per frame, box, flip, label): what a worker
+    does for the GPU input path (no decoding)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        frames, box, flip = gpu_augment.train_clip_plan(self.dataset, index)
+        encoded = gpu_augment.read_encoded_clip(self.dataset.path_of(index), frames)
+        return encoded, box, flip, self.dataset.entries[index].label
+
+
+def gpu_input_loader(cfg, batch: int):
+    cpu_loader = build_loader(cfg, "train")  # its sampler, seeds and worker settings
+    return torch.utils.data.DataLoader(
+        EncodedClips(cpu_loader.dataset), batch_size=batch, sampler=cpu_loader.sampler,
+        num_workers=cfg.DATA_LOADER.NUM_WORKERS, collate_fn=lambda items: list(zip(*items)),
+        pin_memory=torch.cuda.is_available(), drop_last=True,
+        persistent_workers=cfg.DATA_LOADER.NUM_WORKERS > 0), cpu_loader
+
+
+def run_training(case: Case, loader, steps: int, warmup: int, device: torch.device, gpu_input: bool) -> Dict:
+    """Wall time of ``steps`` training steps fed by ``loader`` (after ``warmup`` steps)."""
+    cfg = case.cfg
+    dataset = loader.dataset.dataset if gpu_input else loader.dataset
+    epoch, done, waits, total_start = 0, 0, [], None
+    while done < warmup + steps:
+        set_loader_epoch(loader, epoch)
+        if gpu_input:
+            dataset.set_epoch(epoch)
+        tic = time.perf_counter()
+        for batch in loader:
+            if gpu_input:
+                encoded, boxes, flips, labels = batch
+                counts = [len(e) for e in encoded]
+                frames = gpu_augment.decode_frames([f for e in encoded for f in e], device).split(counts)
+                clips = gpu_augment.train_batch(frames, boxes, flips, dataset.train_crop_size, dataset.mean, dataset.std)
+                labels = torch.tensor(labels)
+            else:
+                clips, labels, _ = batch
+            common.synchronize(device)
+            wait = time.perf_counter() - tic
+            if done == warmup:
+                total_start, waits = tic, []
+            case.clips, case.labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            case.step()
+            common.synchronize(device)
+            waits.append(wait)
+            done += 1
+            tic = time.perf_counter()
+            if done >= warmup + steps:
+                break
+        epoch += 1
+    total = time.perf_counter() - total_start
+    return {"steps": steps, "seconds": total, "clips_per_s": steps * case.clips.shape[0] / total,
+            "data_wait_fraction": sum(waits) / total, "median_wait_s": statistics.median(waits)}
+
+
+def model_only(case: Case, steps: int, device: torch.device) -> Dict:
+    timing = common.time_interleaved({"m": case.step}, steps, 1, device, clock="wall")["m"]
+    return {"steps": steps, "step_s": timing["median_s"], "clips_per_s": case.clips.shape[0] / timing["median_s"]}
+
+
+def bench_train(args, data, device) -> Dict:
+    case = Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data))
+    synthetic = (case.clips.clone(), case.labels.clone())
+    result = {"model": "C2D R-50 + 1 CGNL (G=8)", "mode": args.mode}
+    result["model_only_before"] = model_only(case, args.steps, device)
+    for path in args.inputs:
+        print(f"  training through the {path} input path ...", flush=True)
+        if path == "gpu":
+            loader, _ = gpu_input_loader(case.cfg, args.batch)
+        else:
+            loader = build_loader(case.cfg, "train")
+        result[f"input_{path}"] = run_training(case, loader, args.steps, args.warmup, device, path == "gpu")
+        del loader
+    case.clips, case.labels = synthetic
+    result["model_only_after"] = model_only(case, args.steps, device)
+    model_rate = statistics.mean([result["model_only_before"]["clips_per_s"], result["model_only_after"]["clips_per_s"]])
+    result["model_only_clips_per_s"] = model_rate
+    for path in args.inputs:
+        row = result[f"input_{path}"]
+        row["stall_vs_model_only"] = 1 - row["clips_per_s"] / model_rate
+    return result
+
+
+def bench_test(args, data, device) -> Dict:
+    case = Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data))
+    cfg = case.cfg
+    model = case.model.eval()
+    loader = build_loader(cfg, "test")
+    videos = min(args.test_videos, len(loader.dataset))
+    loader.dataset.entries = loader.dataset.entries[:videos]
+    loader = build_loader(cfg, "test", loader.dataset)
+    run_test(model, loader, cfg, device)  # warm-up (workers, kernels)
+    start = time.perf_counter()
+    metrics, _ = run_test(model, loader, cfg, device)
+    seconds = time.perf_counter() - start
+    # uint8 like the test loader's views where they are uint8 (normalised on the device by to_device)
+    sample = loader.dataset[0][0]
+    views = torch.randint(0, 256, sample.shape, dtype=torch.uint8) if sample.dtype == torch.uint8 else torch.randn(
+        sample.shape)
+    with torch.no_grad():
+        forward_views(model, views, cfg.TEST.VIEWS_PER_FORWARD, device, cfg)  # warm-up
+        timing = common.time_interleaved(
+            {"m": lambda: forward_views(model, views, cfg.TEST.VIEWS_PER_FORWARD, device, cfg)},
+            max(2, args.steps // 4), 0, device, clock="wall")["m"]
+    return {"videos": videos, "views_per_video": metrics["views_per_video"] if metrics else 30,
+            "view_size": [args.frames, args.test_size, args.test_size], "seconds": seconds,
+            "videos_per_s": videos / seconds, "model_only_videos_per_s": 1.0 / timing["median_s"],
+            "stall_vs_model_only": 1 - (videos / seconds) * timing["median_s"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--mode", default="", help="bench_train_step mode (default: fast, or fast+cpu_bf16 on cpu)")
+    parser.add_argument("--inputs", nargs="+", choices=["cpu", "gpu"], default=None,
+                        help="input paths to measure (default: cpu gpu on cuda, cpu on cpu)")
+    parser.add_argument("--batch", type=int, default=0, help="default: 8 on cuda, 2 on cpu")
+    parser.add_argument("--frames", type=int, default=0, help="default: 32 on cuda, 8 on cpu")
+    parser.add_argument("--size", type=int, default=0, help="training crop (default: 224 on cuda, 112 on cpu)")
+    parser.add_argument("--test-size", type=int, default=0, help="test crop (default: 256 on cuda, 128 on cpu)")
+    parser.add_argument("--views-per-forward", type=int, default=0, help="default: 30 on cuda, 6 on cpu")
+    parser.add_argument("--workers", type=int, default=0, help="loader workers (default: min(8, cores - 1))")
+    parser.add_argument("--videos", type=int, default=0, help="frame folders to generate (default: 2 x batch x 2)")
+    parser.add_argument("--test-videos", type=int, default=0, help="default: 16 on cuda, 2 on cpu")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps (default: 40 on cuda, 8 on cpu)")
+    parser.add_argument("--warmup", type=int, default=0, help="default: 5 on cuda, 2 on cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of the training process "
+                        "(default: 1 on cpu, so that the loader workers get the other cores)")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--work", default="", help="folder for the generated data (default: a temporary one)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", default=os.path.join(common.RESULTS, "end_to_end.json"))
+    args = parser.parse_args()
+
+    device = common.pick_device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(args.threads or (torch.get_num_threads() if cuda else 1))
+    args.mode = args.mode or ("fast" if cuda else "fast+cpu_bf16")
+    args.inputs = args.inputs or (["cpu", "gpu"] if cuda else ["cpu"])
+    args.batch = args.batch or (8 if cuda else 2)
+    args.frames = args.frames or (32 if cuda else 8)
+    args.size = args.size or (224 if cuda else 112)
+    args.test_size = args.test_size or (256 if cuda else 128)
+    args.views_per_forward = args.views_per_forward or (30 if cuda else 6)
+    args.workers = args.workers or max(1, min(8, (os.cpu_count() or 2) - 1))
+    args.steps = args.steps or (40 if cuda else 8)
+    args.warmup = args.warmup or (5 if cuda else 2)
+    args.test_videos = args.test_videos or (16 if cuda else 2)
+    if args.quick:
+        args.steps, args.warmup, args.test_videos = 4, 1, 1
+    args.videos = args.videos or max(2 * 2 * args.batch, args.test_videos)
+    args.compile_on = args.compile == "on" or (args.compile == "auto" and cuda)
+    machine = common.machine_info(device)
+    print(f"# bench_end_to_end on {machine.get('gpu', machine['cpu'])} ({device.type}), mode {args.mode}, "
+          f"batch {args.batch}, {args.frames}x{args.size}x{args.size}, {args.workers} workers", flush=True)
+    work = args.work or tempfile.mkdtemp(prefix="bench_e2e_")
+    try:
+        print("writing frame folders ...", flush=True)
+        data = make_data(work, args.videos)
+        load_start = common.load_average()
+        print("training ...", flush=True)
+        train = bench_train(args, data, device)
+        print("multi-view test ...", flush=True)
+        test = bench_test(args, data, device)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "machine": machine, "command": common.command_line(), "load_average_1min": [load_start, common.load_average()],
+        "settings": {k: v for k, v in vars(args).items() if k not in ("json", "work")},
+        "frames": f"{FRAMES_PER_VIDEO} JPEG frames of 340x256 per video (quality 90)",
+        "train": train, "test": test,
+    }
+    common.write_json(args.json, result)
+
+    rows = [["model only (synthetic batch)", f"{train['model_only_clips_per_s']:.2f}", "", ""]]
+    for path in args.inputs:
+        row = train[f"input_{path}"]
+        rows.append([f"real loader, {path} decode/augment", f"{row['clips_per_s']:.2f}",
+                     f"{100 * row['data_wait_fraction']:.1f}%", f"{100 * row['stall_vs_model_only']:.1f}%"])
+    print(f"\nTraining, {train['model']}, mode {args.mode}, batch {args.batch}, {args.frames}x{args.size}x{args.size}, "
+          f"{args.workers} workers:\n")
+    print(common.markdown_table(["input", "clips/s", "time waiting for data", "stall vs model only"], rows))
+    print(f"\nMulti-view test, {test['views_per_video']} views of {args.frames}x{args.test_size}x{args.test_size}, "
+          f"{test['videos']} videos:\n")
+    print(common.markdown_table(["", "videos/s"], [["end to end (run_test)", f"{test['videos_per_s']:.3f}"],
+                                                   ["model only (30 synthetic views)", f"{test['model_only_videos_per_s']:.3f}"],
+                                                   ["stall", f"{100 * test['stall_vs_model_only']:.1f}%"]]))
+    print(f"\nresults written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,255 @@
+#!/usr/bin/env python
+"""Training step: clips/s and peak memory of C2D R-50 / R-101 (+NL, +CGNL), eager vs fast path.
+
+From the repository root (after ``pip install -e .``):
+
+    python benchmarks/bench_train_step.py                # GPU: batch 8, 32x224x224
+    python benchmarks/bench_train_step.py --quick        # smoke run
+    # on a CPU the defaults are batch 2, 8x112x112 (a full 32x224x224 step takes
+    # seconds per clip there); --frames 32 --size 224 --batch 1 gives the real size.
+
+Models: the Mini-Kinetics configs ``configs/minikinetics/R{50,101}{,_NL,_CGNL8,_CGNL8_5B}.yaml``
+(baseline, +1 NL, +1 CGNL G=8, +5 CGNL), random initialisation, synthetic clips
+(no data loading). One step is what ``engine.train.train_epoch`` does per
+iteration: ``to_device`` (channels_last conversion), forward under the engine's
+``autocast_context``, fp32 cross-entropy, ``zero_grad``, backward through the
+engine's grad scaler, SGD step (``engine.optim.build_optimizer``: momentum,
+weight decay), and ``loss.item()``.
+
+Modes, each a set of config switches:
+
+* ``eager``: fp32, contiguous, three theta/phi/g convolutions, no compile (the baseline).
+* ``fast``: TRAIN.MIXED_PRECISION (bf16), MODEL.CHANNELS_LAST, CGNL.FUSED and, on CUDA,
+  MODEL.COMPILE. The engine enables autocast on CUDA only, so on a CPU ``fast`` runs fp32.
+* ``fast+cpu_bf16`` (CPU only): ``fast`` with ``torch.autocast("cpu", bfloat16)``
+  forced, i.e. what the engine would do if it allowed bf16 autocast on the CPU.
+* ablations (``--modes``): ``amp``, ``channels_last``, ``fused``, ``compile`` — one
+  switch on top of ``eager``.
+
+All cases of one depth are measured round-robin (median of ``--repeats`` steps after
+``--warmup``), so ratios within a depth come from the same minutes of the same run.
+Model FLOPs per step come from ``torch.utils.flop_counter.FlopCounterMode`` on the
+eager model (forward + backward; convolutions, matrix products and attention);
+MFU = achieved FLOP/s / the GPU's dense bf16 peak (``--peak-tflops`` to override).
+Peak memory: ``_common.peak_memory_bytes`` of one step (CUDA allocator peak; on
+the CPU live tensor bytes; not measured for compiled models on the CPU).
+Prints a markdown table and writes benchmarks/results/train_step.json.
+"""
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as common  # noqa: E402
+
+from cgnl_video.config import load_config  # noqa: E402
+from cgnl_video.engine.optim import build_optimizer  # noqa: E402
+from cgnl_video.engine.train import autocast_context, build_grad_scaler, to_device  # noqa: E402
+from cgnl_video.models import build_model, prepare_for_speed  # noqa: E402
+
+VARIANTS = {"baseline": "", "+1 NL": "_NL", "+1 CGNL": "_CGNL8", "+5 CGNL": "_CGNL8_5B"}
+MODES: Dict[str, List[str]] = {
+    "eager": [],
+    "fast": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "MODEL.CHANNELS_LAST", "True",
+             "CGNL.FUSED", "True", "MODEL.COMPILE", "True"],
+    "fast+cpu_bf16": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "MODEL.CHANNELS_LAST", "True",
+                      "CGNL.FUSED", "True"],
+    "amp": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
+    "channels_last": ["MODEL.CHANNELS_LAST", "True"],
+    "fused": ["CGNL.FUSED", "True"],
+    "compile": ["MODEL.COMPILE", "True"],
+}
+#: dense bf16 tensor-core peak TFLOP/s (no sparsity), by a substring of the device name
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0,
+                    "H100 PCIe": 756.0, "H100": 756.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
+                    "A10": 125.0, "4090": 165.2}
+
+
+def peak_tflops(device: torch.device, override: float) -> Optional[float]:
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16_TFLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+def make_cfg(depth: int, variant: str, mode: str, args: argparse.Namespace, extra: Sequence[str] = ()):
+    """The config of one case; ``extra``: more KEY VALUE overrides."""
+    opts = ["RESNET.IMAGENET_WEIGHTS", "", "DATA.NUM_FRAMES", str(args.frames),
+            "DATA.TRAIN_CROP_SIZE", str(args.size), "TRAIN.BATCH_SIZE", str(args.batch)]
+    switches = list(MODES[mode])
+    if mode == "fast" and not args.compile_on:
+        i = switches.index("MODEL.COMPILE")
+        del switches[i:i + 2]
+    opts += switches + list(extra)
+    return load_config(os.path.join(common.REPO, "configs", "minikinetics", f"R{depth}{VARIANTS[variant]}.yaml"), opts)
+
+
+class Case:
+    """A model with its optimizer and a fixed synthetic batch."""
+
+    def __init__(self, depth: int, variant: str, mode: str, args: argparse.Namespace, device: torch.device,
+                 extra_opts: Sequence[str] = ()):
+        self.device = device
+        self.cfg = cfg = make_cfg(depth, variant, mode, args, extra_opts)
+        self.compiled = bool(cfg.MODEL.COMPILE)
+        torch.manual_seed(0)
+        self.model = prepare_for_speed(build_model(cfg).to(device), cfg).train()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scaler = build_grad_scaler(cfg, device)
+        generator = torch.Generator().manual_seed(1)
+        self.clips = torch.randn((args.batch, 3, args.frames, args.size, args.size), generator=generator).to(device)
+        self.labels = torch.randint(cfg.MODEL.NUM_CLASSES, (args.batch,), generator=generator).to(device)
+        self.force_cpu_bf16 = mode == "fast+cpu_bf16"
+
+    def autocast(self):
+        if self.force_cpu_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return autocast_context(self.cfg, self.device)
+
+    def step(self) -> float:
+        clips = to_device(self.clips, self.device, self.cfg)
+        with self.autocast():
+            logits = self.model(clips)
+        loss = F.cross_entropy(logits.float(), self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
+
+
+def model_flops(depth: int, variant: str, args: argparse.Namespace, device: torch.device) -> int:
+    """FLOPs of one eager forward + backward (FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    case = Case(depth, variant, "eager", args, device)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(case.model(case.clips), case.labels).backward()
+    return int(counter.get_total_flops())
+
+
+def measure_depth(depth: int, args: argparse.Namespace, device: torch.device, peak: Optional[float]) -> Dict:
+    cases: Dict[str, Case] = {}
+    rows: Dict[str, Dict] = {}
+    for variant in args.variants:
+        flops = model_flops(depth, variant, args, device)
+        for mode in args.modes:
+            key = f"{variant} | {mode}"
+            print(f"  building R-{depth} {key}", flush=True)
+            case = Case(depth, variant, mode, args, device)
+            row = {"depth": depth, "variant": variant, "mode": mode, "flops_per_step": flops,
+                   "switches": {"MIXED_PRECISION": bool(case.cfg.TRAIN.MIXED_PRECISION) and (
+                                    device.type == "cuda" or case.force_cpu_bf16),
+                                "CHANNELS_LAST": bool(case.cfg.MODEL.CHANNELS_LAST),
+                                "FUSED": bool(case.cfg.CGNL.FUSED), "COMPILE": case.compiled}}
+            if case.compiled and device.type == "cpu":
+                case.step()  # compile outside the tracker
+            else:
+                row["peak_mem_bytes"] = common.peak_memory_bytes(case.step, device)
+            rows[key], cases[key] = row, case
+    print(f"  timing {len(cases)} cases round-robin ...", flush=True)
+    timings = common.time_interleaved({k: c.step for k, c in cases.items()}, args.repeats,
+                                      max(args.warmup - 1, 0), device)
+    for key, timing in timings.items():
+        row = rows[key]
+        row.update(step_s=timing["median_s"], step_min_s=timing["min_s"], step_max_s=timing["max_s"],
+                   repeats=timing["repeats"], clips_per_s=args.batch / timing["median_s"])
+        row["achieved_tflops"] = row["flops_per_step"] / timing["median_s"] / 1e12
+        row["mfu"] = row["achieved_tflops"] / peak if peak else None
+    for row in rows.values():
+        base = rows.get(f"baseline | {row['mode']}")
+        eager = rows.get(f"{row['variant']} | eager")
+        row["vs_baseline_same_mode"] = row["clips_per_s"] / base["clips_per_s"] if base else None
+        row["vs_eager_same_model"] = row["clips_per_s"] / eager["clips_per_s"] if eager else None
+    del cases
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def table(rows: List[Dict]) -> str:
+    out = []
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "n/a"
+        cost = f"{100 * (1 - r['vs_baseline_same_mode']):+.1f}%" if r["variant"] != "baseline" else ""
+        out.append([f"R-{r['depth']}", r["variant"], r["mode"], f"{r['clips_per_s']:.2f}",
+                    f"{r['vs_eager_same_model']:.2f}x", cost, common.fmt_mb(r.get("peak_mem_bytes")),
+                    f"{r['flops_per_step'] / 1e9:.0f}", f"{r['achieved_tflops']:.3f}", mfu])
+    return common.markdown_table(["model", "variant", "mode", "clips/s", "vs eager", "clips/s cost vs baseline",
+                                  "peak MB", "GFLOP/step", "TFLOP/s", "MFU"], out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
+    parser.add_argument("--depths", type=int, nargs="+", default=[50, 101])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--modes", nargs="+", default=None, choices=list(MODES),
+                        help="default: eager fast (+ fast+cpu_bf16 on a CPU)")
+    parser.add_argument("--batch", type=int, default=0, help="clips per step (default: 8 on cuda, 2 on cpu)")
+    parser.add_argument("--frames", type=int, default=0, help="default: 32 on cuda, 8 on cpu")
+    parser.add_argument("--size", type=int, default=0, help="crop side (default: 224 on cuda, 112 on cpu)")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                        help="MODEL.COMPILE in the fast mode (auto: on for cuda, off for cpu, where "
+                             "compiling a ResNet takes minutes)")
+    parser.add_argument("--repeats", type=int, default=0, help="timed steps (default: 20 on cuda, 5 on cpu)")
+    parser.add_argument("--warmup", type=int, default=0, help="warm-up steps (default: 5 on cuda, 2 on cpu)")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for the MFU")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="R-50 only, baseline and +1 CGNL, 2 repeats")
+    parser.add_argument("--json", default=os.path.join(common.RESULTS, "train_step.json"))
+    args = parser.parse_args()
+
+    device = common.pick_device(args.device)
+    cuda = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    args.batch = args.batch or (8 if cuda else 2)
+    args.frames = args.frames or (32 if cuda else 8)
+    args.size = args.size or (224 if cuda else 112)
+    args.modes = args.modes or (["eager", "fast"] if cuda else ["eager", "fast", "fast+cpu_bf16"])
+    args.repeats = args.repeats or (20 if cuda else 5)
+    args.warmup = args.warmup or (5 if cuda else 2)
+    args.compile_on = args.compile == "on" or (args.compile == "auto" and cuda)
+    if args.quick:
+        args.depths, args.variants, args.repeats = [50], ["baseline", "+1 CGNL"], 2
+    machine = common.machine_info(device)
+    peak = peak_tflops(device, args.peak_tflops)
+    print(f"# bench_train_step on {machine.get('gpu', machine['cpu'])} ({device.type}), batch {args.batch}, "
+          f"{args.frames}x{args.size}x{args.size}", flush=True)
+    rows: List[Dict] = []
+    load_start = common.load_average()
+    for depth in args.depths:
+        print(f"R-{depth}:", flush=True)
+        rows += list(measure_depth(depth, args, device, peak).values())
+    result = {
+        "machine": machine, "command": common.command_line(),
+        "load_average_1min": [load_start, common.load_average()],
+        "settings": {"batch": args.batch, "frames": args.frames, "size": args.size, "repeats": args.repeats,
+                     "warmup": args.warmup, "modes": {m: MODES[m] for m in args.modes},
+                     "compile_in_fast": args.compile_on, "peak_tflops": peak},
+        "memory_measure": common.MEMORY_NOTE[device.type],
+        "rows": rows,
+    }
+    common.write_json(args.json, result)
+    print(f"\nTraining step, batch {args.batch}, {args.frames}x{args.size}x{args.size}, "
+          f"median of {args.repeats} steps:\n")
+    print(table(rows))
+    print(f"\nresults written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
