@@ -238,7 +238,7 @@ def decode_once_count(dataset, path: str, backend: str) -> int:
 
 
 def bench_test(work: str, repeats: int, gops: List[int]) -> Dict:
-    from cgnl_video.data import ManifestEntry, build_dataset, write_classes, write_manifest
+    from cgnl_video.data import ManifestEntry, build_dataset, transforms, write_classes, write_manifest
 
     root = os.path.join(work, "videos")
     os.makedirs(root, exist_ok=True)
@@ -252,7 +252,7 @@ def bench_test(work: str, repeats: int, gops: List[int]) -> Dict:
         write_manifest(os.path.join(lists, "test.txt"), [ManifestEntry(name, 0)])
         ours = {b: build_dataset(bench_cfg(lists, root, b), "test") for b in ("decord", "pyav")}
         path = ours["decord"].path_of(0)
-        reference = ours["decord"][0][0]
+        reference = transforms.normalize_uint8(ours["decord"][0][0], ours["decord"].mean, ours["decord"].std)
         baseline, baseline_decoded = per_view_sample(ours["decord"], path)
         check = float((baseline - reference).abs().mean())
         del baseline, reference

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from cgnl_video.data import ManifestEntry, ManifestError, build_dataset, decode
+from cgnl_video.data import ManifestEntry, ManifestError, build_dataset, decode, transforms
 from test_data_fixtures import (  # noqa: F401 (one_torch_thread: autouse fixture)
     cfg_for,
     HEIGHT,
@@ -118,6 +118,22 @@ def test_normalisation_uses_mean_and_std(data):
     assert torch.allclose(normed, expected, atol=1e-5)
 
 
+def test_test_views_are_uint8_pixels_normalised_like_clips(data):
+    """Test views are raw 0-255 pixels whatever DATA.MEAN / STD; ``normalize_uint8`` (the
+    engine's step) turns them into what the worker-side normalisation gives."""
+    mean, std = [0.5, 0.25, 0.125], [0.5, 2.0, 0.25]
+    raw = build_dataset(cfg_for(data), "test")[0][0]
+    views = build_dataset(cfg_for(data, **{"DATA.MEAN": mean, "DATA.STD": std}), "test")[0][0]
+    assert views.dtype == torch.uint8 and torch.equal(views, raw)
+    normed = transforms.normalize_uint8(views, mean, std)
+    assert normed.dtype == torch.float32 and normed.shape == views.shape
+    expected = (views / 255.0 - torch.tensor(mean).view(3, 1, 1, 1)) / torch.tensor(std).view(3, 1, 1, 1)
+    assert torch.allclose(normed, expected, atol=1e-5)
+    for view in range(views.shape[0]):  # the same maths as the train / val clips
+        frames = views[view].permute(1, 0, 2, 3)  # T x C x H x W
+        assert torch.equal(normed[view], transforms.normalize_clip(frames, mean, std))
+
+
 # ----------------------------------------------------------------------------- val
 
 
@@ -147,7 +163,7 @@ def test_test_views_clip_starts_and_crops(data):
     dataset = build_dataset(cfg_for(data), "test")
     for index in (0, 2):  # frame folder and video file
         views, label, video_index = dataset[index]
-        assert views.shape == (9, 3, 4, 48, 48) and views.dtype == torch.float32
+        assert views.shape == (9, 3, 4, 48, 48) and views.dtype == torch.uint8  # normalised by the engine
         assert (label, video_index) == (dataset.entries[index].label, index)
         for view in range(9):
             clip, crop = divmod(view, 3)

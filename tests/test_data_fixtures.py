@@ -107,8 +107,8 @@ def cfg_for(data: Tuple[str, ...], **overrides):
 
 
 def pixels(clip: torch.Tensor) -> torch.Tensor:
-    """A clip made with mean 0 / std 1 back to 0-255 values."""
-    return clip * 255.0
+    """A clip made with mean 0 / std 1 (or uint8 test views) back to 0-255 values."""
+    return clip.float() if clip.dtype == torch.uint8 else clip * 255.0
 
 
 def frame_ids(clip: torch.Tensor) -> List[int]:

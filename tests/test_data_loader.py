@@ -41,8 +41,9 @@ def test_batch_formats_of_every_split(data):
     assert [len(b[0]) for b in test] == [3, 3, 2]
     views, labels, indices = test[-1]
     assert isinstance(views, list) and labels.dtype == indices.dtype == torch.long
-    assert views[0].shape == (9, 3, 4, 48, 48)
+    assert views[0].shape == (9, 3, 4, 48, 48) and views[0].dtype == torch.uint8
     assert views[1].shape == (0, 3, 4, 48, 48) and indices.tolist() == [6, 7]  # unreadable: no views
+    assert views[1].dtype == torch.uint8
 
 
 def test_global_batch_must_divide_over_processes(data, monkeypatch):
@@ -111,6 +112,7 @@ def test_test_views_from_worker_processes(data):
     assert len(batches[0]) == len(batches[1]) == 8
     assert all(torch.equal(a, b) for a, b in zip(*batches))
     assert all(views.is_shared() for views in batches[1] if views.numel())
+    assert all(views.dtype == torch.uint8 for views in batches[1])
 
 
 def test_loader_settings(data):

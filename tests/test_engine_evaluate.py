@@ -163,3 +163,66 @@ def test_run_test_scores_full_frame_views_of_different_sizes_in_one_batch():
     _check_scores(merged.scores())
     assert merged.counts == {0: 3, 1: 2, 2: 2}
     assert metrics["videos_scored"] == 3
+
+
+class _TinyNet(torch.nn.Module):
+    """Eval-mode stand-in with real arithmetic: conv, pooling, softmax."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv3d(3, 4, 3, padding=1)
+
+    def forward(self, clips):
+        return self.conv(clips).mean(dim=(2, 3, 4)).softmax(1)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_to_device_normalises_uint8_views_and_keeps_float_clips(channels_last):
+    from cgnl_video.config import load_config
+    from cgnl_video.data.transforms import normalize_uint8
+    from cgnl_video.engine.train import to_device
+
+    cfg = load_config(None, ["MODEL.CHANNELS_LAST", str(channels_last)])
+    pixels = torch.randint(0, 256, (2, 3, 2, 4, 5), dtype=torch.uint8)
+    clips = to_device(pixels, torch.device("cpu"), cfg)
+    assert clips.dtype == torch.float32
+    assert clips.is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    mean, std = torch.tensor(cfg.DATA.MEAN).view(3, 1, 1, 1), torch.tensor(cfg.DATA.STD).view(3, 1, 1, 1)
+    assert torch.allclose(clips, (pixels / 255.0 - mean) / std, atol=1e-5)
+    assert torch.equal(clips, normalize_uint8(pixels, cfg.DATA.MEAN, cfg.DATA.STD))
+    floats = torch.randn(2, 3, 2, 4, 5)  # train / val clips: already normalised, unchanged
+    assert torch.equal(to_device(floats, torch.device("cpu"), cfg), floats)
+
+
+@pytest.mark.parametrize("full_frame", [False, True])
+def test_run_test_on_uint8_views_equals_normalising_first(full_frame):
+    """The loader's uint8 views, normalised by the engine per chunk, score exactly as the
+    same views normalised beforehand (the float path), also for full-frame views of
+    several sizes and a video with no views."""
+    from cgnl_video.config import load_config
+    from cgnl_video.data.transforms import normalize_uint8
+    from cgnl_video.engine.evaluate import run_test
+
+    cfg = load_config(None, ["TEST.VIEWS_PER_FORWARD", "2", "TEST.NUM_ENSEMBLE_VIEWS", "3",
+                             "TEST.NUM_SPATIAL_CROPS", "1", "TEST.FULL_FRAME", str(full_frame),
+                             "DATA.MEAN", "[0.5, 0.25, 0.125]", "DATA.STD", "[0.5, 2.0, 0.25]"])
+    generator = torch.Generator().manual_seed(0)
+    widths = [6, 8 if full_frame else 6, 6]
+    pixels = [torch.randint(0, 256, (3, 3, 2, 6, w), dtype=torch.uint8, generator=generator) for w in widths]
+    empty = torch.zeros(0, 3, 2, 6, 6, dtype=torch.uint8)
+
+    def loader(batches):
+        return _FakeLoader([(list(views), torch.tensor([0] * len(views)), torch.tensor(indices))
+                            for views, indices in batches])
+
+    layout = [((pixels[0], pixels[1]), [0, 1]), ((empty, pixels[2]), [3, 2])]
+    normalised = [([normalize_uint8(v, cfg.DATA.MEAN, cfg.DATA.STD) for v in views], indices)
+                  for views, indices in layout]
+    model = _TinyNet().eval()
+    metrics, merged = run_test(model, loader(layout), cfg, torch.device("cpu"))
+    expected_metrics, expected = run_test(model, loader(normalised), cfg, torch.device("cpu"))
+    assert merged.counts == expected.counts == {0: 3, 1: 3, 2: 3} and merged.failed() == [3]
+    scores, reference = merged.scores(), expected.scores()
+    assert all(torch.equal(scores[i], reference[i]) for i in reference)
+    assert metrics["videos_scored"] == expected_metrics["videos_scored"] == 3

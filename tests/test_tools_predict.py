@@ -8,6 +8,7 @@ import torch
 
 from cgnl_video.config import load_config
 from cgnl_video.data import ManifestEntry, VideoDataset, write_classes, write_manifest
+from cgnl_video.data.transforms import normalize_uint8
 from cgnl_video.inference import InputError, class_names, inference_config, input_entry, load_model, predict
 from test_data_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 from tools_fixtures import CLASSES, make_inputs, run_tool, save_tiny_checkpoint, write_tiny_config
@@ -22,14 +23,16 @@ def tiny(tmp_path_factory):
 
 
 def direct_scores(cfg, model, entries):
-    """The reference: the test views of a manifest dataset, mean of the model's probabilities."""
+    """The reference: the test views of a manifest dataset (uint8, normalised here as the
+    engine does), mean of the model's probabilities."""
     folder = os.path.dirname(entries[0].path)
     lists = os.path.join(folder, "reference_lists")
     write_classes(os.path.join(lists, "classes.txt"), CLASSES)
     write_manifest(os.path.join(lists, "test.txt"), entries)
     dataset = VideoDataset(inference_config(cfg, PATH_TO_DATA_DIR=lists, PATH_PREFIX=""), "test")
     with torch.no_grad():
-        return [model(dataset[i][0]).double().mean(0) for i in range(len(entries))]
+        views = [normalize_uint8(dataset[i][0], cfg.DATA.MEAN, cfg.DATA.STD) for i in range(len(entries))]
+        return [model(v).double().mean(0) for v in views]
 
 
 def test_json_output_scores_readable_inputs_and_names_unreadable_ones(tiny, capsys):

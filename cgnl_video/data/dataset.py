@@ -1,6 +1,7 @@
 """VideoDataset: training clips, validation clips and multi-view test samples.
 
-Items (C = 3 channels, T = DATA.NUM_FRAMES, float32, normalised):
+Items (C = 3 channels, T = DATA.NUM_FRAMES; train / val float32 normalised,
+``(x / 255 - DATA.MEAN) / DATA.STD``; test uint8 pixels 0-255, see below):
 
 * ``train``: ``(clip C x T x S x S, label, index)``, S = DATA.TRAIN_CROP_SIZE. A window
   of NUM_FRAMES * SAMPLING_RATE frames at a random start (wrapping around short
@@ -10,6 +11,8 @@ Items (C = 3 channels, T = DATA.NUM_FRAMES, float32, normalised):
 * ``val``: same format; the centre window, short side DATA.VAL_SHORT_SIDE, centre
   crop DATA.VAL_CROP_SIZE.
 * ``test``: ``(views V x C x T x S x S, label, video_index)``, S = DATA.TEST_CROP_SIZE,
+  views **uint8** (0-255, not normalised: 4x less memory to hold and move than
+  float32; the engine normalises each chunk on the device, ``engine.train.to_device``),
   V = TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS, view ``k`` = temporal clip
   ``k // NUM_SPATIAL_CROPS``, spatial crop ``k % NUM_SPATIAL_CROPS``. With
   TEST.FULL_FRAME the whole frame resized to short side S is kept instead:
@@ -62,14 +65,15 @@ SPLITS = ("train", "val", "test")
 CLASSES_FILE = "classes.txt"
 
 
-def worker_shared_empty(shape: Tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 tensor; inside a DataLoader worker it is allocated in
-    shared memory, so handing it to the main process does not copy it (a test sample
-    is about 750 MB). The same allocation default_collate uses for batches."""
+def worker_shared_empty(shape: Tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker it is allocated in shared
+    memory, so handing it to the main process does not copy it (a uint8 test sample
+    is about 190 MB at the defaults). The same allocation default_collate uses for batches."""
     if get_worker_info() is None:
-        return torch.empty(shape)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
-    return torch.empty(0).set_(storage, 0, shape)
+        return torch.empty(shape, dtype=dtype)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
 def manifest_path(cfg: CfgNode, split: str) -> str:
@@ -203,11 +207,11 @@ class VideoDataset(Dataset):
         except DecodeError as error:
             self._record_failure(error, index, "not scored")
             size = self.test_size
-            return torch.empty((0, 3, self.num_frames, size, size)), label, index
+            return torch.empty((0, 3, self.num_frames, size, size), dtype=torch.uint8), label, index
         frames = transforms.resize_short_side(frames, self.test_size)
         boxes = None if self.full_frame else sampling.spatial_crop_boxes(
             frames.shape[-2], frames.shape[-1], self.num_crops)
-        clip = transforms.normalize_clip(frames, self.mean, self.std)
+        clip = frames.permute(1, 0, 2, 3)  # C x U x H x W, uint8: normalised by the engine
         return transforms.gather_views(clip, positions, boxes, worker_shared_empty), label, index
 
 

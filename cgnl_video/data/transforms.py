@@ -2,9 +2,11 @@
 
 Inputs are decoded frames: uint8 RGB tensors ``T x 3 x H x W`` (channels-last
 strides from the readers). All geometry runs on uint8 — torchvision's uint8
-antialiased resize is several times faster than on floats — and the conversion to
-float happens once, at the end, together with the change to the network layout
-``C x T x H x W`` and the normalisation ``(x / 255 - mean) / std``.
+antialiased resize is several times faster than on floats. Train / val clips are
+converted to float once, at the end, together with the change to the network layout
+``C x T x H x W`` and the normalisation ``(x / 255 - mean) / std``; multi-view test
+views stay uint8 (``gather_views``) and are normalised by the engine on the device,
+with the same ``normalize_uint8``.
 """
 
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -15,16 +17,30 @@ import torchvision.transforms.v2.functional as F
 from cgnl_video.data.sampling import Box, center_crop_box, short_side_size
 
 
-def normalize_clip(frames: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``T x 3 x H x W`` -> float32 ``3 x T x H x W`` equal to ``(x / 255 - mean) / std``.
+def normalize_uint8(
+    pixels: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """uint8 ``... x C x T x H x W`` -> float32 of the same shape, ``(x / 255 - mean) / std``.
 
-    Computed as ``(x - 255 mean) / (255 std)`` on the 0-255 floats: one conversion
-    pass (which also reorders to C x T x H x W) and the two passes of normalize.
+    The one implementation of the normalisation, on any device (the dataset runs it
+    on train / val clips in the worker, the engine on test views after moving them
+    to the accelerator: ``engine.train.to_device``). Computed as
+    ``(x - 255 mean) / (255 std)`` on the 0-255 floats: one conversion pass (which
+    also lays the result out in ``memory_format``) and the two passes of normalize.
     """
-    clip = frames.permute(1, 0, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
+    clip = pixels.to(torch.float32, memory_format=memory_format)
     scaled_mean, scaled_std = [255.0 * m for m in mean], [255.0 * s for s in std]
-    F.normalize(clip.transpose(0, 1), scaled_mean, scaled_std, inplace=True)
+    F.normalize(clip.transpose(-4, -3), scaled_mean, scaled_std, inplace=True)
     return clip
+
+
+def normalize_clip(frames: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``T x 3 x H x W`` -> float32 ``3 x T x H x W`` equal to ``(x / 255 - mean) / std``
+    (``normalize_uint8`` of the frames reordered to C x T x H x W)."""
+    return normalize_uint8(frames.permute(1, 0, 2, 3), mean, std)
 
 
 def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
@@ -69,21 +85,22 @@ def gather_views(
     clip: torch.Tensor,
     clip_positions: Sequence[Sequence[int]],
     boxes: Optional[List[Box]],
-    allocate: Callable[[Tuple[int, ...]], torch.Tensor] = torch.empty,
+    allocate: Callable[[Tuple[int, ...], torch.dtype], torch.Tensor] = torch.empty,
 ) -> torch.Tensor:
-    """Views ``V x C x T x h x w`` cut from one normalised ``C x U x H x W`` tensor.
+    """Views ``V x C x T x h x w`` cut from one ``C x U x H x W`` tensor, in its dtype
+    (uint8 pixels for the test split).
 
     ``clip`` holds the distinct frames of all temporal clips (see
     ``sampling.frame_union``); view ``k`` is temporal clip ``k // len(boxes)`` (frames
     ``clip_positions[...]``) cropped to box ``k % len(boxes)``. ``boxes=None`` keeps
     the whole frame (one view per temporal clip). Boxes must share one size.
-    ``allocate(shape)`` makes the float32 output tensor.
+    ``allocate(shape, dtype=...)`` makes the output tensor.
     """
     channels, _, height, width = clip.shape
     boxes = boxes or [(0, 0, height, width)]
     box_h, box_w = boxes[0][2], boxes[0][3]
     frames_per_clip = len(clip_positions[0]) if clip_positions else 0
-    views = allocate((len(clip_positions) * len(boxes), channels, frames_per_clip, box_h, box_w))
+    views = allocate((len(clip_positions) * len(boxes), channels, frames_per_clip, box_h, box_w), dtype=clip.dtype)
     view = 0
     for positions in clip_positions:
         for top, left, _, _ in boxes:

@@ -144,7 +144,11 @@ def prediction_records(
 
 def forward_views(model: nn.Module, views: torch.Tensor, chunk: int, device: torch.device,
                   cfg: CfgNode) -> torch.Tensor:
-    """Eval-mode probabilities of ``views`` (N x C x T x H x W), ``chunk`` views per forward."""
+    """Eval-mode probabilities of ``views`` (N x C x T x H x W), ``chunk`` views per forward.
+
+    Test views come as uint8 pixels; each chunk is normalised on ``device`` by
+    ``to_device`` (float views are taken as already normalised).
+    """
     outputs = []
     for start in range(0, views.shape[0], chunk):
         clips = to_device(views[start:start + chunk], device, cfg)
@@ -157,8 +161,9 @@ def forward_views(model: nn.Module, views: torch.Tensor, chunk: int, device: tor
 def run_test(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Tuple[Optional[Dict], ViewAggregator]:
     """Score every view of the test split; rank 0 returns the metrics (others None).
 
-    The loader yields ``(views_list, labels, video_indices)``; a video with zero
-    views could not be read and counts as listed but not scored.
+    The loader yields ``(views_list, labels, video_indices)``, views uint8 (normalised
+    per chunk on the device by ``forward_views``); a video with zero views could not
+    be read and counts as listed but not scored.
     """
     model.eval()
     start = time.perf_counter()
