@@ -50,6 +50,17 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def setup_device(name: str = "auto", threads: int = 0) -> torch.device:
+    """``pick_device`` plus the run settings every script uses: ``threads`` torch
+    threads when given, cudnn autotuning on CUDA."""
+    device = pick_device(name)
+    if threads:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:

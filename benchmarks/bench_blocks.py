@@ -375,10 +375,8 @@ def main() -> int:
     parser.add_argument("--json", default=os.path.join(common.RESULTS, "blocks.json"))
     args = parser.parse_args()
 
-    device = common.pick_device(args.device)
+    device = common.setup_device(args.device, args.threads)
     cuda = device.type == "cuda"
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.quick:
         args.batch, args.sweep, args.repeats, args.warmup = 2, args.sweep[:3], args.repeats or 2, args.warmup or 1
     args.repeats = args.repeats or (10 if cuda else 5)
@@ -387,8 +385,6 @@ def main() -> int:
     args.sweep_batch = args.sweep_batch or (8 if cuda else 1)
     args.compile_on = args.compile == "on" or (args.compile == "auto" and cuda)
     args.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-    if cuda:
-        torch.backends.cudnn.benchmark = True
     machine = common.machine_info(device)
     print(f"# bench_blocks on {machine.get('gpu', machine['cpu'])} ({device.type}), torch {torch.__version__}",
           flush=True)

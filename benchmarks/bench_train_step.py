@@ -24,7 +24,7 @@ Modes, each a set of config switches:
 * ``fast+cpu_bf16`` (CPU only): ``fast`` with ``torch.autocast("cpu", bfloat16)``
   forced, i.e. what the engine would do if it allowed bf16 autocast on the CPU.
 * ablations (``--modes``): ``amp``, ``channels_last``, ``fused``, ``compile`` — one
-  switch on top of ``eager``.
+  switch on top of ``eager``; ``cpu_bf16``: ``amp`` with the CPU autocast forced.
 
 All cases of one depth are measured round-robin (median of ``--repeats`` steps after
 ``--warmup``), so ratios within a depth come from the same minutes of the same run.
@@ -60,6 +60,7 @@ MODES: Dict[str, List[str]] = {
     "fast+cpu_bf16": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "MODEL.CHANNELS_LAST", "True",
                       "CGNL.FUSED", "True"],
     "amp": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
+    "cpu_bf16": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
     "channels_last": ["MODEL.CHANNELS_LAST", "True"],
     "fused": ["CGNL.FUSED", "True"],
     "compile": ["MODEL.COMPILE", "True"],
@@ -109,7 +110,7 @@ class Case:
         generator = torch.Generator().manual_seed(1)
         self.clips = torch.randn((args.batch, 3, args.frames, args.size, args.size), generator=generator).to(device)
         self.labels = torch.randint(cfg.MODEL.NUM_CLASSES, (args.batch,), generator=generator).to(device)
-        self.force_cpu_bf16 = mode == "fast+cpu_bf16"
+        self.force_cpu_bf16 = mode.endswith("cpu_bf16") and device.type == "cpu"
 
     def autocast(self):
         if self.force_cpu_bf16:
@@ -210,12 +211,8 @@ def main() -> int:
     parser.add_argument("--json", default=os.path.join(common.RESULTS, "train_step.json"))
     args = parser.parse_args()
 
-    device = common.pick_device(args.device)
+    device = common.setup_device(args.device, args.threads)
     cuda = device.type == "cuda"
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
     args.batch = args.batch or (8 if cuda else 2)
     args.frames = args.frames or (32 if cuda else 8)
     args.size = args.size or (224 if cuda else 112)
