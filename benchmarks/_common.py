@@ -20,6 +20,7 @@ bench_extract.py and bench_loader.py predate this module and keep their own copi
 of the machine-info and JSON code; they could use these.
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -48,6 +49,18 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     return device
+
+
+def base_parser(doc: str, result_name: str, quick_help: str,
+                threads_help: str = "torch threads (default: torch's choice)") -> argparse.ArgumentParser:
+    """The options every benchmark script has: --device, --threads, --quick, --json
+    (default benchmarks/results/<result_name>.json)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
+    parser.add_argument("--threads", type=int, default=0, help=threads_help)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", default=os.path.join(RESULTS, f"{result_name}.json"))
+    return parser
 
 
 def setup_device(name: str = "auto", threads: int = 0) -> torch.device:

@@ -355,8 +355,7 @@ def sweep_table(sweep: Dict[str, Dict[str, Dict]]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
+    parser = common.base_parser(__doc__, "blocks", "batch 2, three sweep points, 2 repeats")
     parser.add_argument("--batch", type=int, default=8, help="batch of the res3/res4 inputs")
     parser.add_argument("--sweep-batch", type=int, default=0, help="batch of the N sweep (default: 8 on cuda, 1 on cpu)")
     parser.add_argument("--sweep", nargs="*", default=SWEEP, help="T x H x W sizes of the sweep at 512 channels")
@@ -370,9 +369,6 @@ def main() -> int:
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="also time torch.compile'd CGNL blocks at res3/res4 (auto: on for cuda, off for cpu, "
                              "where compiling takes minutes)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="batch 2, three sweep points, 2 repeats")
-    parser.add_argument("--json", default=os.path.join(common.RESULTS, "blocks.json"))
     args = parser.parse_args()
 
     device = common.setup_device(args.device, args.threads)

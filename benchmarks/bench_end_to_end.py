@@ -199,8 +199,9 @@ def bench_test(args, data, device) -> Dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
+    parser = common.base_parser(__doc__, "end_to_end", "4 steps, 1 test video",
+                                threads_help="torch threads of the training process (default: 1 on cpu, so "
+                                             "that the loader workers get the other cores)")
     parser.add_argument("--mode", default="", help="bench_train_step mode (default: fast, or fast+cpu_bf16 on cpu)")
     parser.add_argument("--inputs", nargs="+", choices=["cpu", "gpu"], default=None,
                         help="input paths to measure (default: cpu gpu on cuda, cpu on cpu)")
@@ -214,12 +215,8 @@ def main() -> int:
     parser.add_argument("--test-videos", type=int, default=0, help="default: 16 on cuda, 4 on cpu")
     parser.add_argument("--steps", type=int, default=0, help="timed steps (default: 40 on cuda, 20 on cpu)")
     parser.add_argument("--warmup", type=int, default=0, help="default: 5 on cuda, 2 on cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads of the training process "
-                        "(default: 1 on cpu, so that the loader workers get the other cores)")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--work", default="", help="folder for the generated data (default: a temporary one)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", default=os.path.join(common.RESULTS, "end_to_end.json"))
     args = parser.parse_args()
 
     device = common.pick_device(args.device)

@@ -191,8 +191,7 @@ def table(rows: List[Dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
+    parser = common.base_parser(__doc__, "train_step", "R-50 only, baseline and +1 CGNL, 2 repeats")
     parser.add_argument("--depths", type=int, nargs="+", default=[50, 101])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--modes", nargs="+", default=None, choices=list(MODES),
@@ -206,9 +205,6 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=0, help="timed steps (default: 20 on cuda, 5 on cpu)")
     parser.add_argument("--warmup", type=int, default=0, help="warm-up steps (default: 5 on cuda, 2 on cpu)")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for the MFU")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="R-50 only, baseline and +1 CGNL, 2 repeats")
-    parser.add_argument("--json", default=os.path.join(common.RESULTS, "train_step.json"))
     args = parser.parse_args()
 
     device = common.setup_device(args.device, args.threads)
