@@ -37,13 +37,15 @@ def test_base_inheritance_and_command_line_overrides(tmp_path):
 
 def test_unknown_key_in_file_is_an_error_naming_it(tmp_path):
     bad = _write(tmp_path / "bad.yaml", "TRAIN:\n  BATCH_SIZ: 16\n")
-    with pytest.raises(ConfigError, match=r"TRAIN\.BATCH_SIZ"):
+    with pytest.raises(ConfigError, match=r"unknown config key TRAIN\.BATCH_SIZ"):
         load_config(bad)
 
 
 def test_unknown_key_on_command_line_is_an_error_naming_it():
-    with pytest.raises(ConfigError, match=r"SOLVER\.BASE_LRR"):
+    with pytest.raises(ConfigError, match=r"unknown config key SOLVER\.BASE_LRR \(in command line\)"):
         load_config(None, ["SOLVER.BASE_LRR", "0.1"])
+    with pytest.raises(ConfigError, match=r"unknown config key NOPE\.KEY"):
+        load_config(None, ["NOPE.KEY", "1"])
 
 
 def test_override_without_value_and_wrong_type_are_errors():

@@ -13,10 +13,11 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
 
 
-_UNKNOWN_KEY = re.compile(r"Non-existent config key: (\S+)")
+# fvcore (merging a file) says "Non-existent config key: K"; yacs (merging a list) "Non-existent key: K".
+_UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: (\S+)")
 
 
-def _unknown_key_error(exc: KeyError, source: str) -> ConfigError:
+def _unknown_key_error(exc: Exception, source: str) -> ConfigError:
     text = str(exc.args[0]) if exc.args else str(exc)
     match = _UNKNOWN_KEY.search(text)
     key = match.group(1) if match else text
@@ -43,9 +44,9 @@ def load_config(cfg_file: Optional[str] = None, opts: Sequence[str] = (), check:
     for key, value in zip(opts[0::2], opts[1::2]):
         try:
             cfg.merge_from_list([key, value])
-        except KeyError as exc:
-            raise _unknown_key_error(exc, "command line") from None
-        except (ValueError, AssertionError) as exc:
+        except (KeyError, ValueError, AssertionError) as exc:
+            if _UNKNOWN_KEY.search(str(exc)):
+                raise _unknown_key_error(exc, "command line") from None
             raise ConfigError(f"bad value {value!r} for {key}: {exc}") from None
     if check:
         from cgnl_video.config.validate import validate
