@@ -103,10 +103,11 @@ class _Meter:
                 "samples": int(count)}
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, iteration: int, global_iter: int,
+def _check_finite(loss: torch.Tensor, local_value: float, epoch: int, iteration: int, global_iter: int,
                   last_checkpoint: Optional[str]) -> None:
-    """Raise NonFiniteLossError on every rank when any rank's loss is not finite."""
-    value = du.all_reduce_sum(loss.detach().float().reshape(1)).item() if du.is_distributed() else loss.item()
+    """Raise NonFiniteLossError on every rank when any rank's loss is not finite
+    (``local_value`` is ``loss.item()``, read once by the caller)."""
+    value = du.all_reduce_sum(loss.detach().float().reshape(1)).item() if du.is_distributed() else local_value
     if not math.isfinite(value):
         kept = last_checkpoint or "none written yet"
         raise NonFiniteLossError(
@@ -136,20 +137,21 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         with autocast_context(cfg, device):
             logits = model(clips)
         loss = F.cross_entropy(logits.float(), labels)
-        _check_finite(loss, epoch, it, epoch * n_iters + it, last_checkpoint)
+        loss_value = loss.item()  # one device sync per iteration
+        _check_finite(loss, loss_value, epoch, it, epoch * n_iters + it, last_checkpoint)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        meter.add(loss.item(), topk_errors(logits.detach(), labels), labels.numel())
+        meter.add(loss_value, topk_errors(logits.detach(), labels), labels.numel())
         tic = time.perf_counter()
         iter_time = (tic - start) / (it + 1)
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}")
         if (it + 1) % cfg.LOG_PERIOD == 0 or it + 1 == n_iters:
             eta = (total_iters - epoch * n_iters - it - 1) * iter_time
             logger.info("epoch %d/%d iter %d/%d loss %.4f lr %.6g data %.3fs iter %.3fs eta %s",
-                        epoch + 1, cfg.SOLVER.MAX_EPOCH, it + 1, n_iters, loss.item(), lr,
+                        epoch + 1, cfg.SOLVER.MAX_EPOCH, it + 1, n_iters, loss_value, lr,
                         data_time / (it + 1), iter_time, format_seconds(eta))
     stats = meter.reduced()
     remaining = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * (time.perf_counter() - start)
