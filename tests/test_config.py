@@ -96,3 +96,8 @@ def test_placement_presets_match_the_paper():
     assert placement_preset(50, 5) == placement_preset(101, 5) == [[], [1, 3], [1, 3, 5], []]
     with pytest.raises(ValueError):
         placement_preset(50, 3)
+
+
+def test_negative_thread_count_is_refused():
+    with pytest.raises(ConfigError, match=r"NUM_THREADS"):
+        load_config(None, ["NUM_THREADS", "-1"])

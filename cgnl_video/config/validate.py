@@ -171,6 +171,7 @@ def _validate_run(cfg: CfgNode) -> None:
              "a full-frame test keeps the whole frame: set TEST.NUM_SPATIAL_CROPS 1")
     _one_of(cfg.DIST.BACKEND, ("auto", "nccl", "gloo"), "DIST.BACKEND")
     _positive(cfg, "LOG_PERIOD")
+    _require(cfg.NUM_THREADS >= 0, "NUM_THREADS", f"must be >= 0 (0 = torch's default), got {cfg.NUM_THREADS}")
 
 
 def validate(cfg: CfgNode) -> CfgNode:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from fvcore.common.config import CfgNode
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from cgnl_video.config.load import ConfigError
 from cgnl_video.data.dataset import VideoDataset, build_dataset
 
 
@@ -34,9 +35,9 @@ def world_and_rank() -> Tuple[int, int]:
 
 
 def per_process_batch_size(global_batch: int, world_size: int, key: str) -> int:
-    """``global_batch // world_size``; a ValueError naming ``key`` unless it divides evenly."""
+    """``global_batch // world_size``; a ConfigError (a ValueError) naming ``key`` unless it divides evenly."""
     if global_batch <= 0 or global_batch % world_size:
-        raise ValueError(
+        raise ConfigError(
             f"{key} = {global_batch} is global and must be a positive multiple of the "
             f"{world_size} processes"
         )

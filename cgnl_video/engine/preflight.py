@@ -8,6 +8,7 @@ import torch
 from fvcore.common.config import CfgNode
 
 from cgnl_video.config import ConfigError
+from cgnl_video.data.loader import per_process_batch_size
 from cgnl_video.data.manifest import read_classes
 from cgnl_video.engine.checkpoint import checkpoint_dir, list_checkpoints
 
@@ -74,11 +75,8 @@ def check_data(cfg: CfgNode) -> None:
 
 def check_run(cfg: CfgNode, world_size: int) -> None:
     """Settings that depend on the launch (processes, devices); ConfigError naming the key."""
-    for key, value in (("TRAIN.BATCH_SIZE", cfg.TRAIN.BATCH_SIZE), ("TEST.BATCH_SIZE", cfg.TEST.BATCH_SIZE)):
-        if value % world_size:
-            raise ConfigError(f"{key}: {value} is global and must be a multiple of the {world_size} processes")
-    if cfg.NUM_THREADS < 0:
-        raise ConfigError(f"NUM_THREADS: must be >= 0 (0 = torch's default), got {cfg.NUM_THREADS}")
+    per_process_batch_size(cfg.TRAIN.BATCH_SIZE, world_size, "TRAIN.BATCH_SIZE")
+    per_process_batch_size(cfg.TEST.BATCH_SIZE, world_size, "TEST.BATCH_SIZE")
     if cfg.RESNET.NORM == "sync_batchnorm" and world_size > 1 and not torch.cuda.is_available():
         raise ConfigError("RESNET.NORM: sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU "
                           "path); use batchnorm for a multi-process CPU run")
