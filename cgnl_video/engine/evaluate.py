@@ -42,12 +42,7 @@ class ViewAggregator:
         if probs.shape[0] == 0:
             self.mark_unreadable(video_index)
             return
-        total = probs.detach().double().sum(dim=0).cpu()
-        if video_index in self.sums:
-            self.sums[video_index] += total
-        else:
-            self.sums[video_index] = total
-        self.counts[video_index] = self.counts.get(video_index, 0) + probs.shape[0]
+        self._accumulate(video_index, probs.detach().double().sum(dim=0).cpu(), probs.shape[0])
 
     def mark_unreadable(self, video_index: int) -> None:
         self.unreadable.add(int(video_index))
@@ -55,12 +50,13 @@ class ViewAggregator:
     def merge(self, other: "ViewAggregator") -> None:
         """Add another aggregator's views (another batch or another rank)."""
         for index, total in other.sums.items():
-            if index in self.sums:
-                self.sums[index] = self.sums[index] + total
-            else:
-                self.sums[index] = total.clone()
-            self.counts[index] = self.counts.get(index, 0) + other.counts[index]
+            self._accumulate(index, total, other.counts[index])
         self.unreadable |= other.unreadable
+
+    def _accumulate(self, index: int, total: torch.Tensor, count: int) -> None:
+        """Add a probability sum over ``count`` views to video ``index`` (never aliasing ``total``)."""
+        self.sums[index] = self.sums[index] + total if index in self.sums else total.clone()
+        self.counts[index] = self.counts.get(index, 0) + count
 
     def scores(self) -> Dict[int, torch.Tensor]:
         """Video index -> mean probability over its views (K, float64)."""
