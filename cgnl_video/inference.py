@@ -25,6 +25,7 @@ from cgnl_video.data.decode import frame_file_name
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.evaluate import run_test
 from cgnl_video.models import build_model
+from cgnl_video.models.build import standalone_config
 from cgnl_video.prep.manifests import count_frames
 
 logger = logging.getLogger(__name__)
@@ -55,10 +56,7 @@ class Prediction:
 def inference_config(cfg: CfgNode, **data: object) -> CfgNode:
     """A thawed copy of ``cfg`` for inference: no ImageNet file is read (the
     checkpoint has the weights), plain BatchNorm, and ``data`` set on cfg.DATA."""
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.RESNET.IMAGENET_WEIGHTS = ""
-    cfg.RESNET.NORM = "batchnorm"
+    cfg = standalone_config(cfg)
     for key, value in data.items():
         setattr(cfg.DATA, key, value)
     return cfg

@@ -112,6 +112,17 @@ def build_model(cfg: Any) -> C2DResNet:
     return model
 
 
+def standalone_config(cfg: Any) -> Any:
+    """A thawed copy of ``cfg`` whose model builds on its own: no ImageNet file is
+    read (the weights come from a checkpoint, or are not needed) and plain
+    BatchNorm (SyncBatchNorm needs a process group)."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.RESNET.IMAGENET_WEIGHTS = ""
+    cfg.RESNET.NORM = "batchnorm"
+    return cfg
+
+
 def prepare_for_speed(model: nn.Module, cfg: Any) -> nn.Module:
     """Apply MODEL.CHANNELS_LAST (channels_last_3d weights; feed inputs in the
     same format) and MODEL.COMPILE (torch.compile). Call after moving to the device."""

@@ -9,7 +9,7 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
-from cgnl_video.models.build import build_model
+from cgnl_video.models.build import build_model, standalone_config
 from cgnl_video.models.c2d import C2DResNet
 
 #: names of C2DResNet.blocks in order
@@ -132,10 +132,7 @@ def describe(cfg: Any) -> str:
 def summarize_config(cfg: Any) -> ModelSummary:
     """Summary of the model of ``cfg`` at its training input size; structure only
     (no ImageNet weights are read, plain BatchNorm)."""
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.RESNET.IMAGENET_WEIGHTS = ""
-    cfg.RESNET.NORM = "batchnorm"
+    cfg = standalone_config(cfg)
     return summarize(build_model(cfg), input_shape_of(cfg))
 
 
