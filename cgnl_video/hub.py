@@ -21,12 +21,13 @@ def hub_model(config_file: str, num_classes: Optional[int] = None, checkpoint: O
     ``num_classes``: default the checkpoint's (from its classifier) or the
     config's. ``checkpoint``: a local file, loaded weights-only and strictly.
     ``opts``: KEY VALUE config overrides. No ImageNet file is read unless
-    ``opts`` sets RESNET.IMAGENET_WEIGHTS.
+    ``opts`` sets RESNET.IMAGENET_WEIGHTS, and BatchNorm stays plain (no
+    SyncBatchNorm, which needs a process group) unless ``opts`` sets RESNET.NORM.
     """
     state = cu.model_state_from(cu.load_checkpoint(checkpoint)) if checkpoint else None
     if num_classes is None and state is not None and HEAD_WEIGHT in state:
         num_classes = int(state[HEAD_WEIGHT].shape[0])
-    overrides = ["RESNET.IMAGENET_WEIGHTS", ""]
+    overrides = ["RESNET.IMAGENET_WEIGHTS", "", "RESNET.NORM", "batchnorm"]  # a standalone model
     if num_classes is not None:
         overrides += ["MODEL.NUM_CLASSES", str(num_classes)]
     cfg = load_config(config_file, overrides + [str(x) for x in opts])

@@ -65,3 +65,15 @@ def test_hubconf_lists_every_entry_and_imports_no_model_code():
     for name in ENTRIES:
         config = name[len("c2d_"):].upper()  # c2d_r50_cgnl8_5b -> R50_CGNL8_5B
         assert os.path.isfile(os.path.join(ROOT, "configs", "minikinetics", f"{config}.yaml")), name
+
+
+def test_a_sync_batchnorm_config_gives_a_standalone_model(tmp_path):
+    """SyncBatchNorm needs a process group; a hub model must run on its own."""
+    from cgnl_video.hub import hub_model
+
+    config = tmp_path / "sync.yaml"
+    config.write_text(f"_BASE_: {os.path.join(ROOT, 'configs', 'minikinetics', 'R50_CGNL8.yaml')}\n"
+                      "RESNET:\n  NORM: sync_batchnorm\n  WIDTH_PER_GROUP: 8\n")
+    model = hub_model(str(config), num_classes=3)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules())
