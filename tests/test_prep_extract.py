@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cgnl_video.data.manifest import frame_file_name
 from cgnl_video.prep import extract as ex
 from cgnl_video.prep import index as idx
 from cgnl_video.prep.synthetic import encode_mp4
@@ -78,7 +79,7 @@ def test_extract_tree_with_bad_input(videos, tmp_path):
     assert set(entries) == {"class a/ünïcode dir/clip one", "plain", "bad/truncated", "bad/wrong_count"}
     for key, entry in entries.items():
         names = jpegs(str(dst / key))
-        assert names == [idx.FRAME_NAME.format(k) for k in range(1, entry.num_frames + 1)]
+        assert names == [frame_file_name(k) for k in range(entry.num_frames)]
         with Image.open(dst / key / names[-1]) as image:
             assert image.size == (entry.width, entry.height)
     assert entries["class a/ünïcode dir/clip one"].num_frames == 30

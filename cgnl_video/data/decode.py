@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cgnl_video.data.manifest import frame_file_name
+
 logger = logging.getLogger(__name__)
 
 JPEG_DECODERS = ("auto", "torchvision", "pil")
@@ -40,11 +42,6 @@ def check_choice(value: str, choices: Sequence[str], key: str) -> None:
     """A ValueError naming the config ``key`` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{key} must be one of {list(choices)}, got {value!r}")
-
-
-def frame_file_name(index: int) -> str:
-    """File name of 0-based frame ``index`` in a frame folder: ``000001.jpg`` is frame 0."""
-    return f"{index + 1:06d}.jpg"
 
 
 def _distinct_sorted(indices: Sequence[int], num_frames: int, path: str) -> List[int]:

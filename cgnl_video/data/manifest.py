@@ -5,6 +5,9 @@ A manifest is a text file with one sample per line, fields separated by spaces:
 * frame folder: ``<path relative to root> <num_frames> <label>``
 * video file:   ``<path relative to root> <label>``
 
+A frame folder holds its frames as ``000001.jpg``, ``000002.jpg``, ...
+(``frame_file_name``; 1-based names, 0-based indices in the code).
+
 Labels are 0-based indices into ``classes.txt`` (one class name per line, label
 = line index). Paths may contain spaces: the numeric fields are taken from the
 right. Blank lines are ignored; CRLF line ends are accepted.
@@ -15,6 +18,11 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
 
 from cgnl_video.utils.io import atomic_write_text
+
+
+def frame_file_name(index: int) -> str:
+    """File name of 0-based frame ``index`` in a frame folder: ``000001.jpg`` is frame 0."""
+    return f"{index + 1:06d}.jpg"
 
 
 class ManifestError(ValueError):

@@ -23,6 +23,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from cgnl_video.data.manifest import frame_file_name
 from cgnl_video.prep import index as idx
 from cgnl_video.prep.video_io import (
     VideoError,
@@ -206,7 +207,7 @@ def _write_frames(chunks: Iterable[np.ndarray], folder: str, quality: int) -> in
             buffer.seek(0)
             buffer.truncate()
             Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
-            with open(os.path.join(folder, idx.FRAME_NAME.format(count)), "wb") as handle:
+            with open(os.path.join(folder, frame_file_name(count - 1)), "wb") as handle:
                 handle.write(buffer.getbuffer())
     return count
 

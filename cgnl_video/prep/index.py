@@ -31,7 +31,6 @@ from cgnl_video.utils.io import atomic_write_text
 INDEX_NAME = "extraction_index.tsv"
 JOURNAL_NAME = ".extraction_index.journal"
 FAILURES_NAME = "failures.txt"
-FRAME_NAME = "{:06d}.jpg"  # frame k (1-based) of a frame folder
 INDEX_HEADER = "path\tnum_frames\tfps\twidth\theight"
 FAILURES_HEADER = "path\tstatus\treason"
 
