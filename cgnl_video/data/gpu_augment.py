@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from cgnl_video.data import sampling
-from cgnl_video.data.decode import frame_file_name
+from cgnl_video.data.manifest import frame_file_name
+from cgnl_video.data.transforms import normalize_uint8
 
 Box = Tuple[int, int, int, int]
 
@@ -90,14 +91,6 @@ def decode_frames(encoded: Sequence[Union[bytes, torch.Tensor]], device: torch.d
     return torch.stack(frames)
 
 
-def _normalise(clips: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """0-255 floats (..., 3, T, H, W) -> (x / 255 - mean) / std, in place."""
-    shape = (3, 1, 1, 1)
-    scale = torch.tensor([255.0 * s for s in std], device=clips.device).view(shape)
-    shift = torch.tensor([255.0 * m for m in mean], device=clips.device).view(shape)
-    return clips.sub_(shift).div_(scale)
-
-
 def resized_crop(frames: torch.Tensor, box: Box, size: Tuple[int, int], flip: bool = False) -> torch.Tensor:
     """uint8 (T, 3, H, W) -> float (T, 3, h, w) 0-255: crop ``box``, antialiased bilinear resize, flip."""
     top, left, height, width = box
@@ -112,7 +105,7 @@ def train_batch(clips: Sequence[torch.Tensor], boxes: Sequence[Box], flips: Sequ
     """Training clips (each uint8 (T, 3, H, W), any frame size) -> float (B, 3, T, S, S)."""
     out = torch.stack([resized_crop(c, box, (crop_size, crop_size), flip)
                        for c, box, flip in zip(clips, boxes, flips)])  # (B, T, 3, S, S)
-    return _normalise(out.transpose(1, 2), mean, std).contiguous()
+    return normalize_uint8(out.transpose(1, 2), mean, std)
 
 
 def test_views(frames: torch.Tensor, positions: Sequence[Sequence[int]], short_side: int, num_crops: int,
@@ -129,4 +122,4 @@ def test_views(frames: torch.Tensor, positions: Sequence[Sequence[int]], short_s
         selected = resized.index_select(0, clip)  # (T, 3, h, w)
         for top, left, box_h, box_w in boxes:
             views.append(selected[:, :, top:top + box_h, left:left + box_w])
-    return _normalise(torch.stack(views).transpose(1, 2), mean, std).contiguous()
+    return normalize_uint8(torch.stack(views).transpose(1, 2), mean, std)
