@@ -35,6 +35,7 @@ from cgnl_video.prep.video_io import (
     resampled_indices,
 )
 from cgnl_video.prep.workers import WorkerCrash, parallel_map
+from cgnl_video.utils.io import read_lines
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 INDEX_REWRITE_SECONDS = 60.0  # how often a long run folds its journal into the index
@@ -128,9 +129,7 @@ def find_videos(src_root: str, skip: Iterable[str] = ()) -> List[str]:
 
 def read_video_list(list_file: str) -> List[str]:
     """Relative video paths from a list file, one per line (blank lines and CRLF ignored)."""
-    with open(list_file, encoding="utf-8", newline="") as handle:
-        paths = [line.strip("\r\n").strip() for line in handle]
-    return [os.path.normpath(path) for path in paths if path]
+    return [os.path.normpath(path) for _where, path in read_lines(list_file)]
 
 
 def extract_video(task: Task) -> Outcome:

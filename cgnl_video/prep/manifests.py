@@ -16,7 +16,7 @@ from cgnl_video.data.manifest import ManifestEntry, ManifestError, write_classes
 from cgnl_video.prep import index as idx
 from cgnl_video.prep.extract import VIDEO_EXTENSIONS, frame_folder
 from cgnl_video.prep.video_io import VideoError, probe
-from cgnl_video.utils.io import atomic_write_text
+from cgnl_video.utils.io import atomic_write_text, read_lines  # noqa: F401 (read_lines: used by the builders)
 
 MISSING_NAME = "missing.txt"
 MISSING_HEADER = "split\tclip\treason"
@@ -192,15 +192,6 @@ def write_outputs(
     if missing:
         summary.append(f"{len(missing)} missing clip(s) listed with the reason in {os.path.join(out, MISSING_NAME)}")
     return summary
-
-
-def read_lines(path: str) -> List[Tuple[str, str]]:
-    """``(file:line, text)`` of each non-blank line of a text file; CRLF accepted."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"file not found: {path}")
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        rows = [(f"{path}:{n}", line.rstrip("\r\n").strip()) for n, line in enumerate(handle, start=1)]
-    return [(where, text) for where, text in rows if text]
 
 
 def check_unique(items: Iterable[Tuple[str, str]], what: str) -> None:

@@ -7,7 +7,7 @@ disk, then renames it over the destination (``os.replace`` is atomic on POSIX).
 import contextlib
 import os
 import tempfile
-from typing import IO, Iterator
+from typing import IO, Iterator, List, Tuple
 
 
 def _read_umask() -> int:
@@ -47,3 +47,13 @@ def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+def read_lines(path: str) -> List[Tuple[str, str]]:
+    """``(file:line, text)`` of each non-blank line of a text file, stripped;
+    CRLF line ends and a UTF-8 byte-order mark accepted."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"file not found: {path}")
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = [(f"{path}:{n}", line.rstrip("\r\n").strip()) for n, line in enumerate(handle, start=1)]
+    return [(where, text) for where, text in rows if text]
