@@ -38,7 +38,7 @@ def make_tiny_dataset(root: str, num_classes: int = 3, per_class: int = 4, frame
     import numpy as np
     from PIL import Image
 
-    from cgnl_video.data.manifest import ManifestEntry, write_classes, write_manifest
+    from cgnl_video.data.manifest import ManifestEntry, frame_file_name, write_classes, write_manifest
 
     colours = [(230, 40, 40), (40, 230, 40), (40, 40, 230), (230, 230, 40), (40, 230, 230)]
     rng = np.random.default_rng(0)
@@ -54,7 +54,7 @@ def make_tiny_dataset(root: str, num_classes: int = 3, per_class: int = 4, frame
                     image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
                     y, x = rng.integers(0, size // 2, 2)
                     image[y:y + size // 2, x:x + size // 2] = colours[label]
-                    Image.fromarray(image).save(os.path.join(folder, f"{t + 1:06d}.jpg"))
+                    Image.fromarray(image).save(os.path.join(folder, frame_file_name(t)))
                 splits[split].append(ManifestEntry(rel, label, frames))
     write_classes(os.path.join(manifests, "classes.txt"), [f"class{c}" for c in range(num_classes)])
     write_manifest(os.path.join(manifests, "train.txt"), splits["train"])
