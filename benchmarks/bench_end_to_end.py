@@ -120,7 +120,8 @@ def run_training(case: Case, loader, steps: int, warmup: int, device: torch.devi
                 encoded, boxes, flips, labels = batch
                 counts = [len(e) for e in encoded]
                 frames = gpu_augment.decode_frames([f for e in encoded for f in e], device).split(counts)
-                clips = gpu_augment.train_batch(frames, boxes, flips, dataset.train_crop_size, dataset.mean, dataset.std)
+                policy = dataset.policy
+                clips = gpu_augment.train_batch(frames, boxes, flips, policy.crop_size, policy.mean, policy.std)
                 labels = torch.tensor(labels)
             else:
                 clips, labels, _ = batch

@@ -105,19 +105,15 @@ def bench_cfg(data_dir: str, root: str, backend: str = "decord"):
 
 def train_plans(dataset, count: int) -> List[Tuple[int, List[int], Tuple[int, int, int, int], bool]]:
     """(video, frame indices, box, flip) of clip ``k`` = video ``k % videos`` in epoch
-    ``k // videos``, drawn as the dataset draws them."""
+    ``k // videos``, drawn by the dataset's own ``RandomClip.draw``."""
     from cgnl_video.data import sampling
 
     plans = []
     for clip in range(count):
         epoch, video = divmod(clip, len(dataset))
         generator = sampling.item_generator(dataset.seed, epoch, video)
-        total = dataset.entries[video].num_frames
-        start = sampling.train_clip_start(total, dataset.window, generator)
-        frames = sampling.clip_indices(start, dataset.num_frames, dataset.sampling_rate, total)
-        box = sampling.random_crop_box(HEIGHT, WIDTH, dataset.scale, dataset.ratio, generator)
-        flip = bool(torch.rand((), generator=generator) < 0.5)
-        plans.append((video, frames, box, flip))
+        choice = dataset.policy.draw(generator, dataset.entries[video].num_frames, lambda frames: (HEIGHT, WIDTH))
+        plans.append((video, choice.frames, choice.box, choice.flip))
     return plans
 
 
@@ -128,14 +124,15 @@ def per_frame_pil(dataset, video: int, frames: List[int], box, flip: bool) -> to
 
     from cgnl_video.data.decode import frame_file_name
 
-    size = [dataset.train_crop_size] * 2
+    policy = dataset.policy
+    size = [policy.crop_size] * 2
     out = []
     for index in frames:
         with Image.open(os.path.join(dataset.path_of(video), frame_file_name(index))) as image:
             image = TF.resized_crop(image.convert("RGB"), *box, size, antialias=True)
         if flip:
             image = TF.hflip(image)
-        out.append(TF.normalize(TF.to_tensor(image), dataset.mean, dataset.std))
+        out.append(TF.normalize(TF.to_tensor(image), policy.mean, policy.std))
     return torch.stack(out, dim=1)
 
 
@@ -204,7 +201,7 @@ def per_view_pyav(path: str, start: int, window: int, rate: int, box, mean, std)
     return view, decoded
 
 
-def per_view_sample(dataset, path: str) -> Tuple[torch.Tensor, int]:
+def per_view_sample(dataset, path: str, mean, std) -> Tuple[torch.Tensor, int]:
     """All views of one video, each decoded separately (PySlowFast style)."""
     from cgnl_video.data import sampling
 
@@ -212,13 +209,13 @@ def per_view_sample(dataset, path: str) -> Tuple[torch.Tensor, int]:
 
     with av.open(path) as container:
         total = container.streams.video[0].frames
-    starts = sampling.test_clip_starts(total, dataset.window, dataset.num_clips)
-    boxes = sampling.spatial_crop_boxes(HEIGHT, WIDTH, dataset.num_crops)
+    policy = dataset.policy
+    starts = sampling.test_clip_starts(total, policy.window, policy.num_clips)
+    boxes = sampling.spatial_crop_boxes(HEIGHT, WIDTH, policy.num_crops)
     views, decoded = [], 0
     for start in starts:
         for box in boxes:
-            view, count = per_view_pyav(path, start, dataset.window, dataset.sampling_rate, box,
-                                        dataset.mean, dataset.std)
+            view, count = per_view_pyav(path, start, policy.window, policy.sampling_rate, box, mean, std)
             views.append(view)
             decoded += count
     return torch.stack(views), decoded
@@ -229,10 +226,11 @@ def decode_once_count(dataset, path: str, backend: str) -> int:
     from cgnl_video.data import sampling
     from cgnl_video.data.decode import VideoFileReader
 
+    policy = dataset.policy
     with VideoFileReader(path, backend) as reader:
         total = reader.num_frames
-        starts = sampling.test_clip_starts(total, dataset.window, dataset.num_clips)
-        clips = [sampling.clip_indices(s, dataset.num_frames, dataset.sampling_rate, total) for s in starts]
+        starts = sampling.test_clip_starts(total, policy.window, policy.num_clips)
+        clips = [policy.clip_frames(s, total) for s in starts]
         reader.read(sampling.frame_union(clips)[0])
         return reader.frames_decoded
 
@@ -252,14 +250,16 @@ def bench_test(work: str, repeats: int, gops: List[int]) -> Dict:
         write_manifest(os.path.join(lists, "test.txt"), [ManifestEntry(name, 0)])
         ours = {b: build_dataset(bench_cfg(lists, root, b), "test") for b in ("decord", "pyav")}
         path = ours["decord"].path_of(0)
-        reference = transforms.normalize_uint8(ours["decord"][0][0], ours["decord"].mean, ours["decord"].std)
-        baseline, baseline_decoded = per_view_sample(ours["decord"], path)
+        data_cfg = bench_cfg(lists, root).DATA
+        mean, std = data_cfg.MEAN, data_cfg.STD
+        reference = transforms.normalize_uint8(ours["decord"][0][0], mean, std)
+        baseline, baseline_decoded = per_view_sample(ours["decord"], path, mean, std)
         check = float((baseline - reference).abs().mean())
         del baseline, reference
         methods = {
             "ours, decode once (decord)": lambda: ours["decord"][0],
             "ours, decode once (PyAV)": lambda: ours["pyav"][0],
-            "per view (PyAV seek + decode)": lambda: per_view_sample(ours["decord"], path),
+            "per view (PyAV seek + decode)": lambda: per_view_sample(ours["decord"], path, mean, std),
         }
         results[f"keyint {gop}"] = {
             "views": int(ours["decord"][0][0].shape[0]),

@@ -2,7 +2,7 @@
 test views of arbitrary video files or frame folders, average the views.
 
 Nothing here re-implements the data or evaluation path: the inputs become
-``ManifestEntry`` rows of a temporary manifest, so ``VideoDataset`` decodes and
+``ManifestEntry`` rows handed to ``VideoDataset.from_config``, which decodes and
 crops them exactly as in the multi-view test (or the single validation clip),
 ``engine.evaluate.run_test`` averages the view probabilities and
 ``engine.checkpoint`` loads the weights (``weights_only``).
@@ -10,7 +10,6 @@ crops them exactly as in the multi-view test (or the single validation clip),
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -18,9 +17,8 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from cgnl_video.data import DecodeError, ManifestEntry, VideoDataset, build_loader, open_reader
-from cgnl_video.data import read_classes, write_classes, write_manifest
-from cgnl_video.data.dataset import CLASSES_FILE
+from cgnl_video.data import DecodeError, ManifestEntry, VideoDataset, build_loader, classes_path, open_reader
+from cgnl_video.data import read_classes
 from cgnl_video.data.decode import frame_file_name
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.evaluate import run_test
@@ -75,7 +73,7 @@ def load_model(cfg: CfgNode, checkpoint: Optional[str] = None,
 def class_names(cfg: CfgNode) -> List[str]:
     """DATA.PATH_TO_DATA_DIR/classes.txt, or ``class_<i>`` (with a warning) when
     it is missing or does not list MODEL.NUM_CLASSES names."""
-    path = os.path.join(cfg.DATA.PATH_TO_DATA_DIR, CLASSES_FILE)
+    path = classes_path(cfg)
     count = cfg.MODEL.NUM_CLASSES
     names: List[str] = []
     if os.path.isfile(path):
@@ -113,12 +111,8 @@ def check_readable(cfg: CfgNode, entry: ManifestEntry) -> None:
 def dataset_for(cfg: CfgNode, entries: Sequence[ManifestEntry], split: str,
                 classes: Sequence[str]) -> VideoDataset:
     """A ``VideoDataset`` of ``split`` ("val": one centre clip, "test": the
-    multi-view test views) over ``entries`` (absolute paths)."""
-    with tempfile.TemporaryDirectory(prefix="cgnl_inputs_") as folder:
-        write_classes(os.path.join(folder, CLASSES_FILE), classes)
-        write_manifest(os.path.join(folder, f"{split}.txt"), entries)
-        # the dataset reads its manifest in the constructor only
-        return VideoDataset(inference_config(cfg, PATH_TO_DATA_DIR=folder, PATH_PREFIX=""), split)
+    multi-view test views) over ``entries`` (absolute paths), with cfg's settings."""
+    return VideoDataset.from_config(cfg, split, entries, classes)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -129,7 +123,7 @@ def predict(cfg: CfgNode, model: nn.Module, paths: Sequence[str], device: torch.
 
     Returns the predictions of the readable inputs (in input order) and
     ``(path, reason)`` for every input that could not be scored. The inputs
-    have no labels (0 in the temporary manifest), so run_test's accuracy is ignored.
+    have no labels (0 in their entries), so run_test's accuracy is ignored.
     """
     failures: List[Tuple[str, str]] = []
     entries, kept = [], []

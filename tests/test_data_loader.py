@@ -123,6 +123,17 @@ def test_loader_settings(data):
     assert build_loader(cfg_for(data, **{"DATA_LOADER.NUM_WORKERS": 1}), "test").prefetch_factor == 1
 
 
+def test_test_views_are_not_pinned(data, monkeypatch):
+    """Pinning copies each 189 MB uint8 test video into page-locked memory, and the
+    engine then concatenates the views of a batch into ordinary memory anyway: only the
+    train / val loaders pin (DATA_LOADER.PIN_MEMORY, with CUDA)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = cfg_for(data, **{"DATA_LOADER.PIN_MEMORY": True})
+    assert build_loader(cfg, "train").pin_memory and build_loader(cfg, "val").pin_memory
+    assert not build_loader(cfg, "test").pin_memory
+    cfg = cfg_for(data, **{"DATA_LOADER.PIN_MEMORY": False})
+    assert not build_loader(cfg, "train").pin_memory and not build_loader(cfg, "val").pin_memory
+
 def test_with_an_initialised_process_group(data, tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{os.path.join(tmp_path, 'store')}", rank=0, world_size=1)
     try:

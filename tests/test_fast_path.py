@@ -339,14 +339,15 @@ def test_gpu_augment_train_batch_matches_the_cpu_pipeline(tmp_path):
     from cgnl_video.data import gpu_augment
 
     dataset = _frame_dataset(tmp_path, "train")
-    grey = 1.0 / 255 / min(dataset.std)  # one grey level after normalisation
+    policy = dataset.policy
+    grey = 1.0 / 255 / min(policy.std)  # one grey level after normalisation
     for epoch in (0, 1):
         dataset.set_epoch(epoch)
         plans = [gpu_augment.train_clip_plan(dataset, i) for i in range(2)]
         encoded = [gpu_augment.read_encoded_clip(dataset.path_of(i), plans[i][0]) for i in range(2)]
         frames = gpu_augment.decode_frames([e for clip in encoded for e in clip], torch.device("cpu")).split(4)
         batch = gpu_augment.train_batch(frames, [p[1] for p in plans], [p[2] for p in plans],
-                                        dataset.train_crop_size, dataset.mean, dataset.std)
+                                        policy.crop_size, policy.mean, policy.std)
         expected = torch.stack([dataset[i][0] for i in range(2)])
         assert batch.shape == expected.shape == (2, 3, 4, 32, 32)
         assert (batch - expected).abs().mean() < 0.5 * grey  # the CPU path rounds to uint8 after resizing
@@ -357,17 +358,18 @@ def test_gpu_augment_test_views_match_the_cpu_pipeline(tmp_path):
     from cgnl_video.data import gpu_augment, sampling
 
     dataset = _frame_dataset(tmp_path, "test")
+    policy, data_cfg = dataset.policy, get_cfg().DATA
     expected = dataset[1][0]
     if expected.dtype == torch.uint8:  # raw pixels, normalised by the engine on the device
         shape = (1, 3, 1, 1, 1)
-        mean, std = torch.tensor(dataset.mean).view(shape), torch.tensor(dataset.std).view(shape)
+        mean, std = torch.tensor(data_cfg.MEAN).view(shape), torch.tensor(data_cfg.STD).view(shape)
         expected = (expected.float() / 255 - mean) / std
-    starts = sampling.test_clip_starts(20, dataset.window, dataset.num_clips)
-    clips = [sampling.clip_indices(s, dataset.num_frames, dataset.sampling_rate, 20) for s in starts]
+    starts = sampling.test_clip_starts(20, policy.window, policy.num_clips)
+    clips = [sampling.clip_indices(s, policy.num_frames, policy.sampling_rate, 20) for s in starts]
     union, positions = sampling.frame_union(clips)
     frames = gpu_augment.decode_frames(gpu_augment.read_encoded_clip(dataset.path_of(1), union), torch.device("cpu"))
-    views = gpu_augment.test_views(frames, positions, dataset.test_size, dataset.num_crops, dataset.mean, dataset.std)
+    views = gpu_augment.test_views(frames, positions, policy.size, policy.num_crops, data_cfg.MEAN, data_cfg.STD)
     assert views.shape == expected.shape == (6, 3, 4, 32, 32)
-    grey = 1.0 / 255 / min(dataset.std)
+    grey = 1.0 / 255 / min(data_cfg.STD)
     assert (views - expected).abs().mean() < 0.5 * grey  # the CPU path rounds to uint8 after resizing
     assert (views - expected).abs().max() < 3 * grey

@@ -29,7 +29,7 @@ def direct_scores(cfg, model, entries):
     lists = os.path.join(folder, "reference_lists")
     write_classes(os.path.join(lists, "classes.txt"), CLASSES)
     write_manifest(os.path.join(lists, "test.txt"), entries)
-    dataset = VideoDataset(inference_config(cfg, PATH_TO_DATA_DIR=lists, PATH_PREFIX=""), "test")
+    dataset = VideoDataset.from_config(inference_config(cfg, PATH_TO_DATA_DIR=lists, PATH_PREFIX=""), "test")
     with torch.no_grad():
         views = [normalize_uint8(dataset[i][0], cfg.DATA.MEAN, cfg.DATA.STD) for i in range(len(entries))]
         return [model(v).double().mean(0) for v in views]

@@ -1,7 +1,9 @@
 """Data: the manifest format, video datasets and their loaders.
 
-``build_dataset(cfg, split)`` and ``build_loader(cfg, split)`` are the entry points;
-``set_loader_epoch(loader, epoch)`` starts each epoch. See docs/DATA_PIPELINE.md.
+``build_loader(cfg, split)`` (over ``VideoDataset.from_config(cfg, split)``, also
+``build_dataset``) is the entry point; ``set_loader_epoch(loader, epoch)`` starts
+each epoch. A dataset is entries + classes + a sampling policy (``RandomClip``,
+``CentreClip``, ``MultiView``). See docs/DATA_PIPELINE.md.
 
 Names are imported lazily on first use, so the data_prep scripts, which only
 need ``cgnl_video.data.manifest``, do not pay for importing torch and torchvision.
@@ -17,6 +19,7 @@ _EXPORTS: Dict[str, str] = {
     "VideoDataset": "dataset",
     "build_dataset": "dataset",
     "manifest_path": "dataset",
+    "classes_path": "dataset",
     "DecodeError": "decode",
     "open_reader": "decode",
     "ShardSampler": "loader",
@@ -25,6 +28,12 @@ _EXPORTS: Dict[str, str] = {
     "per_process_batch_size": "loader",
     "set_loader_epoch": "loader",
     "world_and_rank": "loader",
+    "CentreClip": "policies",
+    "MultiView": "policies",
+    "RandomClip": "policies",
+    "SamplingPolicy": "policies",
+    "TrainClipChoice": "policies",
+    "policy_from_config": "policies",
     "ManifestEntry": "manifest",
     "ManifestError": "manifest",
     "parse_manifest_line": "manifest",

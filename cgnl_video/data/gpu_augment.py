@@ -7,9 +7,9 @@ a fast-path model on a GPU those CPU workers can become the bottleneck (about
 that work to the device:
 
 1. A worker only reads the frame files (``read_encoded_clip``: bytes, no
-   decoding) and draws the clip's randomness exactly as ``VideoDataset`` does
-   (``train_clip_plan``: frame indices, crop box, flip; the box needs only the
-   frame size, read from the first JPEG's header).
+   decoding) and draws the clip's randomness with the function the worker path
+   uses, ``policies.RandomClip.draw`` (``train_clip_plan``: frame indices, crop box,
+   flip; the box needs only the frame size, read from the first JPEG's header).
 2. The training process decodes all frames of the batch at once
    (``decode_frames``: ``torchvision.io.decode_jpeg`` with ``device="cuda"``,
    nvJPEG) and runs ``train_batch``: per clip, crop, bilinear antialiased resize,
@@ -63,16 +63,16 @@ def read_encoded_clip(folder: str, indices: Sequence[int]) -> List[bytes]:
 
 def train_clip_plan(dataset, index: int) -> Tuple[List[int], Box, bool]:
     """Frame indices, crop box and flip of training sample ``index`` of a frame-folder
-    ``VideoDataset`` in its current epoch: the same draws, in the same order, as
-    ``VideoDataset._load_clip`` (so both paths see the same clips)."""
-    generator = sampling.item_generator(dataset.seed, dataset.epoch, index)
-    total = dataset.entries[index].num_frames
-    start = sampling.train_clip_start(total, dataset.window, generator)
-    frames = sampling.clip_indices(start, dataset.num_frames, dataset.sampling_rate, total)
-    height, width = jpeg_size(os.path.join(dataset.path_of(index), frame_file_name(frames[0])))
-    box = sampling.random_crop_box(height, width, dataset.scale, dataset.ratio, generator)
-    flip = bool(torch.rand((), generator=generator) < 0.5) and dataset.random_flip
-    return frames, box, flip
+    ``VideoDataset`` (``RandomClip`` policy) in its current epoch: drawn by
+    ``RandomClip.draw`` from the item's generator, as in the worker path, so both
+    paths see the same clips. The frame size comes from the first frame's JPEG header."""
+    folder = dataset.path_of(index)
+
+    def frame_size(frames: List[int]) -> Tuple[int, int]:
+        return jpeg_size(os.path.join(folder, frame_file_name(frames[0])))
+
+    choice = dataset.policy.draw(dataset.generator(index), dataset.entries[index].num_frames, frame_size)
+    return choice.frames, choice.box, choice.flip
 
 
 def decode_frames(encoded: Sequence[Union[bytes, torch.Tensor]], device: torch.device) -> torch.Tensor:
@@ -112,7 +112,7 @@ def test_views(frames: torch.Tensor, positions: Sequence[Sequence[int]], short_s
                mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """The multi-view test views of one video: uint8 (U, 3, H, W) distinct frames ->
     float (V, 3, T, s, s), V = clips x crops, view k = clip k // num_crops in crop
-    k % num_crops (as ``VideoDataset`` orders them)."""
+    k % num_crops (as ``policies.MultiView`` orders them)."""
     height, width = sampling.short_side_size(frames.shape[-2], frames.shape[-1], short_side)
     resized = resized_crop(frames, (0, 0, frames.shape[-2], frames.shape[-1]), (height, width))
     boxes = sampling.spatial_crop_boxes(height, width, num_crops)

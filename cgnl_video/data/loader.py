@@ -82,11 +82,13 @@ def _seed_worker(worker_id: int) -> None:
 def build_loader(cfg: CfgNode, split: str, dataset: Optional[VideoDataset] = None) -> DataLoader:
     """The DataLoader of ``split`` ("train", "val" or "test"); builds the dataset unless given.
 
-    Workers: DATA_LOADER.NUM_WORKERS, persistent; memory pinned when
-    DATA_LOADER.PIN_MEMORY and CUDA is available. Test batches hold every view of
-    each video (uint8 pixels, about 190 MB per video at the default 30 views of
+    Workers: DATA_LOADER.NUM_WORKERS, persistent. Train / val batches are pinned
+    when DATA_LOADER.PIN_MEMORY and CUDA is available. Test batches hold every view
+    of each video (uint8 pixels, about 190 MB per video at the default 30 views of
     3 x 32 x 256 x 256; normalised by the engine on the device), so the test loader
-    prefetches one batch per worker.
+    prefetches one batch per worker and does not pin: pinning would copy each video
+    once more, and the engine concatenates a batch's views into ordinary memory
+    before moving them anyway.
     """
     dataset = dataset if dataset is not None else build_dataset(cfg, split)
     world, rank = world_and_rank()
@@ -111,7 +113,7 @@ def build_loader(cfg: CfgNode, split: str, dataset: Optional[VideoDataset] = Non
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate_test_batch if split == "test" else None,
-        pin_memory=bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
+        pin_memory=split != "test" and bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
         drop_last=split == "train",
         persistent_workers=workers > 0,
         worker_init_fn=_seed_worker,

@@ -1,0 +1,199 @@
+"""Sampling policies: what one split makes of one video (docs/DATA_PIPELINE.md).
+
+A policy turns an open ``FrameReader`` into the tensor of a dataset item:
+
+* ``RandomClip`` (train): a random window, a random box resized to a square,
+  a random horizontal flip; float32, normalised.
+* ``CentreClip`` (val): the centre window, short side resized, centre crop;
+  float32, normalised.
+* ``MultiView`` (test): ``num_clips`` windows x ``num_crops`` squares of the
+  video decoded once; uint8 pixels (the engine normalises them on the device).
+
+``RandomClip.draw`` is the one place that draws a training clip's random choices
+(window start, crop box, flip) from the item's generator; the worker path
+(``RandomClip.sample``) and the GPU input path (``gpu_augment.train_clip_plan``)
+both call it, so they see the same clips for the same (seed, epoch, index).
+
+Policies hold numbers only (picklable, no files): ``policy_from_config`` builds the
+one of a split from the config, and a tool can build one directly.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Dict, List, Tuple, Type
+
+import torch
+from fvcore.common.config import CfgNode
+from torch.utils.data import get_worker_info
+
+from cgnl_video.data import sampling, transforms
+from cgnl_video.data.decode import FrameReader
+from cgnl_video.data.sampling import Box
+
+#: called with a clip's frame indices, returns the frames' (height, width)
+FrameSize = Callable[[List[int]], Tuple[int, int]]
+
+
+def worker_shared_empty(shape: Tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker it is allocated in shared
+    memory, so handing it to the main process does not copy it (a uint8 test sample
+    is about 190 MB at the defaults). The same allocation default_collate uses for batches."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+@dataclass(frozen=True)
+class TrainClipChoice:
+    """A training clip's random choices: frame indices, crop box, flip."""
+
+    frames: List[int]
+    box: Box
+    flip: bool
+
+
+@dataclass(frozen=True)
+class SamplingPolicy:
+    """Base of the policies: clips of ``num_frames`` frames, every ``sampling_rate``-th
+    one of a window of ``num_frames * sampling_rate`` consecutive frames."""
+
+    num_frames: int
+    sampling_rate: int
+
+    #: True: an unreadable sample is replaced by another one (train / val);
+    #: False: it is returned as ``unreadable()`` (test: no views, reported unscored).
+    replace_unreadable: ClassVar[bool] = True
+
+    @property
+    def window(self) -> int:
+        """Frames spanned by one clip: num_frames * sampling_rate."""
+        return self.num_frames * self.sampling_rate
+
+    def clip_frames(self, start: int, video_frames: int) -> List[int]:
+        """The frame indices of the clip whose window starts at ``start``."""
+        return sampling.clip_indices(start, self.num_frames, self.sampling_rate, video_frames)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> "SamplingPolicy":
+        """The policy with cfg's DATA / TEST values."""
+        raise NotImplementedError
+
+    def sample(self, reader: FrameReader, generator: torch.Generator) -> torch.Tensor:
+        """The item's tensor from an open reader; randomness only from ``generator``."""
+        raise NotImplementedError
+
+    def unreadable(self) -> torch.Tensor:
+        """The item's tensor for a video that cannot be read (policies that do not replace it)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RandomClip(SamplingPolicy):
+    """Training: a random window and box (DATA.TRAIN_*), random flip, normalised."""
+
+    crop_size: int
+    scale: Tuple[float, float]
+    ratio: Tuple[float, float]
+    random_flip: bool
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> "RandomClip":
+        d = cfg.DATA
+        return cls(d.NUM_FRAMES, d.SAMPLING_RATE, d.TRAIN_CROP_SIZE, tuple(d.TRAIN_JITTER_SCALES_RELATIVE),
+                   tuple(d.TRAIN_JITTER_ASPECT_RELATIVE), d.RANDOM_FLIP, tuple(d.MEAN), tuple(d.STD))
+
+    def draw(self, generator: torch.Generator, video_frames: int, frame_size: FrameSize) -> TrainClipChoice:
+        """The random choices of one training clip, always in this order from ``generator``:
+        the window start, then (given the frame size) the box, then the flip.
+
+        ``frame_size`` is called once, with the clip's frame indices, between the start
+        and the box: the worker path decodes the frames there, the GPU path reads a
+        JPEG header. The flip is drawn even when ``random_flip`` is off, so turning it
+        off changes no other draw.
+        """
+        start = sampling.train_clip_start(video_frames, self.window, generator)
+        frames = self.clip_frames(start, video_frames)
+        height, width = frame_size(frames)
+        box = sampling.random_crop_box(height, width, self.scale, self.ratio, generator)
+        flip = bool(torch.rand((), generator=generator) < 0.5) and self.random_flip
+        return TrainClipChoice(frames, box, flip)
+
+    def sample(self, reader: FrameReader, generator: torch.Generator) -> torch.Tensor:
+        decoded: List[torch.Tensor] = []
+
+        def decode(frames: List[int]) -> Tuple[int, int]:
+            decoded.append(reader.read(frames))
+            return decoded[0].shape[-2], decoded[0].shape[-1]
+
+        choice = self.draw(generator, reader.num_frames, decode)
+        return transforms.train_clip(decoded[0], choice.box, self.crop_size, choice.flip, self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class CentreClip(SamplingPolicy):
+    """Validation: the centre window, short side ``short_side``, centre crop, normalised."""
+
+    short_side: int
+    crop_size: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> "CentreClip":
+        d = cfg.DATA
+        return cls(d.NUM_FRAMES, d.SAMPLING_RATE, d.VAL_SHORT_SIDE, d.VAL_CROP_SIZE, tuple(d.MEAN), tuple(d.STD))
+
+    def sample(self, reader: FrameReader, generator: torch.Generator) -> torch.Tensor:
+        start = sampling.test_clip_starts(reader.num_frames, self.window, 1)[0]
+        frames = reader.read(self.clip_frames(start, reader.num_frames))
+        return transforms.val_clip(frames, self.short_side, self.crop_size, self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class MultiView(SamplingPolicy):
+    """The multi-view test: ``num_clips`` windows spread over the video x ``num_crops``
+    squares of side ``size`` (or the whole frame, ``full_frame``); uint8 views
+    ``V x C x T x S x S``, view ``k`` = clip ``k // num_crops``, crop ``k % num_crops``.
+    The video is decoded once: the distinct frames of all clips, each frame once."""
+
+    size: int
+    num_clips: int
+    num_crops: int
+    full_frame: bool
+
+    replace_unreadable: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> "MultiView":
+        d, t = cfg.DATA, cfg.TEST
+        return cls(d.NUM_FRAMES, d.SAMPLING_RATE, d.TEST_CROP_SIZE, t.NUM_ENSEMBLE_VIEWS, t.NUM_SPATIAL_CROPS,
+                   t.FULL_FRAME)
+
+    def sample(self, reader: FrameReader, generator: torch.Generator) -> torch.Tensor:
+        total = reader.num_frames
+        starts = sampling.test_clip_starts(total, self.window, self.num_clips)
+        union, positions = sampling.frame_union([self.clip_frames(s, total) for s in starts])
+        frames = transforms.resize_short_side(reader.read(union), self.size)
+        boxes = None if self.full_frame else sampling.spatial_crop_boxes(
+            frames.shape[-2], frames.shape[-1], self.num_crops)
+        clip = frames.permute(1, 0, 2, 3)  # C x U x H x W, uint8: normalised by the engine
+        return transforms.gather_views(clip, positions, boxes, worker_shared_empty)
+
+    def unreadable(self) -> torch.Tensor:
+        """No views: ``0 x 3 x T x S x S`` uint8."""
+        return torch.empty((0, 3, self.num_frames, self.size, self.size), dtype=torch.uint8)
+
+
+#: split -> its policy class
+POLICIES: Dict[str, Type[SamplingPolicy]] = {"train": RandomClip, "val": CentreClip, "test": MultiView}
+
+
+def policy_from_config(cfg: CfgNode, split: str) -> SamplingPolicy:
+    """The sampling policy of ``split`` ("train", "val" or "test") with cfg's values."""
+    if split not in POLICIES:
+        raise ValueError(f"split must be one of {list(POLICIES)}, got {split!r}")
+    return POLICIES[split].from_config(cfg)
