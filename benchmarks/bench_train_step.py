@@ -20,9 +20,10 @@ Modes, each a set of config switches:
 
 * ``eager``: fp32, contiguous, three theta/phi/g convolutions, no compile (the baseline).
 * ``fast``: TRAIN.MIXED_PRECISION (bf16), MODEL.CHANNELS_LAST, CGNL.FUSED and, on CUDA,
-  MODEL.COMPILE. The engine enables autocast on CUDA only, so on a CPU ``fast`` runs fp32.
+  MODEL.COMPILE. The engine autocasts on the CPU too, so there ``fast`` runs bf16.
 * ``fast+cpu_bf16`` (CPU only): ``fast`` with ``torch.autocast("cpu", bfloat16)``
-  forced, i.e. what the engine would do if it allowed bf16 autocast on the CPU.
+  forced; the same as ``fast`` now that the engine autocasts on the CPU (it was
+  fp32 there when benchmarks/RESULTS.md's CPU table was measured).
 * ablations (``--modes``): ``amp``, ``channels_last``, ``fused``, ``compile`` — one
   switch on top of ``eager``; ``cpu_bf16``: ``amp`` with the CPU autocast forced.
 
@@ -149,8 +150,7 @@ def measure_depth(depth: int, args: argparse.Namespace, device: torch.device, pe
             print(f"  building R-{depth} {key}", flush=True)
             case = Case(depth, variant, mode, args, device)
             row = {"depth": depth, "variant": variant, "mode": mode, "flops_per_step": flops,
-                   "switches": {"MIXED_PRECISION": bool(case.cfg.TRAIN.MIXED_PRECISION) and (
-                                    device.type == "cuda" or case.force_cpu_bf16),
+                   "switches": {"MIXED_PRECISION": bool(case.cfg.TRAIN.MIXED_PRECISION),
                                 "CHANNELS_LAST": bool(case.cfg.MODEL.CHANNELS_LAST),
                                 "FUSED": bool(case.cfg.CGNL.FUSED), "COMPILE": case.compiled}}
             if case.compiled and device.type == "cpu":

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from cgnl_video.config import get_cfg
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.engine.train import amp_enabled, autocast_context, build_grad_scaler, to_device
+from cgnl_video.engine.precision import amp_dtype, autocast_context, build_grad_scaler
+from cgnl_video.engine.train import to_device
 from cgnl_video.models import CGNLBlock, NonLocalBlock, build_model, prepare_for_speed
 from cgnl_video.models.cgnl import CGNL_KERNELS, _compact_expression, compact_generalized_nonlocal
 
@@ -234,27 +235,27 @@ def test_compiled_cgnl_block_gives_the_eager_output_and_gradients():
             assert torch.allclose(p.grad, expected, rtol=1e-3, atol=1e-5)
 
 
-def test_mixed_precision_is_a_gpu_switch_and_bf16_autocast_trains_on_the_cpu():
+def test_bf16_mixed_precision_runs_on_the_cpu_without_a_scaler():
     cfg = _cfg(*CGNL_1_5, "TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "CGNL.FUSED", "True")
     cpu = torch.device("cpu")
-    # The engine enables autocast on CUDA only; on the CPU the switch is a no-op.
-    assert amp_enabled(cfg, torch.device("cuda")) and not amp_enabled(cfg, cpu)
+    # The engine autocasts on the CPU too; bf16 needs no loss scaling.
+    assert amp_dtype(cfg, cpu) == torch.bfloat16
     assert not build_grad_scaler(cfg, cpu).is_enabled()
     torch.manual_seed(7)
     model = build_model(cfg)
     _randomise_norms(model)
     clip, labels = torch.randn(2, 3, 8, 64, 64), torch.tensor([2, 1])
-    # What the CUDA path does, run with the CPU's bf16 autocast. Eval mode (running
-    # statistics) compares the numerics; in train mode, BatchNorm over 2 clips at
-    # res5 turns rounding differences into different outputs, so there it checks
-    # that the step runs and every gradient is finite.
+    # The engine's autocast on the CPU. Eval mode (running statistics) compares the
+    # numerics; in train mode, BatchNorm over 2 clips at res5 turns rounding
+    # differences into different outputs, so there it checks that the step runs and
+    # every gradient is finite.
     with torch.no_grad():
         expected = model.eval()(clip)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast_context(cfg, cpu):
             probs = model(clip).float()
     assert (probs - expected).abs().max() < 0.02
     model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with autocast_context(cfg, cpu):
         logits = model(clip)
     assert logits.dtype == torch.bfloat16
     F.cross_entropy(logits.float(), labels).backward()

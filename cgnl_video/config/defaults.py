@@ -120,13 +120,13 @@ _C.TRAIN.CHECKPOINT_PERIOD = 1  # epochs between two checkpoints
 _C.TRAIN.CHECKPOINT_KEEP = 3  # how many recent checkpoints to keep
 _C.TRAIN.AUTO_RESUME = True  # continue from the last complete checkpoint in OUTPUT_DIR
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""  # initialise from this checkpoint when not resuming
-_C.TRAIN.MIXED_PRECISION = False  # autocast on GPU
-_C.TRAIN.AMP_DTYPE = "bf16"  # "bf16" or "fp16" (fp16 uses a grad scaler)
+_C.TRAIN.MIXED_PRECISION = False  # autocast (CUDA or CPU) to TRAIN.AMP_DTYPE
+_C.TRAIN.AMP_DTYPE = "bf16"  # "bf16" or "fp16" (grad scaler; also replaces bf16 on GPUs without native bf16)
 
 # ----------------------------------------------------------------------------- testing
 _C.TEST = CfgNode()
 _C.TEST.ENABLE = True  # multi-view test after training (or alone)
-_C.TEST.BATCH_SIZE = 8  # global videos per test batch (each with all its views)
+_C.TEST.BATCH_SIZE = 8  # global videos per test step (all their views); per process max(1, this // processes)
 _C.TEST.NUM_ENSEMBLE_VIEWS = 10  # clips per video, starts spread uniformly
 _C.TEST.NUM_SPATIAL_CROPS = 3  # crops per clip covering the longer side (1 = centre)
 _C.TEST.FULL_FRAME = False  # keep the whole resized frame instead of square crops
@@ -135,7 +135,7 @@ _C.TEST.CHECKPOINT_FILE_PATH = ""  # weights to test ("" = the last training che
 
 # ----------------------------------------------------------------------------- distributed
 _C.DIST = CfgNode()
-_C.DIST.BACKEND = "auto"  # "auto" (nccl on GPU, gloo on CPU), "nccl" or "gloo"
+_C.DIST.BACKEND = "auto"  # "auto" (GPU: "cpu:gloo,cuda:nccl", CPU: gloo), "nccl" (the same) or "gloo"
 
 
 def get_cfg() -> CfgNode:

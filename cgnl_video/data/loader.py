@@ -93,7 +93,8 @@ def build_loader(cfg: CfgNode, split: str, dataset: Optional[VideoDataset] = Non
     dataset = dataset if dataset is not None else build_dataset(cfg, split)
     world, rank = world_and_rank()
     if split == "test":
-        batch = per_process_batch_size(cfg.TEST.BATCH_SIZE, world, "TEST.BATCH_SIZE")
+        # need not divide evenly: ShardSampler gives each video to exactly one rank, shares may differ
+        batch = max(1, cfg.TEST.BATCH_SIZE // world)
         sampler: Sampler[int] = ShardSampler(len(dataset), world, rank)
     else:
         batch = per_process_batch_size(cfg.TRAIN.BATCH_SIZE, world, "TRAIN.BATCH_SIZE")

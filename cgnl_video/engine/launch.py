@@ -18,7 +18,8 @@ from cgnl_video.config import ConfigError, load_config
 from cgnl_video.data import build_loader
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.evaluate import run_test, write_test_outputs
-from cgnl_video.engine.preflight import DataMissingError, check_data, check_files, check_run
+from cgnl_video.engine.precision import log_precision
+from cgnl_video.engine.preflight import DataMissingError, check_data, check_files, check_run, run_warnings
 from cgnl_video.engine.train import NonFiniteLossError, fit, memory_mb
 from cgnl_video.models import build_model, prepare_for_speed
 from cgnl_video.utils import distributed as du
@@ -87,6 +88,7 @@ def run(cfg: CfgNode) -> Optional[Dict]:
     """Train and/or test as ``cfg`` says. Returns the test metrics on rank 0 (else None)."""
     rank, world_size = du.init_distributed(cfg.DIST.BACKEND)
     deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    matmul_precision_before = torch.get_float32_matmul_precision()
     try:
         setup_logging(None, rank)  # console only until the checks pass
         check_run(cfg, world_size)
@@ -103,10 +105,13 @@ def run(cfg: CfgNode) -> Optional[Dict]:
             atomic_write_text(os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP), cfg.dump())
         logger.info("%d process(es); config written to %s", world_size,
                     os.path.join(cfg.OUTPUT_DIR, CONFIG_DUMP))
+        for warning in run_warnings(cfg, world_size):
+            logger.warning(warning)
         if cfg.NUM_THREADS > 0:
             torch.set_num_threads(cfg.NUM_THREADS)
         du.seed_everything(cfg.RNG_SEED + rank, cfg.DETERMINISTIC)
         device = du.select_device()
+        log_precision(cfg, device)
         model = build_model_on(cfg, device)
         if cfg.TRAIN.ENABLE:
             fit(cfg, model, device)
@@ -114,6 +119,7 @@ def run(cfg: CfgNode) -> Optional[Dict]:
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         torch.set_num_threads(threads_before)
+        torch.set_float32_matmul_precision(matmul_precision_before)
         du.cleanup_distributed()
 
 

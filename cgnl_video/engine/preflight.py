@@ -1,5 +1,6 @@
-"""Checks that run before any work starts: the manifests the run needs exist,
-and MODEL.NUM_CLASSES matches classes.txt."""
+"""Checks that run before any work starts: the launch suits the config
+(``check_run``, ``run_warnings``), the manifests the run needs exist and
+MODEL.NUM_CLASSES matches classes.txt, the weight files exist."""
 
 import os
 from typing import List
@@ -74,12 +75,25 @@ def check_data(cfg: CfgNode) -> None:
 
 
 def check_run(cfg: CfgNode, world_size: int) -> None:
-    """Settings that depend on the launch (processes, devices); ConfigError naming the key."""
+    """Settings that depend on the launch (processes, devices); ConfigError naming the key.
+
+    TRAIN.BATCH_SIZE must split evenly over the processes (it sets the optimisation);
+    TEST.BATCH_SIZE need not: each process scores its own share of the videos.
+    """
     per_process_batch_size(cfg.TRAIN.BATCH_SIZE, world_size, "TRAIN.BATCH_SIZE")
-    per_process_batch_size(cfg.TEST.BATCH_SIZE, world_size, "TEST.BATCH_SIZE")
     if cfg.RESNET.NORM == "sync_batchnorm" and world_size > 1 and not torch.cuda.is_available():
         raise ConfigError("RESNET.NORM: sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU "
                           "path); use batchnorm for a multi-process CPU run")
+
+
+def run_warnings(cfg: CfgNode, world_size: int) -> List[str]:
+    """Settings that work but are likely not what the user wants (the run logs them)."""
+    warnings = []
+    if cfg.MODEL.COMPILE and cfg.RESNET.NORM == "sync_batchnorm" and world_size > 1:
+        warnings.append("MODEL.COMPILE with RESNET.NORM sync_batchnorm: torch.compile breaks the graph at "
+                        "every SyncBatchNorm (about 100 in a ResNet-101), so compiling gains little; "
+                        "consider MODEL.COMPILE False (or RESNET.NORM batchnorm)")
+    return warnings
 
 
 def check_files(cfg: CfgNode) -> None:

@@ -6,7 +6,6 @@ probabilities (softmax per location, averaged), so the validation loss is the
 NLL of their log.
 """
 
-import contextlib
 import math
 import os
 import resource
@@ -22,6 +21,7 @@ from cgnl_video.data import build_loader, set_loader_epoch
 from cgnl_video.data.transforms import normalize_uint8
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
+from cgnl_video.engine.precision import autocast_context, build_grad_scaler
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.logging import JsonStatsWriter, format_seconds, get_logger, progress
 
@@ -47,24 +47,6 @@ def to_device(clips: torch.Tensor, device: torch.device, cfg: CfgNode) -> torch.
     if cfg.MODEL.CHANNELS_LAST:
         clips = clips.contiguous(memory_format=memory_format)
     return clips
-
-
-def amp_enabled(cfg: CfgNode, device: torch.device) -> bool:
-    """Mixed precision runs on GPU only (TRAIN.MIXED_PRECISION is ignored on the CPU)."""
-    return bool(cfg.TRAIN.MIXED_PRECISION) and device.type == "cuda"
-
-
-def autocast_context(cfg: CfgNode, device: torch.device):
-    if not amp_enabled(cfg, device):
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.TRAIN.AMP_DTYPE == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def build_grad_scaler(cfg: CfgNode, device: torch.device) -> torch.amp.GradScaler:
-    """A loss scaler for fp16; a pass-through (disabled) one otherwise."""
-    enabled = amp_enabled(cfg, device) and cfg.TRAIN.AMP_DTYPE == "fp16"
-    return torch.amp.GradScaler("cuda", enabled=enabled)
 
 
 def topk_errors(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> Dict[int, float]:
@@ -233,11 +215,13 @@ def restore_rng(state: Dict) -> None:
 
 # ----------------------------------------------------------------------------- the epoch loop
 def wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel in a multi-process run; the model itself otherwise."""
+    """DistributedDataParallel in a multi-process run (over the group that serves
+    ``device``, see ``du.group_for``); the model itself otherwise."""
     if du.get_world_size() == 1:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               process_group=du.group_for(device))
 
 
 def fit(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Module:

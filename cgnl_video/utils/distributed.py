@@ -1,15 +1,28 @@
 """Distributed helpers: process-group setup from torchrun's variables, rank and
-world queries, object gathering, and seeding.
+world queries, collectives, and seeding.
 
 ``python tools/run_net.py`` is a single process (no process group); under
 ``torchrun`` the variables RANK, WORLD_SIZE and LOCAL_RANK (with MASTER_ADDR and
 MASTER_PORT) describe the launch, and ``init_distributed`` joins the group.
+
+Devices of the collectives. NCCL serves CUDA tensors only, yet some of the
+engine's collectives are naturally on the CPU: the epoch meters, pickled
+objects (RNG states, the multi-view test's scores, the checkpoint path) and the
+barrier. On a GPU, ``init_distributed`` therefore creates one group with two
+backends, ``"cpu:gloo,cuda:nccl"``: NCCL for the model's CUDA tensors (DDP,
+SyncBatchNorm, the loss check), gloo for the CPU ones. That keeps the CPU-side
+values where they are (no copies to the GPU and back, no dependence on which
+CUDA device is current) and serves every tensor whichever device it lives on.
+For a group made elsewhere that serves CUDA only (plain ``"nccl"``), the
+helpers below route CPU tensors and objects through a gloo group over the same
+ranks, made on first use (``group_for``), so they never assume the default
+group serves the CPU.
 """
 
 import os
 import random
 from datetime import timedelta
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -40,45 +53,85 @@ def launched_by_torchrun() -> bool:
 
 
 def resolve_backend(backend: str) -> str:
-    """DIST.BACKEND: "auto" is nccl when CUDA is usable, gloo otherwise."""
-    if backend != "auto":
-        return backend
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    """DIST.BACKEND as ``init_process_group`` takes it: with CUDA, "auto" and "nccl" are
+    ``"cpu:gloo,cuda:nccl"`` (NCCL for CUDA tensors, gloo for CPU ones); without CUDA,
+    "auto" is gloo (which serves both)."""
+    cuda = torch.cuda.is_available()
+    if backend == "nccl" or (backend == "auto" and cuda):
+        return "cpu:gloo,cuda:nccl"
+    return "gloo"
 
 
 def select_device() -> torch.device:
-    """This process's device: cuda:LOCAL_RANK when CUDA is usable, else the CPU."""
+    """This process's device: the CUDA device LOCAL_RANK % visible GPUs (made current),
+    else the CPU. The modulo keeps one visible GPU per process working (a launcher that
+    sets CUDA_VISIBLE_DEVICES per process) as well as all GPUs visible to each process."""
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+    index = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def init_distributed(backend: str = "auto", timeout_minutes: float = 30.0) -> Tuple[int, int]:
     """Join the process group that torchrun describes; a no-op for one plain process.
 
-    Returns ``(rank, world_size)``.
+    On CUDA the group is bound to this process's device (``device_id``). Returns
+    ``(rank, world_size)``.
     """
     if is_distributed():
         return get_rank(), get_world_size()
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         return 0, 1
-    select_device()
+    device = select_device()
     dist.init_process_group(backend=resolve_backend(backend), init_method="env://",
-                            timeout=timedelta(minutes=timeout_minutes))
+                            timeout=timedelta(minutes=timeout_minutes),
+                            device_id=device if device.type == "cuda" else None)
     return get_rank(), get_world_size()
+
+
+_SIDE_GROUPS: Dict[int, dist.ProcessGroup] = {}  # id(default group) -> gloo group over the same ranks
+
+
+def served_device_types(group: Optional[dist.ProcessGroup] = None) -> Set[str]:
+    """Device types that ``group`` (default: the default group) has a backend for.
+
+    From its backend configuration, e.g. ``"cpu:gloo,cuda:nccl"`` -> {"cpu", "cuda"}.
+    """
+    config = dist.get_backend_config(group)
+    return {entry.split(":")[0] for entry in config.split(",") if ":" in entry}
+
+
+def group_for(device: torch.device) -> Optional[dist.ProcessGroup]:
+    """The group for collectives on tensors of ``device`` (None: the default group).
+
+    CPU tensors (and pickled objects) go through the default group when it serves the
+    CPU, else through a gloo group over the same ranks, created on the first call.
+    Collective: every rank must call it at the same point (the helpers below do).
+    """
+    if not is_distributed() or device.type != "cpu" or "cpu" in served_device_types():
+        return None
+    key = id(dist.group.WORLD)
+    if key not in _SIDE_GROUPS:
+        _SIDE_GROUPS[key] = dist.new_group(backend="gloo")
+    return _SIDE_GROUPS[key]
+
+
+def cpu_group() -> Optional[dist.ProcessGroup]:
+    """The group for CPU tensors, pickled objects and barriers."""
+    return group_for(torch.device("cpu"))
 
 
 def cleanup_distributed() -> None:
     """Leave the process group (if any)."""
     if is_distributed():
+        _SIDE_GROUPS.clear()
         dist.destroy_process_group()
 
 
 def barrier() -> None:
     if is_distributed():
-        dist.barrier()
+        dist.barrier(group=cpu_group())
 
 
 def all_gather_object(obj: Any) -> List[Any]:
@@ -86,15 +139,16 @@ def all_gather_object(obj: Any) -> List[Any]:
     if not is_distributed():
         return [obj]
     gathered: List[Any] = [None] * get_world_size()
-    dist.all_gather_object(gathered, obj)
+    dist.all_gather_object(gathered, obj, group=cpu_group())
     return gathered
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over all processes (a new tensor; the input is unchanged)."""
+    """Sum of ``tensor`` over all processes (a new tensor on the same device; the input
+    is unchanged). CPU and CUDA tensors both work (``group_for``)."""
     out = tensor.detach().clone()
     if is_distributed():
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group_for(out.device))
     return out
 
 
@@ -103,16 +157,22 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not is_distributed():
         return obj
     holder = [obj]
-    dist.broadcast_object_list(holder, src=src)
+    dist.broadcast_object_list(holder, src=src, group=cpu_group())
     return holder[0]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch; with ``deterministic`` also ask torch for
-    deterministic kernels (cuDNN included) so a CPU run repeats bit for bit."""
+    """Seed python, numpy and torch, and choose the kernels.
+
+    ``deterministic``: torch's deterministic algorithms (cuDNN included) and full
+    fp32 matmuls, so a run repeats bit for bit. Otherwise cuDNN autotuning on CUDA
+    and TensorFloat-32 for fp32 matmuls (``set_float32_matmul_precision("high")``;
+    torch documents it as acting on CUDA only: Ampere and newer GPUs).
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    torch.set_float32_matmul_precision("highest" if deterministic else "high")
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
