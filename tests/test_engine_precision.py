@@ -158,6 +158,8 @@ def restore_matmul_precision():
 def test_fp32_matmuls_use_tf32_unless_deterministic():
     du.seed_everything(0)
     assert torch.get_float32_matmul_precision() == "high"
+    if hasattr(torch.backends.mkldnn, "matmul"):  # CPU matmuls stay full fp32 (CPU results unchanged)
+        assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
     du.seed_everything(0, deterministic=True)
     assert torch.get_float32_matmul_precision() == "highest"
 

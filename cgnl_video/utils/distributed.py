@@ -166,13 +166,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
     ``deterministic``: torch's deterministic algorithms (cuDNN included) and full
     fp32 matmuls, so a run repeats bit for bit. Otherwise cuDNN autotuning on CUDA
-    and TensorFloat-32 for fp32 matmuls (``set_float32_matmul_precision("high")``;
-    torch documents it as acting on CUDA only: Ampere and newer GPUs).
+    and TensorFloat-32 for fp32 matmuls on CUDA (``set_float32_matmul_precision("high")``:
+    Ampere and newer GPUs). CPU matmuls stay full fp32 either way: since torch 2.9 the
+    global setting also reaches oneDNN, which would round them on CPUs with TF32
+    support and change CPU results (the demo's among them).
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.set_float32_matmul_precision("highest" if deterministic else "high")
+    if hasattr(torch.backends.mkldnn, "matmul"):  # torch >= 2.9: per-backend precision
+        torch.backends.mkldnn.matmul.fp32_precision = "ieee"
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
