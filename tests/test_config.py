@@ -3,7 +3,7 @@
 import pytest
 
 from cgnl_video.config import ConfigError, get_cfg, load_config, validate
-from cgnl_video.models.spec import placement_preset
+from cgnl_video.config.backbones import placement_preset
 
 
 def _write(path, text):
