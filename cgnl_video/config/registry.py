@@ -242,6 +242,18 @@ def register_backbone(
     return builder
 
 
+def unregister_block(name: str) -> None:
+    """Remove NONLOCAL.TYPE ``name`` and its keys (e.g. after an interactive session or a test)."""
+    block_entry(name)
+    del _BLOCKS[name]
+
+
+def unregister_backbone(name: str) -> None:
+    """Remove MODEL.ARCH ``name`` and its keys."""
+    backbone_entry(name)
+    del _BACKBONES[name]
+
+
 def block_entries() -> List[BlockEntry]:
     """Every registered block, in registration order."""
     return list(_BLOCKS.values())
