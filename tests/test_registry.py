@@ -12,7 +12,7 @@ from fvcore.common.config import CfgNode
 
 from cgnl_video.analysis.model_zoo import block_columns
 from cgnl_video.config import ConfigError, get_cfg, load_config, register_block
-from cgnl_video.config.registry import unregister_backbone, unregister_block
+from cgnl_video.config.registry import block_entry, unregister_backbone, unregister_block
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.hub import checkpoint_classes
 from cgnl_video.models import build_model
@@ -79,6 +79,12 @@ def test_registration_refuses_taken_names_and_keys(se_block):
         register_block("none", se_block.build_se)
     with pytest.raises(ConfigError, match=r"^NONLOCAL\.TYPE: must be one of"):  # nothing half-registered
         load_config(None, ["NONLOCAL.TYPE", "se2"])
+    original = block_entry("se")
+    register_block("se", se_block.build_se, defaults={"SE": {"REDUCTION": 2, "GATED": True}}, replace=True)
+    assert get_cfg().SE == {"REDUCTION": 2, "GATED": True}  # a redefinition may reuse its own keys
+    register_block("se", original.builder, defaults=original.defaults, validate=original.validate,
+                   describe=original.describe, replace=True)
+    assert get_cfg().SE == {"REDUCTION": 16}
 
 
 @pytest.fixture(scope="module")
