@@ -9,7 +9,7 @@ from torch import nn
 
 from cgnl_video.config import load_config
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.models import build_model
+from cgnl_video.models import build_model, standalone_config
 
 #: overrides that make a model build on its own: no ImageNet file, plain BatchNorm
 STANDALONE = ["RESNET.IMAGENET_WEIGHTS", "", "RESNET.NORM", "batchnorm"]
@@ -20,7 +20,7 @@ def checkpoint_classes(cfg: CfgNode, state: Mapping[str, torch.Tensor]) -> Optio
     names (its model is built on the meta device: no memory, no initialisation);
     None if the checkpoint has no such key."""
     with torch.device("meta"):
-        key = build_model(cfg).classifier_key
+        key = build_model(standalone_config(cfg)).classifier_key
     return int(state[key].shape[0]) if key in state else None
 
 

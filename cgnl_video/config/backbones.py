@@ -62,7 +62,7 @@ def placement_preset(depth: int, num_blocks: int) -> List[List[int]]:
 def c2d_stages(cfg: CfgNode) -> List[Stage]:
     """res2..res5 of the configured depth and width."""
     r = cfg.RESNET
-    return [Stage(name, blocks, channels) for name, blocks, channels
+    return [Stage(name, depth, channels) for name, depth, channels
             in zip(STAGE_NAMES, STAGE_DEPTHS[r.DEPTH], stage_out_channels(r.WIDTH_PER_GROUP))]
 
 

@@ -60,11 +60,12 @@ class BackboneDescription:
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage of a backbone that blocks can be inserted into: NONLOCAL.LOCATION[i]
-    lists indices 0..``blocks``-1 of stage i; an inserted block gets ``channels``."""
+    """A stage of a backbone that blocks can be inserted into: ``depth`` residual
+    blocks (NONLOCAL.LOCATION[i] lists indices 0..depth-1 of stage i) of
+    ``channels`` output channels (what an inserted block gets)."""
 
     name: str
-    blocks: int
+    depth: int
     channels: int
 
 

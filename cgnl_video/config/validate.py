@@ -30,12 +30,13 @@ def _validate_model(cfg: CfgNode) -> None:
     positive(cfg, "MODEL.NUM_CLASSES")
     backbone = backbone_entry(cfg.MODEL.ARCH)
     backbone.validate(cfg)
-    _validate_inserted_blocks(cfg, backbone.stages(cfg))
+    _validate_inserted_blocks(cfg, backbone.stages(cfg), backbone.describe(cfg).label)
 
 
-def _validate_inserted_blocks(cfg: CfgNode, stages: Sequence[Stage]) -> None:
-    """NONLOCAL.* against the backbone's stages, then every registered block's own
-    check, with the stage channels where it goes (none unless it is NONLOCAL.TYPE)."""
+def _validate_inserted_blocks(cfg: CfgNode, stages: Sequence[Stage], backbone: str) -> None:
+    """NONLOCAL.* against the stages of the ``backbone`` (its name in messages), then
+    every registered block's own check, with the channels of the stages it goes
+    into (none unless it is NONLOCAL.TYPE)."""
     nl = cfg.NONLOCAL
     blocks = block_entries()
     one_of(nl.TYPE, ["none"] + [entry.name for entry in blocks], "NONLOCAL.TYPE")
@@ -46,10 +47,9 @@ def _validate_inserted_blocks(cfg: CfgNode, stages: Sequence[Stage]) -> None:
         key = f"NONLOCAL.LOCATION[{i}]"
         for index in indices:
             require(
-                isinstance(index, int) and 0 <= index < stage.blocks,
+                isinstance(index, int) and 0 <= index < stage.depth,
                 key,
-                f"{stage.name} of {backbone_entry(cfg.MODEL.ARCH).describe(cfg).label} has blocks "
-                f"0..{stage.blocks - 1}, got {index}",
+                f"{stage.name} of {backbone} has blocks 0..{stage.depth - 1}, got {index}",
             )
         require(len(set(indices)) == len(indices), key, f"repeated index in {list(indices)}")
     channels = tuple(stage.channels for indices, stage in zip(nl.LOCATION, stages) if indices)

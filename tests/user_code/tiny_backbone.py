@@ -37,7 +37,7 @@ class TinyNet(nn.Module):
                                   nn.ReLU())
         body, dim_in = [], width
         for i, stage in enumerate(stages):
-            res = create_res_stage(depth=stage.blocks, dim_in=dim_in, dim_inner=stage.channels // 4,
+            res = create_res_stage(depth=stage.depth, dim_in=dim_in, dim_inner=stage.channels // 4,
                                    dim_out=stage.channels, bottleneck=create_bottleneck_block,
                                    conv_a_kernel_size=(1, 1, 1), conv_a_stride=(1, 1, 1), conv_a_padding=(0, 0, 0),
                                    conv_b_stride=(1, 1 + i, 1 + i))
