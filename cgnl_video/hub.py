@@ -1,16 +1,27 @@
 """Models for torch.hub (see hubconf.py): built from an experiment config, with
 an optional local checkpoint (ours or a bare state dict)."""
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
+import torch
+from fvcore.common.config import CfgNode
 from torch import nn
 
 from cgnl_video.config import load_config
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.models import build_model
-from cgnl_video.models.c2d import HEAD_BLOCK_INDEX
+from cgnl_video.models import build_model, standalone_config
 
-HEAD_WEIGHT = f"blocks.{HEAD_BLOCK_INDEX}.proj.weight"
+#: overrides that make a model build on its own: no ImageNet file, plain BatchNorm
+STANDALONE = ["RESNET.IMAGENET_WEIGHTS", "", "RESNET.NORM", "batchnorm"]
+
+
+def checkpoint_classes(cfg: CfgNode, state: Mapping[str, torch.Tensor]) -> Optional[int]:
+    """Rows of the checkpoint's classifier weight, at the key the backbone of ``cfg``
+    names (its model is built on the meta device: no memory, no initialisation);
+    None if the checkpoint has no such key."""
+    with torch.device("meta"):
+        key = build_model(standalone_config(cfg)).classifier_key
+    return int(state[key].shape[0]) if key in state else None
 
 
 def hub_model(config_file: str, num_classes: Optional[int] = None, checkpoint: Optional[str] = None,
@@ -24,15 +35,15 @@ def hub_model(config_file: str, num_classes: Optional[int] = None, checkpoint: O
     ``opts`` sets RESNET.IMAGENET_WEIGHTS, and BatchNorm stays plain (no
     SyncBatchNorm, which needs a process group) unless ``opts`` sets RESNET.NORM.
     """
+    opts = [str(x) for x in opts]
     state = cu.model_state_from(cu.load_checkpoint(checkpoint)) if checkpoint else None
-    if num_classes is None and state is not None and HEAD_WEIGHT in state:
-        num_classes = int(state[HEAD_WEIGHT].shape[0])
-    overrides = ["RESNET.IMAGENET_WEIGHTS", "", "RESNET.NORM", "batchnorm"]  # a standalone model
+    if num_classes is None and state is not None:
+        num_classes = checkpoint_classes(load_config(config_file, STANDALONE + opts), state)
+    overrides = list(STANDALONE)
     if num_classes is not None:
         overrides += ["MODEL.NUM_CLASSES", str(num_classes)]
-    cfg = load_config(config_file, overrides + [str(x) for x in opts])
+    cfg = load_config(config_file, overrides + opts)
     model = build_model(cfg)
     if state is not None:
         model.load_state_dict(state, strict=True)
     return model.eval()
-

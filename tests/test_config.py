@@ -3,7 +3,7 @@
 import pytest
 
 from cgnl_video.config import ConfigError, get_cfg, load_config, validate
-from cgnl_video.models.spec import placement_preset
+from cgnl_video.config.backbones import placement_preset
 
 
 def _write(path, text):
@@ -101,3 +101,38 @@ def test_placement_presets_match_the_paper():
 def test_negative_thread_count_is_refused():
     with pytest.raises(ConfigError, match=r"NUM_THREADS"):
         load_config(None, ["NUM_THREADS", "-1"])
+
+
+def test_config_modules_import_each_other_without_cycles():
+    """config/*.py import only one another in one direction (function-level imports
+    count too), and nothing of cgnl_video outside config/ (the models import it)."""
+    import ast
+    import glob
+    import os
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cgnl_video", "config")
+    graph = {}
+    for path in glob.glob(os.path.join(folder, "*.py")):
+        name = os.path.splitext(os.path.basename(path))[0]
+        imported = set()
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cgnl_video"):
+                assert node.module.startswith("cgnl_video.config"), f"config/{name}.py imports {node.module}"
+                parts = node.module.split(".")
+                imported |= {parts[2]} if len(parts) > 2 else {a.name for a in node.names}
+        graph[name] = imported - {name}
+    done, visiting = set(), []
+
+    def visit(module):
+        assert module not in visiting, f"import cycle: {' -> '.join(visiting + [module])}"
+        if module in done:
+            return
+        visiting.append(module)
+        for other in graph.get(module, ()):
+            visit(other)
+        visiting.pop()
+        done.add(module)
+
+    for module in graph:
+        if module != "__init__":
+            visit(module)

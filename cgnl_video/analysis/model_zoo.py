@@ -16,8 +16,9 @@ from typing import List, Optional, Sequence
 from fvcore.common.config import CfgNode
 
 from cgnl_video.config import load_config
+from cgnl_video.config.registry import backbone_entry, block_entry
 from cgnl_video.engine.evaluate import TEST_METRICS_FILE
-from cgnl_video.models.summary import summarize_config
+from cgnl_video.models.summary import inserted_count, summarize_config
 
 
 @dataclass
@@ -25,7 +26,7 @@ class ZooRow:
     """One config: what it builds, its size and (if a run exists) its accuracy."""
 
     config: str
-    depth: int
+    depth: str
     blocks: str
     groups: str
     kernel: str
@@ -45,15 +46,13 @@ def find_configs(root: str) -> List[str]:
 
 
 def block_columns(cfg: CfgNode) -> Sequence[str]:
-    """(blocks, groups, kernel) as shown in the table, "-" where not applicable."""
-    kind = cfg.NONLOCAL.TYPE
-    count = sum(len(indices) for indices in cfg.NONLOCAL.LOCATION)
-    if kind == "none" or count == 0:
+    """(blocks, groups, kernel) as shown in the table, from the registered block's
+    description; "-" where not applicable."""
+    count = inserted_count(cfg)
+    if not count:
         return "-", "-", "-"
-    blocks = f"{count} {'residual' if kind == 'residual' else kind.upper()}"
-    if kind == "nl":
-        return blocks, "-", cfg.NL.INSTANTIATION
-    return blocks, str(cfg.CGNL.GROUPS), cfg.CGNL.KERNEL if kind == "cgnl" else "-"
+    d = block_entry(cfg.NONLOCAL.TYPE).describe(cfg)
+    return f"{count} {d.label}", "-" if d.groups is None else str(d.groups), d.kernel or "-"
 
 
 def run_folder(cfg: CfgNode, relative: str, runs_root: Optional[str]) -> Optional[str]:
@@ -75,9 +74,10 @@ def zoo_row(path: str, configs_root: str, runs_root: Optional[str] = None) -> Zo
     relative = os.path.relpath(path, configs_root)
     summary = summarize_config(cfg)
     blocks, groups, kernel = block_columns(cfg)
+    depth = backbone_entry(cfg.MODEL.ARCH).describe(cfg).depth
     row = ZooRow(
         config=relative,
-        depth=cfg.RESNET.DEPTH,
+        depth="-" if depth is None else str(depth),
         blocks=blocks,
         groups=groups,
         kernel=kernel,

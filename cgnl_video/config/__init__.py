@@ -1,7 +1,24 @@
-"""Configuration: defaults, loading with ``_BASE_`` inheritance and overrides, validation."""
+"""Configuration: defaults, loading with ``_BASE_`` inheritance and overrides,
+validation, and the registries of blocks and backbones. Imports no torch.
 
-from cgnl_video.config.defaults import get_cfg
-from cgnl_video.config.load import ConfigError, load_config
+Modules (no import cycles; each imports only those above it):
+
+    rules.py      ConfigError and the rule helpers every check uses
+    choices.py    allowed values of the enumerated keys
+    defaults.py   the package's keys (base_cfg)
+    registry.py   register_block / register_backbone, get_cfg (defaults + registered keys)
+    backbones.py  the C2D backbone's keys, checks and stages (registered here)
+    blocks.py     the cgnl, nl and residual blocks' keys and checks (registered here)
+    validate.py   validate(cfg)
+    load.py       load_config(file, opts)
+"""
+
+from cgnl_video.config import backbones, blocks  # noqa: F401 (registers the shipped backbone and blocks)
+from cgnl_video.config.load import load_config
+from cgnl_video.config.registry import (BackboneDescription, BlockDescription, Stage, get_cfg, register_backbone,
+                                        register_block)
+from cgnl_video.config.rules import ConfigError
 from cgnl_video.config.validate import validate
 
-__all__ = ["ConfigError", "get_cfg", "load_config", "validate"]
+__all__ = ["BackboneDescription", "BlockDescription", "ConfigError", "Stage", "get_cfg", "load_config",
+           "register_backbone", "register_block", "validate"]

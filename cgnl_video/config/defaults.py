@@ -1,4 +1,9 @@
-"""Every configuration key of cgnl_video, with its default and a one-line comment.
+"""The configuration keys of cgnl_video, with their defaults and one-line comments.
+
+The keys of a backbone or an inserted block live with its registration (the
+same call a user's block goes through, see ``config/registry.py``): RESNET in
+``config/backbones.py``, NL and CGNL in ``config/blocks.py``. ``get_cfg()``
+returns all of them together.
 
 Key names follow PySlowFast where the concept is the same. Experiment files in
 ``configs/`` override these defaults (with ``_BASE_`` inheritance) and the
@@ -43,54 +48,20 @@ _C.DATA_LOADER.PIN_MEMORY = True  # pin host memory (only takes effect on GPU)
 
 # ----------------------------------------------------------------------------- model
 _C.MODEL = CfgNode()
-_C.MODEL.ARCH = "c2d"  # backbone family; "c2d" is the only one for now
+_C.MODEL.ARCH = "c2d"  # a registered backbone; the package ships "c2d" (RESNET keys)
 _C.MODEL.NUM_CLASSES = 200  # classes of the final fc
 _C.MODEL.DROPOUT_RATE = 0.5  # dropout before the fc
 _C.MODEL.CHANNELS_LAST = False  # run the model in channels_last_3d memory format
 _C.MODEL.COMPILE = False  # wrap the model with torch.compile
-
-# ----------------------------------------------------------------------------- ResNet backbone
-_C.RESNET = CfgNode()
-_C.RESNET.DEPTH = 50  # 50 or 101
-_C.RESNET.WIDTH_PER_GROUP = 64  # stem width; stage widths scale with it (64 = standard ResNet)
-_C.RESNET.NORM = "batchnorm"  # "batchnorm" or "sync_batchnorm" (distributed runs)
-_C.RESNET.ZERO_INIT_FINAL_BN = True  # last BN of each residual block starts at gamma = 0
-_C.RESNET.IMAGENET_WEIGHTS = ""  # local torchvision ResNet state dict to initialise from ("" = random)
-_C.RESNET.STEM_CONV_KERNEL = [1, 7, 7]  # conv1 kernel (T, H, W)
-_C.RESNET.STEM_CONV_STRIDE = [2, 2, 2]  # conv1 stride (T, H, W)
-_C.RESNET.STEM_POOL_KERNEL = [2, 3, 3]  # pool1 kernel (T, H, W)
-_C.RESNET.STEM_POOL_STRIDE = [2, 2, 2]  # pool1 stride (T, H, W)
-_C.RESNET.POOL2_KERNEL = [2, 1, 1]  # temporal max pool after res2 (T, H, W)
-_C.RESNET.POOL2_STRIDE = [2, 1, 1]  # its stride (T, H, W)
-_C.RESNET.CONV_A_KERNEL = [[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]]  # 1st conv of blocks, res2..res5
-_C.RESNET.CONV_B_KERNEL = [[1, 3, 3], [1, 3, 3], [1, 3, 3], [1, 3, 3]]  # 2nd conv of blocks, res2..res5
-_C.RESNET.SPATIAL_STRIDES = [1, 2, 2, 2]  # spatial stride of the first block of res2..res5
-_C.RESNET.TEMPORAL_STRIDES = [1, 1, 1, 1]  # temporal stride of the first block of res2..res5
 
 # ----------------------------------------------------------------------------- inserted blocks
 # Where extra blocks go: for each stage res2..res5, the indices of the residual
 # blocks after which one block of NONLOCAL.TYPE is inserted. Presets for the
 # paper's "1 block" and "5 blocks" are in cgnl_video.models.placement_preset.
 _C.NONLOCAL = CfgNode()
-_C.NONLOCAL.TYPE = "none"  # "none", "nl", "cgnl" or "residual" (the simple block of Table 3)
+_C.NONLOCAL.TYPE = "none"  # "none" or a registered block: "nl", "cgnl", "residual" (the simple block of Table 3)
 _C.NONLOCAL.LOCATION = [[], [], [], []]  # per stage res2..res5: block indices to insert after
 _C.NONLOCAL.DIM_INNER_RATIO = 0.5  # inner channels = ratio * stage channels (theta/phi/g width)
-
-# NL block (Wang et al.), the baseline.
-_C.NL = CfgNode()
-_C.NL.INSTANTIATION = "softmax"  # "softmax" (embedded Gaussian) or "dot_product"
-_C.NL.POOL = [1, 2, 2]  # max-pool kernel/stride on the input of phi and g ([1, 1, 1] = none)
-_C.NL.SCALE = True  # softmax: scale theta^T phi by dim_inner ** -0.5 first
-
-# CGNL block (Yue et al.).
-_C.CGNL = CfgNode()
-_C.CGNL.KERNEL = "dot"  # "dot", "embedded_gaussian" or "rbf"
-_C.CGNL.GROUPS = 8  # channel groups G
-_C.CGNL.ORDER = 3  # Taylor order P (embedded_gaussian and rbf)
-_C.CGNL.GAMMA = 1e-4  # RBF gamma
-_C.CGNL.USE_SCALE = False  # divide the group scalars by sqrt(C' * T * H * W)
-_C.CGNL.NORM = "bn"  # "bn" (paper, Eq. 13) or "gn" (official image code)
-_C.CGNL.FUSED = False  # run theta/phi/g as one convolution (same weights, saved separately)
 
 # ----------------------------------------------------------------------------- batch norm
 _C.BN = CfgNode()
@@ -138,6 +109,7 @@ _C.DIST = CfgNode()
 _C.DIST.BACKEND = "auto"  # "auto" (GPU: "cpu:gloo,cuda:nccl", CPU: gloo), "nccl" (the same) or "gloo"
 
 
-def get_cfg() -> CfgNode:
-    """A fresh copy of the defaults (never the module-level object itself)."""
+def base_cfg() -> CfgNode:
+    """A fresh copy of the keys above, without those of registered backbones and
+    blocks (``get_cfg`` in ``config/registry.py`` adds them)."""
     return _C.clone()

@@ -6,11 +6,9 @@ from typing import Optional, Sequence
 
 from fvcore.common.config import CfgNode
 
-from cgnl_video.config.defaults import get_cfg
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the offending key."""
+from cgnl_video.config.registry import get_cfg
+from cgnl_video.config.rules import ConfigError
+from cgnl_video.config.validate import validate
 
 
 # fvcore (merging a file) says "Non-existent config key: K"; yacs (merging a list) "Non-existent key: K".
@@ -25,7 +23,8 @@ def _unknown_key_error(exc: Exception, source: str) -> ConfigError:
 
 
 def load_config(cfg_file: Optional[str] = None, opts: Sequence[str] = (), check: bool = True) -> CfgNode:
-    """Defaults, then ``cfg_file`` (following ``_BASE_``), then ``opts`` pairs.
+    """Defaults (``get_cfg``: with the keys of registered blocks and backbones), then
+    ``cfg_file`` (following ``_BASE_``), then ``opts`` pairs.
 
     Raises ConfigError naming the key for an unknown key, a malformed override
     list, or (with ``check``) a value that ``validate`` rejects.
@@ -49,8 +48,6 @@ def load_config(cfg_file: Optional[str] = None, opts: Sequence[str] = (), check:
                 raise _unknown_key_error(exc, "command line") from None
             raise ConfigError(f"bad value {value!r} for {key}: {exc}") from None
     if check:
-        from cgnl_video.config.validate import validate
-
         validate(cfg)
     cfg.freeze()
     return cfg

@@ -5,8 +5,11 @@
 each epoch. A dataset is entries + classes + a sampling policy (``RandomClip``,
 ``CentreClip``, ``MultiView``). See docs/DATA_PIPELINE.md.
 
-Names are imported lazily on first use, so the data_prep scripts, which only
-need ``cgnl_video.data.manifest``, do not pay for importing torch and torchvision.
+Names are imported lazily on first use (``utils/lazy.py``) because the import
+cost matters here: the data_prep scripts and each of their spawned extraction
+workers import ``cgnl_video.data.manifest`` only, without torch; with plain
+imports in this file they would import torch, torchvision and the decoders too,
+about 300 times the time (benchmarks/bench_imports.py, benchmarks/RESULTS.md).
 """
 
 from typing import Dict

@@ -1,39 +1,28 @@
 """Models: C2D ResNet backbones with CGNL / NL / simple residual blocks.
 
 Public entry points: ``build_model(cfg)``, ``CGNLBlock``, ``NonLocalBlock``,
-``SimpleResidualBlock``, ``placement_preset`` (see docs/MODELS.md).
+``SimpleResidualBlock``, ``placement_preset``, and ``register_block`` /
+``register_backbone`` to add a NONLOCAL.TYPE or MODEL.ARCH from user code
+(see ``cgnl_video/config/registry.py`` and docs/MODELS.md).
 
-Names are imported lazily on first use, so ``cgnl_video.config`` (whose
-validation reads ``cgnl_video.models.spec``) stays light and free of import
-cycles; this package never imports ``cgnl_video.config``.
+Plain imports: this package needs torch anyway, and ``cgnl_video.config`` (the
+torch-free part: keys, checks, registries) does not import it.
 """
 
-from typing import Dict
+from cgnl_video.config.backbones import STAGE_DEPTHS, placement_preset, stage_out_channels
+from cgnl_video.config.registry import (BackboneDescription, BlockDescription, Stage, register_backbone,
+                                        register_block)
+from cgnl_video.models.build import (Backbone, build_backbone, build_model, insert_blocks, prepare_for_speed,
+                                     standalone_config)
+from cgnl_video.models.c2d import C2DHead, C2DResNet, C2DStage, create_c2d
+from cgnl_video.models.cgnl import CGNLBlock, exact_generalized_nonlocal, taylor_coefficients
+from cgnl_video.models.nonlocal_block import NonLocalBlock, SimpleResidualBlock
+from cgnl_video.models.weights import load_imagenet_weights, load_pytorchvideo_state_dict
 
-from cgnl_video.utils.lazy import lazy_exports
-
-#: public name -> submodule that defines it
-_EXPORTS: Dict[str, str] = {
-    "BLOCK_BUILDERS": "build",
-    "build_backbone": "build",
-    "build_model": "build",
-    "prepare_for_speed": "build",
-    "C2DHead": "c2d",
-    "C2DResNet": "c2d",
-    "C2DStage": "c2d",
-    "create_c2d": "c2d",
-    "insert_blocks": "c2d",
-    "CGNLBlock": "cgnl",
-    "exact_generalized_nonlocal": "cgnl",
-    "taylor_coefficients": "cgnl",
-    "NonLocalBlock": "nonlocal_block",
-    "SimpleResidualBlock": "nonlocal_block",
-    "STAGE_DEPTHS": "spec",
-    "placement_preset": "spec",
-    "stage_out_channels": "spec",
-    "load_imagenet_weights": "weights",
-    "load_pytorchvideo_state_dict": "weights",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = [
+    "Backbone", "BackboneDescription", "BlockDescription", "C2DHead", "C2DResNet", "C2DStage", "CGNLBlock",
+    "NonLocalBlock", "STAGE_DEPTHS", "SimpleResidualBlock", "Stage", "build_backbone", "build_model", "create_c2d",
+    "exact_generalized_nonlocal", "insert_blocks", "load_imagenet_weights", "load_pytorchvideo_state_dict",
+    "placement_preset", "prepare_for_speed", "register_backbone", "register_block", "stage_out_channels",
+    "standalone_config", "taylor_coefficients",
+]

@@ -1,70 +1,48 @@
-"""build_model(cfg): the C2D backbone, the inserted blocks, optional ImageNet init.
+"""build_model(cfg): the registered backbone of MODEL.ARCH with the registered
+blocks of NONLOCAL.TYPE inserted; and the builders of the shipped backbone and
+blocks, which ``cgnl_video.config.backbones`` / ``config.blocks`` register.
 
-``cfg`` is a CfgNode from ``cgnl_video.config`` (this module does not import
-the config package, which itself imports ``cgnl_video.models.spec``).
+A backbone builder ``builder(cfg) -> nn.Module`` returns a model with
+
+* ``stages``: its stages in the order of the entry's ``stages(cfg)``, each with
+  ``insert_after(index, block)`` (blocks run after residual block ``index``);
+* ``parts()``: part name -> module path, in forward order (model_info's rows);
+* ``classifier_key``: the state dict key of the classifier weight, one row per
+  class (torch.hub reads a checkpoint's number of classes there);
+* train mode returning logits (B, classes) and eval mode class probabilities.
+
+``C2DResNet`` (models/c2d.py) is the shipped one.
 """
 
 import os
-from functools import partial
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Protocol, Sequence
 
 import torch
 from torch import nn
 
-from cgnl_video.models.c2d import C2DResNet, create_c2d, insert_blocks
+from cgnl_video.config.blocks import inner_channels
+from cgnl_video.config.registry import backbone_entry, block_entry
+from cgnl_video.models.c2d import C2DResNet, create_c2d
 from cgnl_video.models.cgnl import CGNLBlock
 from cgnl_video.models.nonlocal_block import NonLocalBlock, SimpleResidualBlock
 from cgnl_video.models.weights import load_imagenet_weights
 
 
-def _dim_inner(cfg: Any, channels: int) -> int:
-    return int(channels * cfg.NONLOCAL.DIM_INNER_RATIO)
+class Backbone(Protocol):
+    """What ``build_model`` and the tools need of a backbone (see the module docstring)."""
+
+    stages: Sequence[Any]
+    classifier_key: str
+
+    def parts(self) -> Dict[str, str]: ...
 
 
-def _make_cgnl(cfg: Any, channels: int) -> nn.Module:
-    c = cfg.CGNL
-    return CGNLBlock(
-        channels,
-        _dim_inner(cfg, channels),
-        groups=c.GROUPS,
-        kernel=c.KERNEL,
-        order=c.ORDER,
-        gamma=c.GAMMA,
-        use_scale=c.USE_SCALE,
-        norm=c.NORM,
-        fused=c.FUSED,
-    )
-
-
-def _make_nl(cfg: Any, channels: int) -> nn.Module:
-    return NonLocalBlock(
-        channels,
-        _dim_inner(cfg, channels),
-        instantiation=cfg.NL.INSTANTIATION,
-        pool_size=cfg.NL.POOL,
-        scale=cfg.NL.SCALE,
-    )
-
-
-def _make_residual(cfg: Any, channels: int) -> nn.Module:
-    # Table 3 compares with a CGNL block, so it shares CGNL.GROUPS and CGNL.NORM.
-    return SimpleResidualBlock(channels, _dim_inner(cfg, channels), groups=cfg.CGNL.GROUPS, norm=cfg.CGNL.NORM)
-
-
-#: NONLOCAL.TYPE -> constructor (cfg, stage channels) -> block
-BLOCK_BUILDERS: Dict[str, Callable[[Any, int], nn.Module]] = {
-    "cgnl": _make_cgnl,
-    "nl": _make_nl,
-    "residual": _make_residual,
-}
-
-
-def build_backbone(cfg: Any) -> C2DResNet:
-    """The C2D ResNet of cfg.RESNET / cfg.MODEL, without inserted blocks or weights."""
-    if cfg.MODEL.ARCH != "c2d":
-        raise ValueError(f"MODEL.ARCH: only 'c2d' is implemented, got {cfg.MODEL.ARCH!r}")
+# ----------------------------------------------------------------------------- the shipped backbone
+def build_c2d(cfg: Any) -> C2DResNet:
+    """The C2D ResNet of cfg.RESNET / cfg.MODEL; RESNET.IMAGENET_WEIGHTS (a local
+    torchvision state dict) initialises it."""
     r = cfg.RESNET
-    return create_c2d(
+    model = create_c2d(
         depth=r.DEPTH,
         num_classes=cfg.MODEL.NUM_CLASSES,
         width=r.WIDTH_PER_GROUP,
@@ -81,32 +59,76 @@ def build_backbone(cfg: Any) -> C2DResNet:
         temporal_strides=r.TEMPORAL_STRIDES,
         zero_init_final_bn=r.ZERO_INIT_FINAL_BN,
     )
+    if r.IMAGENET_WEIGHTS:
+        if not os.path.isfile(r.IMAGENET_WEIGHTS):
+            raise FileNotFoundError(
+                f"RESNET.IMAGENET_WEIGHTS: {r.IMAGENET_WEIGHTS} not found. Save a torchvision ResNet-{r.DEPTH} "
+                "state dict there (see configs/README.md) or set RESNET.IMAGENET_WEIGHTS '' for random init"
+            )
+        load_imagenet_weights(model, r.IMAGENET_WEIGHTS)
+    return model
 
 
-def build_model(cfg: Any) -> C2DResNet:
-    """The model of a config, on CPU, in train mode.
+# ----------------------------------------------------------------------------- the shipped blocks
+def build_cgnl(cfg: Any, channels: int) -> nn.Module:
+    c = cfg.CGNL
+    return CGNLBlock(
+        channels,
+        inner_channels(cfg, channels),
+        groups=c.GROUPS,
+        kernel=c.KERNEL,
+        order=c.ORDER,
+        gamma=c.GAMMA,
+        use_scale=c.USE_SCALE,
+        norm=c.NORM,
+        fused=c.FUSED,
+    )
+
+
+def build_nl(cfg: Any, channels: int) -> nn.Module:
+    return NonLocalBlock(
+        channels,
+        inner_channels(cfg, channels),
+        instantiation=cfg.NL.INSTANTIATION,
+        pool_size=cfg.NL.POOL,
+        scale=cfg.NL.SCALE,
+    )
+
+
+def build_residual(cfg: Any, channels: int) -> nn.Module:
+    # Table 3 compares with a CGNL block, so it shares CGNL.GROUPS and CGNL.NORM.
+    return SimpleResidualBlock(channels, inner_channels(cfg, channels), groups=cfg.CGNL.GROUPS, norm=cfg.CGNL.NORM)
+
+
+# ----------------------------------------------------------------------------- assembly
+def insert_blocks(model: Backbone, locations: Sequence[Sequence[int]], make_block: Callable[[int], nn.Module]) -> None:
+    """For stage s of ``model.stages`` and each index i in ``locations[s]``, insert
+    ``make_block(channels_of_stage_s)`` after residual block i."""
+    if len(locations) != len(model.stages):
+        raise ValueError(f"need one index list per stage ({len(model.stages)}), got {len(locations)}")
+    for stage, indices in zip(model.stages, locations):
+        for index in sorted(indices):
+            stage.insert_after(index, make_block(stage.out_channels))
+
+
+def build_backbone(cfg: Any) -> nn.Module:
+    """The backbone of MODEL.ARCH, without inserted blocks."""
+    return backbone_entry(cfg.MODEL.ARCH).build(cfg)
+
+
+def build_model(cfg: Any) -> nn.Module:
+    """The model of a (validated) config, on CPU, in train mode.
 
     Train mode returns logits (B, MODEL.NUM_CLASSES); eval mode returns class
     probabilities averaged over the positions of the last feature map (see
     ``C2DResNet``). Blocks of NONLOCAL.TYPE go after the residual blocks listed
-    in NONLOCAL.LOCATION; RESNET.IMAGENET_WEIGHTS (a local torchvision state
-    dict) initialises the backbone; RESNET.NORM "sync_batchnorm" converts every
-    BatchNorm (the model then needs an initialised process group to train).
+    in NONLOCAL.LOCATION; RESNET.NORM "sync_batchnorm" converts every BatchNorm
+    (the model then needs an initialised process group to train).
     """
     model = build_backbone(cfg)
-    block_type = cfg.NONLOCAL.TYPE
-    if block_type != "none":
-        if block_type not in BLOCK_BUILDERS:
-            raise ValueError(f"NONLOCAL.TYPE must be 'none' or one of {sorted(BLOCK_BUILDERS)}, got {block_type!r}")
-        insert_blocks(model, cfg.NONLOCAL.LOCATION, partial(BLOCK_BUILDERS[block_type], cfg))
-    weights = cfg.RESNET.IMAGENET_WEIGHTS
-    if weights:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(
-                f"RESNET.IMAGENET_WEIGHTS: {weights} not found. Save a torchvision ResNet-{cfg.RESNET.DEPTH} "
-                "state dict there (see configs/README.md) or set RESNET.IMAGENET_WEIGHTS '' for random init"
-            )
-        load_imagenet_weights(model, weights)
+    if cfg.NONLOCAL.TYPE != "none":
+        block = block_entry(cfg.NONLOCAL.TYPE)
+        insert_blocks(model, cfg.NONLOCAL.LOCATION, lambda channels: block.build(cfg, channels))
     if cfg.RESNET.NORM == "sync_batchnorm":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model

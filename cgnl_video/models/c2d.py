@@ -1,6 +1,6 @@
 """C2D ResNet-50/101 for video (non-local paper, Table 1) from PyTorchVideo's builders.
 
-Default layout for a 32x224x224 clip (FACTS section 3)::
+Default layout for a 32x224x224 clip (non-local paper, Table 1)::
 
     conv1  1x7x7, stride (2,2,2)          -> 16x112x112
     pool1  max (2,3,3), stride (2,2,2)    ->  8x56x56
@@ -10,12 +10,15 @@ Default layout for a 32x224x224 clip (FACTS section 3)::
     head   average, dropout, fc
 
 The module list is PyTorchVideo's ``Net.blocks = [stem, res2, pool2, res3, res4,
-res5, head]`` so a PyTorchVideo C2D state dict loads into the baseline as is.
-Extra blocks (CGNL, NL, ...) live in each stage's ``inserted`` ModuleDict, keyed
-by the index of the residual block they follow; residual blocks keep their names.
+res5, head]`` so a PyTorchVideo C2D state dict loads into the baseline as is;
+``C2DResNet.PARTS`` names them, and weights, model_info and torch.hub ask
+``C2DResNet`` where a part is. Extra blocks (CGNL, NL, ...) live in each stage's
+``inserted`` ModuleDict, keyed by the index of the residual block they follow;
+residual blocks keep their names. The config keys, their checks and the stage
+layout (``STAGE_DEPTHS``) are in ``cgnl_video.config.backbones``.
 """
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from pytorchvideo.models.net import Net
@@ -23,12 +26,9 @@ from pytorchvideo.models.resnet import BottleneckBlock, ResStage, create_bottlen
 from pytorchvideo.models.stem import create_res_basic_stem
 from torch import nn
 
-from cgnl_video.models.spec import STAGE_DEPTHS, stage_out_channels
+from cgnl_video.config.backbones import STAGE_DEPTHS, STAGE_NAMES, stage_out_channels
 
 Triple = Sequence[int]
-#: indices of res2..res5 and of the head in ``Net.blocks``
-STAGE_BLOCK_INDICES = (1, 3, 4, 5)
-HEAD_BLOCK_INDEX = 6
 
 
 def same_padding(kernel: Triple) -> Tuple[int, ...]:
@@ -103,18 +103,35 @@ class C2DResNet(Net):
       testing therefore receive probabilities, not logits.
     """
 
+    #: the modules of ``blocks`` in order (PyTorchVideo's layout, which its C2D checkpoints use)
+    PARTS: Tuple[str, ...] = ("stem", STAGE_NAMES[0], "pool2", *STAGE_NAMES[1:], "head")
+
+    @classmethod
+    def part_path(cls, part: str) -> str:
+        """Where a part (one of PARTS) is: its module path, the prefix of its state dict keys."""
+        return f"blocks.{cls.PARTS.index(part)}"
+
+    def parts(self) -> Dict[str, str]:
+        """Part name -> module path, in forward order."""
+        return {part: self.part_path(part) for part in self.PARTS}
+
+    @property
+    def classifier_key(self) -> str:
+        """State dict key of the classifier weight (one row per class)."""
+        return f"{self.part_path('head')}.proj.weight"
+
     @property
     def stem(self) -> nn.Module:
-        return self.blocks[0]
+        return self.get_submodule(self.part_path("stem"))
 
     @property
     def stages(self) -> List[C2DStage]:
         """res2, res3, res4, res5."""
-        return [self.blocks[i] for i in STAGE_BLOCK_INDICES]
+        return [self.get_submodule(self.part_path(name)) for name in STAGE_NAMES]
 
     @property
     def head(self) -> C2DHead:
-        return self.blocks[-1]
+        return self.get_submodule(self.part_path("head"))
 
 
 def create_c2d(
@@ -179,23 +196,11 @@ def create_c2d(
         dim_in = dim_out
     pool2 = nn.MaxPool3d(tuple(pool2_kernel), tuple(pool2_stride))
     head = C2DHead(dim_in, num_classes, dropout_rate)
-    model = C2DResNet(blocks=nn.ModuleList([stem, stages[0], pool2, *stages[1:], head]))
+    parts = {"stem": stem, "pool2": pool2, "head": head, **dict(zip(STAGE_NAMES, stages))}
+    model = C2DResNet(blocks=nn.ModuleList([parts[name] for name in C2DResNet.PARTS]))
     if not zero_init_final_bn:
         for module in model.modules():
             if isinstance(module, BottleneckBlock):
                 nn.init.ones_(module.norm_c.weight)
     return model
 
-
-def insert_blocks(
-    model: C2DResNet,
-    locations: Sequence[Sequence[int]],
-    make_block: Callable[[int], nn.Module],
-) -> None:
-    """For stage s (res2..res5) and each index i in ``locations[s]``, insert
-    ``make_block(channels_of_stage_s)`` after residual block i."""
-    if len(locations) != len(STAGE_BLOCK_INDICES):
-        raise ValueError(f"need one index list per stage res2..res5, got {len(locations)}")
-    for stage, indices in zip(model.stages, locations):
-        for index in sorted(indices):
-            stage.insert_after(index, make_block(stage.out_channels))

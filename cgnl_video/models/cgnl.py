@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-CGNL_KERNELS = ("dot", "embedded_gaussian", "rbf")
-NORMS = ("bn", "gn")
+from cgnl_video.config.choices import CGNL_KERNELS, CGNL_NORMS as NORMS
 
 
 def taylor_coefficients(kernel: str, order: int = 3, gamma: float = 1e-4) -> Tuple[float, ...]:

@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cgnl_video.config.choices import NL_INSTANTIATIONS
 from cgnl_video.models.cgnl import check_groups, init_block_convs, make_zero_norm
-
-NL_INSTANTIATIONS = ("softmax", "dot_product")
 
 
 class NonLocalBlock(nn.Module):

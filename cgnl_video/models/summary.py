@@ -9,11 +9,8 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
-from cgnl_video.models.build import build_model, standalone_config
-from cgnl_video.models.c2d import C2DResNet
-
-#: names of C2DResNet.blocks in order
-BLOCK_NAMES = ("stem", "res2", "pool2", "res3", "res4", "res5", "head")
+from cgnl_video.config.registry import backbone_entry, block_entry
+from cgnl_video.models.build import Backbone, build_model, standalone_config
 
 
 @dataclass
@@ -57,8 +54,9 @@ def attention_macs(inputs: List[Any], outputs: List[Any]) -> float:
     return float(lead * q[-2] * k[-2] * (q[-1] + v[-1]))
 
 
-def summarize(model: C2DResNet, input_shape: Tuple[int, ...]) -> ModelSummary:
-    """Run one eval-mode trace of ``model`` on zeros of ``input_shape`` and collect counts."""
+def summarize(model: Backbone, input_shape: Tuple[int, ...]) -> ModelSummary:
+    """Run one eval-mode trace of ``model`` on zeros of ``input_shape`` and collect counts
+    (per part of ``model.parts()``)."""
     shapes: Dict[str, Tuple[int, ...]] = {}
 
     def record(name: str) -> Callable[..., None]:
@@ -67,7 +65,8 @@ def summarize(model: C2DResNet, input_shape: Tuple[int, ...]) -> ModelSummary:
 
         return hook
 
-    hooks = [block.register_forward_hook(record(name)) for name, block in zip(BLOCK_NAMES, model.blocks)]
+    parts = model.parts()
+    hooks = [model.get_submodule(path).register_forward_hook(record(name)) for name, path in parts.items()]
     was_training = model.training
     model.eval()
     try:
@@ -90,7 +89,7 @@ def summarize(model: C2DResNet, input_shape: Tuple[int, ...]) -> ModelSummary:
         inserted_params=inserted,
         macs=macs,
         macs_by_operator=by_operator,
-        macs_by_block={name: float(by_module[f"blocks.{i}"]) for i, name in enumerate(BLOCK_NAMES)},
+        macs_by_block={name: float(by_module[path]) for name, path in parts.items()},
         output_shapes=shapes,
         uncounted_ops=uncounted,
     )
@@ -108,25 +107,24 @@ def format_summary(summary: ModelSummary) -> str:
         "  not counted: " + (", ".join(summary.uncounted_ops) or "-"),
         f"{'block':<7}{'output shape (C x T x H x W)':<32}{'GMACs':>8}",
     ]
-    for name in BLOCK_NAMES:
+    for name in summary.macs_by_block:
         shape = "x".join(map(str, summary.output_shapes[name][1:]))
         lines.append(f"{name:<7}{shape:<32}{summary.macs_by_block[name] / g:>8.2f}")
     return "\n".join(lines)
 
 
+def inserted_count(cfg: Any) -> int:
+    """How many blocks of NONLOCAL.TYPE the model of ``cfg`` has."""
+    return 0 if cfg.NONLOCAL.TYPE == "none" else sum(len(indices) for indices in cfg.NONLOCAL.LOCATION)
+
+
 def describe(cfg: Any) -> str:
-    """A short model name, e.g. "R-101 + 1 CGNL (dot, G=8)"."""
-    name = f"R-{cfg.RESNET.DEPTH}"
-    count = sum(len(indices) for indices in cfg.NONLOCAL.LOCATION)
-    kind = cfg.NONLOCAL.TYPE
-    if kind == "none" or count == 0:
+    """A short model name from the registered backbone and block, e.g. "R-101 + 1 CGNL (dot, G=8)"."""
+    name = backbone_entry(cfg.MODEL.ARCH).describe(cfg).label
+    count = inserted_count(cfg)
+    if not count:
         return name
-    details = {
-        "cgnl": f"CGNL ({cfg.CGNL.KERNEL}, G={cfg.CGNL.GROUPS})",
-        "nl": f"NL ({cfg.NL.INSTANTIATION})",
-        "residual": f"residual (G={cfg.CGNL.GROUPS})",
-    }[kind]
-    return f"{name} + {count} {details}"
+    return f"{name} + {count} {block_entry(cfg.NONLOCAL.TYPE).describe(cfg).text}"
 
 
 def summarize_config(cfg: Any) -> ModelSummary:

@@ -17,7 +17,8 @@ from typing import Dict, List, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from cgnl_video.models.c2d import HEAD_BLOCK_INDEX, STAGE_BLOCK_INDICES
+from cgnl_video.config.backbones import STAGE_NAMES
+from cgnl_video.models.c2d import C2DResNet
 
 StateDict = Mapping[str, torch.Tensor]
 _BRANCH2 = {"conv1": "conv_a", "conv2": "conv_b", "conv3": "conv_c", "bn1": "norm_a", "bn2": "norm_b", "bn3": "norm_c"}
@@ -46,17 +47,18 @@ def read_state_dict(path_or_state: Union[str, StateDict]) -> Dict[str, torch.Ten
 
 
 def torchvision_key_to_c2d(key: str) -> Optional[str]:
-    """The C2D parameter name for a torchvision ResNet key (None if it has no counterpart)."""
+    """The C2D parameter name for a torchvision ResNet key (None if it has no counterpart);
+    torchvision's layer1..layer4 are res2..res5."""
     if key.startswith("conv1.") or key.startswith("bn1."):
         module, attr = key.split(".", 1)
-        return f"blocks.0.{'conv' if module == 'conv1' else 'norm'}.{attr}"
+        return f"{C2DResNet.part_path('stem')}.{'conv' if module == 'conv1' else 'norm'}.{attr}"
     if key.startswith("fc."):
-        return f"blocks.{HEAD_BLOCK_INDEX}.proj.{key[3:]}"
+        return f"{C2DResNet.part_path('head')}.proj.{key[3:]}"
     match = _LAYER_KEY.match(key)
     if not match:
         return None
     layer, block, module, attr = match.groups()
-    prefix = f"blocks.{STAGE_BLOCK_INDICES[int(layer) - 1]}.res_blocks.{block}"
+    prefix = f"{C2DResNet.part_path(STAGE_NAMES[int(layer) - 1])}.res_blocks.{block}"
     if module.startswith("downsample"):
         return f"{prefix}.branch1_{'conv' if module.endswith('0') else 'norm'}.{attr}"
     return f"{prefix}.branch2.{_BRANCH2[module]}.{attr}"

@@ -1,9 +1,9 @@
 """Lazy package exports: a package lists its public names and the submodule of
 each, and a name's submodule is imported on first access (PEP 562).
 
-This keeps light imports light, e.g. ``cgnl_video.data.manifest`` for the
-data_prep scripts, or ``cgnl_video.models.spec`` for config validation, without
-pulling in torch, torchvision and PyTorchVideo.
+This keeps light imports light: ``cgnl_video.data.manifest`` for the data_prep
+scripts and their workers, without pulling in torch, torchvision and the
+decoders (see ``cgnl_video/data/__init__.py`` and benchmarks/bench_imports.py).
 """
 
 import importlib

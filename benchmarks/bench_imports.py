@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Import cost: what a fresh interpreter spends importing parts of the package.
+
+From the repository root (after ``pip install -e .``):
+
+    python benchmarks/bench_imports.py            # 7 rounds
+    python benchmarks/bench_imports.py --quick    # 2 rounds
+
+It decides whether a package's public names are plain imports or lazy
+(``cgnl_video/utils/lazy.py``). ``cgnl_video.models`` needs torch for every
+name, so plain imports cost nothing extra. ``cgnl_video.data`` is also imported
+by the data_prep scripts and their spawned extraction workers, which use only
+``cgnl_video.data.manifest`` (and no torch): with plain exports in
+``data/__init__.py`` each of them would import what the "eager" row imports.
+
+Each case runs in a new Python process, timed inside it (``perf_counter``
+around the import statement, interpreter start excluded); the cases are run
+round-robin, ``--repeats`` times, and the median is reported with the ratio to
+the lazy ``cgnl_video.data.manifest`` import measured in the same run. Prints a
+markdown table and writes benchmarks/results/imports.json.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+from typing import Dict, List, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as common  # noqa: E402
+
+BASELINE = "data.manifest, lazy exports (as shipped)"
+#: case -> import statement
+CASES: Dict[str, str] = {
+    "config (torch-free)": "import cgnl_video.config",
+    BASELINE: "import cgnl_video.data.manifest",
+    "data.manifest, eager (what plain data exports import)": (
+        "import cgnl_video.data.manifest, cgnl_video.data.dataset, cgnl_video.data.decode, cgnl_video.data.loader"),
+    "prep.extract (a data_prep worker)": "import cgnl_video.prep.extract",
+    "models (plain exports)": "import cgnl_video.models",
+}
+_CHILD = "import sys, time; t = time.perf_counter(); {}; print(time.perf_counter() - t, 'torch' in sys.modules)"
+
+
+def time_import(statement: str) -> Tuple[float, bool]:
+    """Seconds a new interpreter spends on ``statement``, and whether torch got imported."""
+    out = subprocess.run([sys.executable, "-c", _CHILD.format(statement)], capture_output=True, text=True,
+                         check=True, cwd=common.REPO).stdout.split()
+    return float(out[0]), out[1] == "True"
+
+
+def main() -> int:
+    parser = common.base_parser(__doc__, "imports", "2 rounds instead of --repeats")
+    parser.add_argument("--repeats", type=int, default=7, help="rounds over all cases (default 7)")
+    args = parser.parse_args()
+    rounds = 2 if args.quick else args.repeats
+    times: Dict[str, List[float]] = {name: [] for name in CASES}
+    torch_loaded: Dict[str, bool] = {}
+    for _ in range(rounds):
+        for name, statement in CASES.items():
+            seconds, torch_loaded[name] = time_import(statement)
+            times[name].append(seconds)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    rows = [[name, f"{medians[name] * 1000:.0f}", f"{min(times[name]) * 1000:.0f}",
+             f"{medians[name] / medians[BASELINE]:.1f}x", "yes" if torch_loaded[name] else "no"] for name in CASES]
+    print(common.markdown_table(["import of cgnl_video.", "median ms", "best ms", "vs lazy data.manifest",
+                                 "imports torch"], rows, "lrrrl"))
+    result = {
+        "machine": common.machine_info(common.pick_device("cpu")),
+        "load_average": common.load_average(),
+        "command": common.command_line(),
+        "rounds": rounds,
+        "cases": {name: {"statement": CASES[name], "seconds": times[name], "median_s": medians[name],
+                         "ratio_to_baseline": medians[name] / medians[BASELINE], "imports_torch": torch_loaded[name]}
+                  for name in CASES},
+    }
+    common.write_json(args.json, result)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""The allowed values of the configuration's enumerated keys, in one torch-free place.
+
+``validate`` checks the config against them, and the modules that take these
+values as arguments (e.g. ``cgnl_video.models.cgnl``) import them from here.
+"""
+
+CGNL_KERNELS = ("dot", "embedded_gaussian", "rbf")  # CGNL.KERNEL (paper Eq. 9 and Sec. 3.2)
+CGNL_NORMS = ("bn", "gn")  # CGNL.NORM: the block's zero-initialised norm
+NL_INSTANTIATIONS = ("softmax", "dot_product")  # NL.INSTANTIATION
+RESNET_NORMS = ("batchnorm", "sync_batchnorm")  # RESNET.NORM
+LR_POLICIES = ("steps_with_relative_lrs", "cosine")  # SOLVER.LR_POLICY
+AMP_DTYPES = ("bf16", "fp16")  # TRAIN.AMP_DTYPE
+DECODING_BACKENDS = ("decord", "pyav")  # DATA.DECODING_BACKEND
+JPEG_DECODERS = ("auto", "torchvision", "pil")  # DATA.JPEG_DECODER
+TEST_SPATIAL_CROPS = (1, 3)  # TEST.NUM_SPATIAL_CROPS
+DIST_BACKENDS = ("auto", "nccl", "gloo")  # DIST.BACKEND
