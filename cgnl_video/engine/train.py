@@ -8,7 +8,6 @@ NLL of their log.
 
 import math
 import os
-import resource
 import time
 from typing import Dict, Optional
 
@@ -20,6 +19,7 @@ from torch import nn
 from cgnl_video.data import build_loader, set_loader_epoch
 from cgnl_video.data.transforms import normalize_uint8
 from cgnl_video.engine import checkpoint as cu
+from cgnl_video.engine.metrics import EpochMeter, memory_mb, topk_errors
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
 from cgnl_video.engine.precision import autocast_context, build_grad_scaler
 from cgnl_video.utils import distributed as du
@@ -49,42 +49,6 @@ def to_device(clips: torch.Tensor, device: torch.device, cfg: CfgNode) -> torch.
     return clips
 
 
-def topk_errors(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> Dict[int, float]:
-    """Number of samples whose label is not among the top-k scores, for each k."""
-    k_max = min(max(ks), scores.shape[1])
-    top = scores.topk(k_max, dim=1).indices
-    hits = top.eq(labels.view(-1, 1))
-    return {k: float(labels.numel() - hits[:, :min(k, k_max)].any(dim=1).sum().item()) for k in ks}
-
-
-def memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated, or the process's peak resident memory on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class _Meter:
-    """Sums over an epoch, reduced over processes at the end."""
-
-    def __init__(self) -> None:
-        self.loss = self.err1 = self.err5 = self.count = 0.0
-
-    def add(self, loss: float, errors: Dict[int, float], n: int) -> None:
-        self.loss += loss * n
-        self.err1 += errors[1]
-        self.err5 += errors[5]
-        self.count += n
-
-    def reduced(self) -> Dict[str, float]:
-        totals = du.all_reduce_sum(torch.tensor([self.loss, self.err1, self.err5, self.count],
-                                                dtype=torch.float64))
-        loss, err1, err5, count = totals.tolist()
-        count = max(count, 1.0)
-        return {"loss": loss / count, "top1_err": 100 * err1 / count, "top5_err": 100 * err5 / count,
-                "samples": int(count)}
-
-
 def _check_finite(loss: torch.Tensor, local_value: float, epoch: int, iteration: int, global_iter: int,
                   last_checkpoint: Optional[str]) -> None:
     """Raise NonFiniteLossError on every rank when any rank's loss is not finite
@@ -105,7 +69,7 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
     """Train one epoch; returns the epoch's stats reduced over processes."""
     logger = get_logger()
     model.train()
-    meter = _Meter()
+    meter = EpochMeter()
     n_iters = len(loader)
     total_iters = cfg.SOLVER.MAX_EPOCH * n_iters
     data_time = iter_time = 0.0
@@ -147,7 +111,7 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
 def validate(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Dict:
     """Single-clip validation: loss (NLL of the eval-mode probabilities), top-1/top-5 errors."""
     model.eval()
-    meter = _Meter()
+    meter = EpochMeter()
     bar = progress(loader, total=len(loader), desc="val", enabled=du.is_main_process())
     for clips, labels, _indices in bar:
         clips, labels = to_device(clips, device, cfg), labels.to(device, non_blocking=True)
