@@ -49,8 +49,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402
 
 from cgnl_video.config import load_config  # noqa: E402
+from cgnl_video.engine.inputs import to_device  # noqa: E402
 from cgnl_video.engine.optim import build_optimizer  # noqa: E402
-from cgnl_video.engine.train import autocast_context, build_grad_scaler, to_device  # noqa: E402
+from cgnl_video.engine.precision import autocast_context, build_grad_scaler  # noqa: E402
 from cgnl_video.models import build_model, prepare_for_speed  # noqa: E402
 
 VARIANTS = {"baseline": "", "+1 NL": "_NL", "+1 CGNL": "_CGNL8", "+5 CGNL": "_CGNL8_5B"}

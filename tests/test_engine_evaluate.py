@@ -181,7 +181,7 @@ class _TinyNet(torch.nn.Module):
 def test_to_device_normalises_uint8_views_and_keeps_float_clips(channels_last):
     from cgnl_video.config import load_config
     from cgnl_video.data.transforms import normalize_uint8
-    from cgnl_video.engine.train import to_device
+    from cgnl_video.engine.inputs import to_device
 
     cfg = load_config(None, ["MODEL.CHANNELS_LAST", str(channels_last)])
     pixels = torch.randint(0, 256, (2, 3, 2, 4, 5), dtype=torch.uint8)

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from cgnl_video.config import get_cfg
 from cgnl_video.engine import checkpoint as cu
+from cgnl_video.engine.inputs import to_device
 from cgnl_video.engine.precision import amp_dtype, autocast_context, build_grad_scaler
-from cgnl_video.engine.train import to_device
 from cgnl_video.models import CGNLBlock, NonLocalBlock, build_model, prepare_for_speed
 from cgnl_video.models.cgnl import CGNL_KERNELS, _compact_expression, compact_generalized_nonlocal
 

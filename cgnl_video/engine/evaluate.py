@@ -17,8 +17,8 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from cgnl_video.engine.inputs import to_device
 from cgnl_video.engine.precision import autocast_context
-from cgnl_video.engine.train import to_device
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
 from cgnl_video.utils.logging import get_logger, progress

@@ -17,8 +17,8 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 from cgnl_video.data import build_loader, set_loader_epoch
-from cgnl_video.data.transforms import normalize_uint8
 from cgnl_video.engine import checkpoint as cu
+from cgnl_video.engine.inputs import to_device
 from cgnl_video.engine.metrics import EpochMeter, memory_mb, topk_errors
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
 from cgnl_video.engine.precision import autocast_context, build_grad_scaler
@@ -28,25 +28,6 @@ from cgnl_video.utils.logging import JsonStatsWriter, format_seconds, get_logger
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stops, checkpoints are kept."""
-
-
-# ----------------------------------------------------------------------------- small helpers
-def to_device(clips: torch.Tensor, device: torch.device, cfg: CfgNode) -> torch.Tensor:
-    """``clips`` (N x C x T x H x W) on ``device`` as the model's float32 input
-    (channels-last with MODEL.CHANNELS_LAST).
-
-    uint8 clips (the multi-view test views: raw 0-255 pixels) are moved as uint8 and
-    normalised there, in float32, ``(x / 255 - DATA.MEAN) / DATA.STD``
-    (``transforms.normalize_uint8``); float clips (train / val) are already normalised.
-    Call it before entering autocast.
-    """
-    clips = clips.to(device, non_blocking=True)
-    memory_format = torch.channels_last_3d if cfg.MODEL.CHANNELS_LAST else torch.contiguous_format
-    if clips.dtype == torch.uint8:
-        return normalize_uint8(clips, cfg.DATA.MEAN, cfg.DATA.STD, memory_format)
-    if cfg.MODEL.CHANNELS_LAST:
-        clips = clips.contiguous(memory_format=memory_format)
-    return clips
 
 
 def _check_finite(loss: torch.Tensor, local_value: float, epoch: int, iteration: int, global_iter: int,
