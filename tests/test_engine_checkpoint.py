@@ -11,7 +11,8 @@ from torch import nn
 from cgnl_video.config import load_config
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
-from cgnl_video.engine.train import build_grad_scaler, checkpoint_state
+from cgnl_video.engine.precision import build_grad_scaler
+from cgnl_video.engine.resume import checkpoint_state
 from cgnl_video.utils import distributed as du
 
 

@@ -7,7 +7,6 @@ NLL of their log.
 """
 
 import math
-import os
 import time
 from typing import Dict, Optional
 
@@ -22,6 +21,7 @@ from cgnl_video.engine.inputs import to_device
 from cgnl_video.engine.metrics import EpochMeter, memory_mb, topk_errors
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
 from cgnl_video.engine.precision import autocast_context, build_grad_scaler
+from cgnl_video.engine.resume import checkpoint_state, restore_rng, resume_from_last
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.logging import JsonStatsWriter, format_seconds, get_logger, progress
 
@@ -101,61 +101,6 @@ def validate(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Di
         loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
         meter.add(loss.item(), topk_errors(probs, labels), labels.numel())
     return meter.reduced()
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: EpochLRScheduler,
-                     scaler: torch.amp.GradScaler, epochs_done: int, cfg: CfgNode) -> Dict:
-    """Everything a resumed run needs; collective (gathers every rank's RNG states)."""
-    return {
-        "model": cu.unwrap_model(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "grad_scaler": scaler.state_dict(),
-        "epoch": epochs_done,
-        "rng_states": du.all_gather_object(du.get_rng_states()),
-        "world_size": du.get_world_size(),
-        "cfg": cfg.dump(),
-    }
-
-
-def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler) -> Optional[Dict]:
-    """Load the last complete checkpoint of OUTPUT_DIR (rank 0 chooses it); None if there is none.
-
-    RNG states are restored later, right before the next epoch starts.
-    """
-    path = None
-    if du.is_main_process():
-        last = cu.load_last_checkpoint(cfg.OUTPUT_DIR)
-        path = last["path"] if last else None
-    path = du.broadcast_object(path)
-    if path is None:
-        return None
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"rank {du.get_rank()} cannot read checkpoint {path}: with several machines, "
-            "OUTPUT_DIR must be on a file system that every machine shares"
-        )
-    state = cu.load_checkpoint(path)
-    cu.unwrap_model(model).load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if state["grad_scaler"] and scaler.is_enabled():  # empty when saved without fp16
-        scaler.load_state_dict(state["grad_scaler"])
-    state["path"] = path
-    get_logger().info("resumed from %s (%d epochs done)", path, state["epoch"])
-    return state
-
-
-def restore_rng(state: Dict) -> None:
-    """Restore this rank's RNG states from a checkpoint written by the same number of processes."""
-    states = state["rng_states"]
-    if len(states) == du.get_world_size():
-        du.set_rng_states(states[du.get_rank()])
-    else:
-        get_logger().warning("checkpoint was written by %d processes, this run has %d: "
-                             "RNG states are not restored", len(states), du.get_world_size())
 
 
 # ----------------------------------------------------------------------------- the epoch loop
