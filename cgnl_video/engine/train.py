@@ -22,6 +22,7 @@ from cgnl_video.engine.metrics import EpochMeter, memory_mb, topk_errors
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
 from cgnl_video.engine.precision import autocast_context, build_grad_scaler
 from cgnl_video.engine.resume import checkpoint_state, restore_rng, resume_from_last
+from cgnl_video.engine.validation import run_validation
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.logging import JsonStatsWriter, format_seconds, get_logger, progress
 
@@ -88,21 +89,6 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
     return stats
 
 
-@torch.no_grad()
-def validate(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Dict:
-    """Single-clip validation: loss (NLL of the eval-mode probabilities), top-1/top-5 errors."""
-    model.eval()
-    meter = EpochMeter()
-    bar = progress(loader, total=len(loader), desc="val", enabled=du.is_main_process())
-    for clips, labels, _indices in bar:
-        clips, labels = to_device(clips, device, cfg), labels.to(device, non_blocking=True)
-        with autocast_context(cfg, device):
-            probs = model(clips).float()
-        loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
-        meter.add(loss.item(), topk_errors(probs, labels), labels.numel())
-    return meter.reduced()
-
-
 # ----------------------------------------------------------------------------- the epoch loop
 def wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel in a multi-process run (over the group that serves
@@ -148,7 +134,7 @@ def fit(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Module:
         last_epoch = epoch + 1 == cfg.SOLVER.MAX_EPOCH
         if val_loader is not None and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or last_epoch):
             set_loader_epoch(val_loader, epoch)
-            val_stats = validate(model, val_loader, cfg, device)
+            val_stats = run_validation(model, val_loader, cfg, device)
             stats_writer.write({"split": "val", "epoch": epoch + 1, **val_stats})
             logger.info("epoch %d val: top1_err %.2f top5_err %.2f loss %.4f", epoch + 1,
                         val_stats["top1_err"], val_stats["top5_err"], val_stats["loss"])
