@@ -10,7 +10,7 @@ From the repository root (after ``pip install -e .``):
 
 Models: the Mini-Kinetics configs ``configs/minikinetics/R{50,101}{,_NL,_CGNL8,_CGNL8_5B}.yaml``
 (baseline, +1 NL, +1 CGNL G=8, +5 CGNL), random initialisation, synthetic clips
-(no data loading). One step is what ``engine.train.train_epoch`` does per
+(no data loading). One step is what ``engine.train_loop.train_epoch`` does per
 iteration: ``to_device`` (channels_last conversion), forward under the engine's
 ``autocast_context``, fp32 cross-entropy, ``zero_grad``, backward through the
 engine's grad scaler, SGD step (``engine.optim.build_optimizer``: momentum,

@@ -13,7 +13,7 @@ from torch import nn
 from cgnl_video.config import load_config
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine import launch, resume
-from cgnl_video.engine import train as train_module
+from cgnl_video.engine import train_loop as train_module
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
 from cgnl_video.engine.precision import amp_dtype, build_grad_scaler, log_precision
 from cgnl_video.engine.preflight import run_warnings

@@ -10,9 +10,9 @@ import torch
 
 from cgnl_video.config import load_config
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.engine import train as train_module
+from cgnl_video.engine import train_loop as train_module
 from cgnl_video.engine.launch import main, run
-from cgnl_video.engine.train import NonFiniteLossError
+from cgnl_video.engine.train_loop import NonFiniteLossError
 from cgnl_video.utils.logging import read_json_stats
 from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
 

@@ -54,7 +54,7 @@ def _plain_compact(theta, phi, g, coefficients):
 
 
 def _train_step(model, cfg, clip, labels):
-    """Forward + backward as engine.train does it; returns the logits and the gradients."""
+    """Forward + backward as engine.train_loop does it; returns the logits and the gradients."""
     model.zero_grad(set_to_none=True)
     with autocast_context(cfg, torch.device("cpu")):
         logits = model(to_device(clip, torch.device("cpu"), cfg))

@@ -21,7 +21,8 @@ from cgnl_video.engine.evaluate import run_test, write_test_outputs
 from cgnl_video.engine.precision import log_precision
 from cgnl_video.engine.preflight import DataMissingError, check_data, check_files, check_run, run_warnings
 from cgnl_video.engine.metrics import memory_mb
-from cgnl_video.engine.train import NonFiniteLossError, fit
+from cgnl_video.engine.train_loop import NonFiniteLossError
+from cgnl_video.engine.trainer import fit
 from cgnl_video.models import build_model, prepare_for_speed
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text

@@ -34,6 +34,31 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
     }
 
 
+def save_training_state(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler, epochs_done: int) -> str:
+    """Checkpoint the run after ``epochs_done`` epochs into OUTPUT_DIR (collective: every
+    rank calls it, rank 0 writes, keeping TRAIN.CHECKPOINT_KEEP); returns the path."""
+    state = checkpoint_state(model, optimizer, scheduler, scaler, epochs_done, cfg)
+    path = cu.checkpoint_path(cfg.OUTPUT_DIR, epochs_done)
+    if du.is_main_process():
+        cu.save_checkpoint(cfg.OUTPUT_DIR, epochs_done, state, cfg.TRAIN.CHECKPOINT_KEEP)
+        get_logger().info("saved %s", path)
+    du.barrier()
+    return path
+
+
+def resume_or_initialise(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
+                         scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler) -> Optional[Dict]:
+    """Where training starts: the last checkpoint of OUTPUT_DIR with TRAIN.AUTO_RESUME
+    (returned, as ``resume_from_last``), else the weights of TRAIN.CHECKPOINT_FILE_PATH
+    if set (None is returned: the run starts at epoch 0), else the model as built."""
+    resumed = resume_from_last(cfg, model, optimizer, scheduler, scaler) if cfg.TRAIN.AUTO_RESUME else None
+    if resumed is None and cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        cu.load_model_weights(model, cfg.TRAIN.CHECKPOINT_FILE_PATH)
+        get_logger().info("initialised the weights from %s", cfg.TRAIN.CHECKPOINT_FILE_PATH)
+    return resumed
+
+
 def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler) -> Optional[Dict]:
     """Load the last complete checkpoint of OUTPUT_DIR (rank 0 chooses it); None if there is none.
