@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence
 from fvcore.common.config import CfgNode
 
 from cgnl_video.config import load_config
-from cgnl_video.engine.evaluate import TEST_METRICS_FILE
+from cgnl_video.engine.multiview import TEST_METRICS_FILE
 from cgnl_video.models.summary import summarize_config
 
 
