@@ -27,7 +27,7 @@ stall = the time the loop waits for the next batch (plus GPU decoding in mode 3)
 over the total, and 1 - (end-to-end clips/s) / (model-only clips/s), the model
 alone measured before and after the loader runs and the faster of the two taken.
 
-Multi-view test: ``engine.evaluate.run_test`` over the test manifest (10 clips x
+Multi-view test: ``engine.multiview.run_test`` over the test manifest (10 clips x
 3 crops = 30 views per video, TEST.VIEWS_PER_FORWARD views per forward), against
 the model alone on the same number of synthetic views.
 
@@ -55,7 +55,7 @@ from bench_train_step import Case  # noqa: E402
 
 from cgnl_video.data import ManifestEntry, build_loader, set_loader_epoch, write_classes, write_manifest  # noqa: E402
 from cgnl_video.data import gpu_augment  # noqa: E402
-from cgnl_video.engine.evaluate import forward_views, run_test  # noqa: E402
+from cgnl_video.engine.multiview import forward_views, run_test  # noqa: E402
 
 FRAMES_PER_VIDEO = 150
 

@@ -10,7 +10,7 @@ From the repository root (after ``pip install -e .``):
 
 Models: the Mini-Kinetics configs ``configs/minikinetics/R{50,101}{,_NL,_CGNL8,_CGNL8_5B}.yaml``
 (baseline, +1 NL, +1 CGNL G=8, +5 CGNL), random initialisation, synthetic clips
-(no data loading). One step is what ``engine.train.train_epoch`` does per
+(no data loading). One step is what ``engine.train_loop.train_epoch`` does per
 iteration: ``to_device`` (channels_last conversion), forward under the engine's
 ``autocast_context``, fp32 cross-entropy, ``zero_grad``, backward through the
 engine's grad scaler, SGD step (``engine.optim.build_optimizer``: momentum,
@@ -49,8 +49,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402
 
 from cgnl_video.config import load_config  # noqa: E402
+from cgnl_video.engine.inputs import to_device  # noqa: E402
 from cgnl_video.engine.optim import build_optimizer  # noqa: E402
-from cgnl_video.engine.train import autocast_context, build_grad_scaler, to_device  # noqa: E402
+from cgnl_video.engine.precision import autocast_context, build_grad_scaler  # noqa: E402
 from cgnl_video.models import build_model, prepare_for_speed  # noqa: E402
 
 VARIANTS = {"baseline": "", "+1 NL": "_NL", "+1 CGNL": "_CGNL8", "+5 CGNL": "_CGNL8_5B"}

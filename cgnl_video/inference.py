@@ -4,7 +4,7 @@ test views of arbitrary video files or frame folders, average the views.
 Nothing here re-implements the data or evaluation path: the inputs become
 ``ManifestEntry`` rows handed to ``VideoDataset.from_config``, which decodes and
 crops them exactly as in the multi-view test (or the single validation clip),
-``engine.evaluate.run_test`` averages the view probabilities and
+``engine.multiview.run_test`` averages the view probabilities and
 ``engine.checkpoint`` loads the weights (``weights_only``).
 """
 
@@ -21,7 +21,7 @@ from cgnl_video.data import DecodeError, ManifestEntry, VideoDataset, build_load
 from cgnl_video.data import read_classes
 from cgnl_video.data.decode import frame_file_name
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.engine.evaluate import run_test
+from cgnl_video.engine.multiview import run_test
 from cgnl_video.models import build_model
 from cgnl_video.models.build import standalone_config
 from cgnl_video.prep.manifests import count_frames

@@ -1,6 +1,7 @@
 """The built-in demo: its config, its data preparation (the data_prep library,
 skipping what exists) and a shortened run of the demo config end to end."""
 
+import functools
 import json
 import os
 
@@ -8,8 +9,10 @@ import pytest
 
 from cgnl_video.config import ConfigError, load_config
 from cgnl_video.engine import demo_data
-from cgnl_video.engine.launch import main
 from engine_helpers import one_thread
+from tools_fixtures import run_tool
+
+main = functools.partial(run_tool, "run_net")  # tools/run_net.py main(argv), in this process
 
 DEMO_CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "configs", "demo", "C2D_CGNL_synthetic.yaml")

@@ -11,7 +11,8 @@ from torch import nn
 from cgnl_video.config import load_config
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
-from cgnl_video.engine.train import build_grad_scaler, checkpoint_state
+from cgnl_video.engine.precision import build_grad_scaler
+from cgnl_video.engine.resume import checkpoint_state, resume_or_initialise, save_training_state
 from cgnl_video.utils import distributed as du
 
 
@@ -89,3 +90,39 @@ def test_model_weights_load_into_a_wrapped_model_and_bare_state_dicts(tmp_path):
     target.module = nn.Linear(3, 2)  # looks like a DDP wrapper
     cu.load_model_weights(target, path)
     assert torch.equal(target.module.weight, source.weight)
+
+
+def _training_parts(cfg, seed):
+    torch.manual_seed(seed)
+    model = nn.Linear(3, 2)
+    optimizer = build_optimizer(model, cfg)
+    return model, optimizer, EpochLRScheduler(optimizer, cfg), build_grad_scaler(cfg, torch.device("cpu"))
+
+
+def test_the_last_checkpoint_is_resumed_before_the_weights_file_initialises(tmp_path):
+    """TRAIN.CHECKPOINT_FILE_PATH initialises the weights (epoch 0) when there is nothing to
+    resume or TRAIN.AUTO_RESUME is off; otherwise the last checkpoint saved by the run wins."""
+    torch.manual_seed(1)
+    init = nn.Linear(3, 2)
+    init_file = str(tmp_path / "init.pyth")
+    torch.save({"model": init.state_dict()}, init_file)
+    out = str(tmp_path / "run")
+    opts = ["OUTPUT_DIR", out, "TRAIN.CHECKPOINT_FILE_PATH", init_file, "TRAIN.CHECKPOINT_KEEP", "1"]
+    cfg = load_config(None, opts)
+
+    model, *parts = _training_parts(cfg, seed=2)
+    assert resume_or_initialise(cfg, model, *parts) is None
+    assert torch.equal(model.weight, init.weight)
+    with torch.no_grad():
+        model.weight.add_(1.0)  # as if trained
+    paths = [save_training_state(cfg, model, *parts, epochs_done) for epochs_done in (1, 2)]
+    assert cu.list_checkpoints(out) == paths[1:]  # TRAIN.CHECKPOINT_KEEP 1
+
+    model_resumed, *parts = _training_parts(cfg, seed=3)
+    state = resume_or_initialise(cfg, model_resumed, *parts)
+    assert (state["epoch"], state["path"]) == (2, paths[1]) and torch.equal(model_resumed.weight, model.weight)
+
+    no_resume = load_config(None, opts + ["TRAIN.AUTO_RESUME", "False"])
+    model_fresh, *parts = _training_parts(no_resume, seed=3)
+    assert resume_or_initialise(no_resume, model_fresh, *parts) is None
+    assert torch.equal(model_fresh.weight, init.weight)

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from cgnl_video.engine.evaluate import ViewAggregator, gather_aggregators, prediction_records, video_metrics
+from cgnl_video.engine.multiview import ViewAggregator, gather_aggregators, prediction_records, video_metrics
 from cgnl_video.utils import distributed as du
 from engine_helpers import run_distributed
 
@@ -130,7 +130,7 @@ def _as_views(probs):
 
 def test_run_test_splits_batches_into_chunks_across_videos():
     from cgnl_video.config import load_config
-    from cgnl_video.engine.evaluate import run_test
+    from cgnl_video.engine.multiview import run_test
 
     views = _views()
     loader = _FakeLoader([
@@ -149,7 +149,7 @@ def test_run_test_splits_batches_into_chunks_across_videos():
 def test_run_test_scores_full_frame_views_of_different_sizes_in_one_batch():
     """TEST.FULL_FRAME keeps each video's aspect ratio, so one batch can hold views of several sizes."""
     from cgnl_video.config import load_config
-    from cgnl_video.engine.evaluate import run_test
+    from cgnl_video.engine.multiview import run_test
 
     views = _views()
     wide = torch.zeros(3, 3, 1, 1, 5)  # video 0: wider frames than the others
@@ -181,7 +181,7 @@ class _TinyNet(torch.nn.Module):
 def test_to_device_normalises_uint8_views_and_keeps_float_clips(channels_last):
     from cgnl_video.config import load_config
     from cgnl_video.data.transforms import normalize_uint8
-    from cgnl_video.engine.train import to_device
+    from cgnl_video.engine.inputs import to_device
 
     cfg = load_config(None, ["MODEL.CHANNELS_LAST", str(channels_last)])
     pixels = torch.randint(0, 256, (2, 3, 2, 4, 5), dtype=torch.uint8)
@@ -202,7 +202,7 @@ def test_run_test_on_uint8_views_equals_normalising_first(full_frame):
     several sizes and a video with no views."""
     from cgnl_video.config import load_config
     from cgnl_video.data.transforms import normalize_uint8
-    from cgnl_video.engine.evaluate import run_test
+    from cgnl_video.engine.multiview import run_test
 
     cfg = load_config(None, ["TEST.VIEWS_PER_FORWARD", "2", "TEST.NUM_ENSEMBLE_VIEWS", "3",
                              "TEST.NUM_SPATIAL_CROPS", "1", "TEST.FULL_FRAME", str(full_frame),

@@ -12,8 +12,8 @@ from torch import nn
 
 from cgnl_video.config import load_config
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.engine import launch
-from cgnl_video.engine import train as train_module
+from cgnl_video.engine import launch, resume
+from cgnl_video.engine import train_loop as train_module
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
 from cgnl_video.engine.precision import amp_dtype, build_grad_scaler, log_precision
 from cgnl_video.engine.preflight import run_warnings
@@ -139,10 +139,10 @@ def test_the_fp16_loss_scale_survives_a_resume(tmp_path):
     scaler.scale(model(torch.randn(4, 3)).sum()).backward()
     scaler.step(optimizer)
     scaler.update(new_scale=1024.0)  # as after a few overflows
-    cu.save_checkpoint(str(tmp_path), 1, train_module.checkpoint_state(model, optimizer, scheduler, scaler, 1, cfg),
+    cu.save_checkpoint(str(tmp_path), 1, resume.checkpoint_state(model, optimizer, scheduler, scaler, 1, cfg),
                        keep=2)
     model, optimizer, scheduler, resumed = parts()
-    assert train_module.resume_from_last(cfg, model, optimizer, scheduler, resumed)["epoch"] == 1
+    assert resume.resume_from_last(cfg, model, optimizer, scheduler, resumed)["epoch"] == 1
     assert resumed.get_scale() == 1024.0 and resumed.state_dict() == scaler.state_dict()
 
 

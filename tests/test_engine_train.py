@@ -1,6 +1,7 @@
 """The main job end to end on a tiny data set: train + multi-view test, outputs,
 auto-resume equivalence, non-finite loss, test-only mode, clear errors."""
 
+import functools
 import hashlib
 import json
 import os
@@ -10,11 +11,14 @@ import torch
 
 from cgnl_video.config import load_config
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.engine import train as train_module
-from cgnl_video.engine.launch import main, run
-from cgnl_video.engine.train import NonFiniteLossError
+from cgnl_video.engine import train_loop as train_module
+from cgnl_video.engine.launch import run
+from cgnl_video.engine.train_loop import NonFiniteLossError
 from cgnl_video.utils.logging import read_json_stats
 from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
+from tools_fixtures import run_tool
+
+main = functools.partial(run_tool, "run_net")  # tools/run_net.py main(argv), in this process
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from cgnl_video.config import get_cfg
 from cgnl_video.engine import checkpoint as cu
+from cgnl_video.engine.inputs import to_device
 from cgnl_video.engine.precision import amp_dtype, autocast_context, build_grad_scaler
-from cgnl_video.engine.train import to_device
 from cgnl_video.models import CGNLBlock, NonLocalBlock, build_model, prepare_for_speed
 from cgnl_video.models.cgnl import CGNL_KERNELS, _compact_expression, compact_generalized_nonlocal
 
@@ -54,7 +54,7 @@ def _plain_compact(theta, phi, g, coefficients):
 
 
 def _train_step(model, cfg, clip, labels):
-    """Forward + backward as engine.train does it; returns the logits and the gradients."""
+    """Forward + backward as engine.train_loop does it; returns the logits and the gradients."""
     model.zero_grad(set_to_none=True)
     with autocast_context(cfg, torch.device("cpu")):
         logits = model(to_device(clip, torch.device("cpu"), cfg))

@@ -4,12 +4,50 @@
     python tools/run_net.py --cfg configs/minikinetics/R101_CGNL8.yaml [KEY VALUE ...]
     torchrun --nproc_per_node 8 tools/run_net.py --cfg ... [KEY VALUE ...]
 
-See docs/TRAINING.md.
+Exit status 2 for a bad config or missing data (checked before any work),
+1 when the training loss becomes non-finite, 0 otherwise. The job itself is
+``cgnl_video.engine.launch.run``. See docs/TRAINING.md.
 """
 
+import argparse
 import sys
+from typing import Optional, Sequence
 
-from cgnl_video.engine.launch import main
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train and/or test a C2D (+CGNL/NL) video model.",
+        epilog="Example: python tools/run_net.py --cfg configs/demo/C2D_CGNL_synthetic.yaml "
+               "SOLVER.MAX_EPOCH 5 OUTPUT_DIR ./output/demo",
+    )
+    parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment YAML file")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the file")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    # imported after parsing, so that --help answers quickly
+    from cgnl_video.config import ConfigError, load_config
+    from cgnl_video.engine.launch import run
+    from cgnl_video.engine.preflight import DataMissingError
+    from cgnl_video.engine.train_loop import NonFiniteLossError
+
+    try:
+        cfg = load_config(args.cfg_file, args.opts)
+        metrics = run(cfg)
+    except (ConfigError, DataMissingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if metrics is not None:
+        print(f"Multi-view test top-1: {metrics['top1_acc']:.2f}%  top-5: {metrics['top5_acc']:.2f}%  "
+              f"({metrics['videos_scored']}/{metrics['videos_listed']} videos, "
+              f"{metrics['views_per_video']} views each)")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

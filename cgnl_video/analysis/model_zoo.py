@@ -17,7 +17,7 @@ from fvcore.common.config import CfgNode
 
 from cgnl_video.config import load_config
 from cgnl_video.config.registry import backbone_entry, block_entry
-from cgnl_video.engine.evaluate import TEST_METRICS_FILE
+from cgnl_video.engine.multiview import TEST_METRICS_FILE
 from cgnl_video.models.summary import inserted_count, summarize_config
 
 

@@ -23,7 +23,7 @@ path by at most about one grey level before normalisation.
 
 Not wired into the loader: a dataset mode returning ``(encoded frames, box, flip,
 label)`` plus a collate that keeps lists, and a call to ``decode_frames`` +
-``train_batch`` in ``engine.train`` before the forward, would do it
+``train_batch`` in ``engine.train_loop`` before the forward, would do it
 (``benchmarks/bench_end_to_end.py --input gpu`` runs exactly that loop).
 """
 

@@ -27,7 +27,7 @@ def normalize_uint8(
 
     The one implementation of the normalisation, on any device (the dataset runs it
     on train / val clips in the worker, the engine on test views after moving them
-    to the accelerator: ``engine.train.to_device``). Computed as
+    to the accelerator: ``engine.inputs.to_device``). Computed as
     ``(x - 255 mean) / (255 std)`` on the 0-255 floats: one conversion pass (which
     also lays the result out in ``memory_format``) and the two passes of normalize.
     """

@@ -1,10 +1,16 @@
-"""Training, evaluation and checkpointing: the main job behind ``tools/run_net.py``.
+"""Training, evaluation and checkpointing: the job behind ``tools/run_net.py``.
 
+- ``launch``: ``run(cfg)``, the job: checks, train, then the multi-view test
+- ``trainer``: ``fit``, the epoch loop (resume, train, validate, checkpoint)
+- ``train_loop``: ``train_epoch``, one epoch; ``NonFiniteLossError``
+- ``validation``: ``run_validation``, single-clip validation during training
+- ``multiview``: the multi-view test (``run_test``, ``multi_view_test``)
+- ``resume``: the training state in a checkpoint; saving it and resuming from it
+- ``checkpoint``: checkpoint files: atomic save, keep-K, last complete, weights-only load
+- ``metrics``: top-k errors, the epoch meter, peak memory
+- ``inputs``: ``to_device``, a loader's clips as the model's input
+- ``precision``: mixed precision (autocast, loss scaler)
 - ``optim``: SGD parameter groups and the LR schedule ``lr_at(cfg, epoch)``
-- ``checkpoint``: atomic save, keep-K, auto-resume, weights-only loading
-- ``train``: the training loop, validation, the epoch loop with resume
-- ``evaluate``: multi-view aggregation, metrics, the test loop
 - ``preflight``: data and config checks before any work starts
 - ``demo_data``: the synthetic data set of the built-in demo
-- ``launch``: ``run(cfg)`` and the command-line ``main``
 """

@@ -1,9 +1,13 @@
-"""Multi-view evaluation (FACTS section 5): the video score is the mean of the
+"""The multi-view test (FACTS section 5): the video score is the mean of the
 softmax of all its views; top-1 / top-5 and per-class accuracy over videos.
 
 The aggregation is pure (``ViewAggregator``, ``video_metrics``) and merges
 across batches and processes, so a video whose views land in several batches or
 on several ranks is still scored once, on the mean of all its views.
+``run_test`` scores a loader's views (also used by ``cgnl_video.inference``);
+``multi_view_test`` is the test phase of a run (TEST.ENABLE): the weights to
+test, the test split, OUTPUT_DIR/test_metrics.json, test_predictions.jsonl and
+the json_stats line.
 """
 
 import itertools
@@ -17,11 +21,14 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from cgnl_video.data import build_loader
+from cgnl_video.engine import checkpoint as cu
+from cgnl_video.engine.inputs import to_device
+from cgnl_video.engine.metrics import memory_mb
 from cgnl_video.engine.precision import autocast_context
-from cgnl_video.engine.train import to_device
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
-from cgnl_video.utils.logging import get_logger, progress
+from cgnl_video.utils.logging import JsonStatsWriter, get_logger, progress
 
 TEST_METRICS_FILE = "test_metrics.json"
 PREDICTIONS_FILE = "test_predictions.jsonl"
@@ -205,3 +212,42 @@ def write_test_outputs(output_dir: str, metrics: Dict, merged: ViewAggregator, d
                                  [e.label for e in dataset.entries], dataset.classes)
     atomic_write_text(os.path.join(output_dir, PREDICTIONS_FILE),
                       "".join(simplejson.dumps(r) + "\n" for r in records))
+
+
+def load_test_weights(cfg: CfgNode, model: nn.Module, trained: bool) -> Tuple[str, Optional[int]]:
+    """Load the weights to test; returns where they came from and their epoch (if known)."""
+    if cfg.TEST.CHECKPOINT_FILE_PATH:
+        state = cu.load_model_weights(model, cfg.TEST.CHECKPOINT_FILE_PATH)
+        return cfg.TEST.CHECKPOINT_FILE_PATH, state.get("epoch")
+    if trained:
+        return "the model just trained", cfg.SOLVER.MAX_EPOCH
+    checkpoints = cu.list_checkpoints(cfg.OUTPUT_DIR)  # not empty: checked by check_files
+    state = cu.load_model_weights(model, checkpoints[-1])
+    return checkpoints[-1], state.get("epoch")
+
+
+def multi_view_test(cfg: CfgNode, model: nn.Module, device: torch.device, trained: bool) -> Optional[Dict]:
+    """Multi-view test of ``model``; rank 0 writes and returns the metrics."""
+    logger = get_logger()
+    source, epoch = load_test_weights(cfg, model, trained)
+    logger.info("multi-view test of %s", source)
+    loader = build_loader(cfg, "test")
+    metrics, merged = run_test(model, loader, cfg, device)
+    if metrics is None:
+        return None
+    metrics.update(weights=source, epoch=epoch)
+    write_test_outputs(cfg.OUTPUT_DIR, metrics, merged, loader.dataset)
+    JsonStatsWriter(cfg.OUTPUT_DIR).write({
+        "split": "test", "epoch": epoch, "loss": metrics["loss"],
+        "top1_err": 100 - metrics["top1_acc"], "top5_err": 100 - metrics["top5_acc"],
+        "top1_acc": metrics["top1_acc"], "top5_acc": metrics["top5_acc"],
+        "videos_scored": metrics["videos_scored"], "videos_listed": metrics["videos_listed"],
+        "test_time": metrics["test_time"], "mem_mb": memory_mb(device),
+    })
+    if metrics["videos_failed"]:
+        logger.warning("%d test videos could not be read: %s", len(metrics["videos_failed"]),
+                       [loader.dataset.entries[i].path for i in metrics["videos_failed"][:10]])
+    logger.info("multi-view test (%d views per video): top-1 %.2f%%  top-5 %.2f%%  "
+                "(%d of %d videos scored)", metrics["views_per_video"], metrics["top1_acc"],
+                metrics["top5_acc"], metrics["videos_scored"], metrics["videos_listed"])
+    return metrics

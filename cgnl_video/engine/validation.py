@@ -1,0 +1,35 @@
+"""Single-clip validation during training (TRAIN.EVAL_PERIOD): the loss and
+top-1 / top-5 errors of one centre clip per video, reduced over processes.
+
+In eval mode the model returns class probabilities (softmax per location,
+averaged), so the validation loss is the NLL of their log. The multi-view test
+(all views of a video, after training) is ``engine.multiview``.
+"""
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from cgnl_video.engine.inputs import to_device
+from cgnl_video.engine.metrics import EpochMeter, topk_errors
+from cgnl_video.engine.precision import autocast_context
+from cgnl_video.utils import distributed as du
+from cgnl_video.utils.logging import progress
+
+
+@torch.no_grad()
+def run_validation(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Dict:
+    """Single-clip validation: loss (NLL of the eval-mode probabilities), top-1/top-5 errors."""
+    model.eval()
+    meter = EpochMeter()
+    bar = progress(loader, total=len(loader), desc="val", enabled=du.is_main_process())
+    for clips, labels, _indices in bar:
+        clips, labels = to_device(clips, device, cfg), labels.to(device, non_blocking=True)
+        with autocast_context(cfg, device):
+            probs = model(clips).float()
+        loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
+        meter.add(loss.item(), topk_errors(probs, labels), labels.numel())
+    return meter.reduced()
