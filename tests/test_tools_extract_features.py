@@ -168,6 +168,10 @@ def test_bad_arguments_are_named(tiny, tmp_path, capsys):
     assert run_tool("extract_features", base_args(tiny, tmp_path, "--root", tiny["inputs"], "--layer", "blocks.99",
                                                   tiny["video"])) == 2
     assert "layer 'blocks.99' is not a module" in capsys.readouterr().err
+    missing = base_args(tiny, tmp_path, "--root", tiny["inputs"], tiny["video"])
+    missing[3] = str(tmp_path / "no_checkpoint.pyth")
+    assert run_tool("extract_features", missing) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         run_tool("extract_features", base_args(tiny, tmp_path, "--split", "test", tiny["video"]))
     assert exit_info.value.code == 2 and "exactly one of --split" in capsys.readouterr().err
