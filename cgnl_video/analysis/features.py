@@ -1,0 +1,176 @@
+"""Pooled features of a trained model: the pre-classifier features of the
+multi-view test views of a video, or of sliding windows over it.
+
+The features are the input of the classifier head (the res5 feature map,
+``B x C x T x H x W``) averaged over (T, H, W), the "global average pool" the
+head itself applies before its fc in training (``C2DHead``); with ``layer`` a
+named module's output (``model.named_modules()``, e.g. ``blocks.4`` for res4)
+averaged the same way. A forward hook captures the tensor during the model's own
+eval forward pass and stops the pass there, so nothing after the layer is run.
+
+Per video (``video_features``): the mean over the config's test views
+(TEST.NUM_ENSEMBLE_VIEWS clips x TEST.NUM_SPATIAL_CROPS crops of
+DATA.TEST_CROP_SIZE, the views ``MultiView`` cuts for ``run_net.py``'s test).
+
+Sliding windows (``window_features``): one row per window of
+DATA.NUM_FRAMES x DATA.SAMPLING_RATE consecutive frames, a window every
+``stride`` frames from frame 0; each window is read as the validation clip
+(``CentreClip``: short side DATA.VAL_SHORT_SIDE, centre crop DATA.VAL_CROP_SIZE).
+A row's frame range is ``[start, end)`` (0-based, end exclusive). Frames after
+the last full window are not covered; a video shorter than one window gives one
+row over all its frames, looped to fill the clip as in training and testing.
+Windows are decoded and forwarded ``chunk`` at a time, so a long video is never
+held in memory whole.
+"""
+
+import contextlib
+from typing import Callable, ContextManager, List, Optional, Tuple
+
+import torch
+import torchvision.transforms.v2.functional as F
+from fvcore.common.config import CfgNode
+from torch import nn
+
+from cgnl_video.data.decode import FrameReader
+from cgnl_video.data.policies import CentreClip
+from cgnl_video.data.sampling import center_crop_box, frame_union
+from cgnl_video.data.transforms import resize_short_side
+from cgnl_video.engine.train import to_device
+
+#: name of the default feature layer in messages and outputs
+HEAD_INPUT = "head input"
+#: --precision choices: "auto" is bf16 autocast on a GPU, fp32 elsewhere
+PRECISIONS = ("auto", "fp32", "bf16")
+
+FrameRange = Tuple[int, int]
+
+
+class _Captured(Exception):
+    """Raised by the hook to end the forward pass once the features are taken."""
+
+
+class PooledFeatures:
+    """``features(clips)``: (N, C) float32, the pooled output of one layer of ``model``.
+
+    ``layer`` None: the input of ``model.head`` (the classifier), i.e. the last
+    stage's feature map. Otherwise a module name of ``model.named_modules()``;
+    its output must be a ``N x C x T x H x W`` tensor. Use as a context manager
+    (or call ``close``) to remove the hook.
+    """
+
+    def __init__(self, model: nn.Module, layer: Optional[str] = None) -> None:
+        self.model, self.layer = model, layer or HEAD_INPUT
+        self._taken: Optional[torch.Tensor] = None
+        if layer is None:
+            head = getattr(model, "head", None)
+            if not isinstance(head, nn.Module):
+                raise ValueError(f"{type(model).__name__} has no classifier module `head`: pass a layer name")
+            self._handle = head.register_forward_pre_hook(lambda _m, args: self._take(args[0]))
+        else:
+            modules = dict(model.named_modules())
+            if layer not in modules or not layer:
+                stages = [n for n in modules if n.count(".") == 1][:12]
+                raise ValueError(f"layer {layer!r} is not a module of the model; names look like {stages}")
+            self._handle = modules[layer].register_forward_hook(lambda _m, _args, out: self._take(out))
+
+    def _take(self, tensor: torch.Tensor) -> None:
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 5:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise ValueError(f"layer {self.layer!r}: expected an N x C x T x H x W output, got {shape}")
+        self._taken = tensor.float().mean(dim=(2, 3, 4))
+        raise _Captured
+
+    @torch.no_grad()
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        self._taken = None
+        try:
+            self.model(clips)
+        except _Captured:
+            pass
+        if self._taken is None:
+            raise RuntimeError(f"the forward pass never reached layer {self.layer!r}")
+        return self._taken
+
+    def close(self) -> None:
+        self._handle.remove()
+
+    def __enter__(self) -> "PooledFeatures":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"fp32" or "bf16": ``precision`` with "auto" resolved (bf16 on a GPU)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def precision_context(precision: str, device: torch.device) -> ContextManager:
+    """bf16 autocast on ``device`` (GPU or CPU) for "bf16"; nothing for "fp32"."""
+    if resolve_precision(precision, device) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def forward_chunks(features: Callable[[torch.Tensor], torch.Tensor], clips: torch.Tensor, chunk: int,
+                   cfg: CfgNode, device: torch.device, precision: str) -> torch.Tensor:
+    """``features`` of ``clips`` (N x C x T x H x W; uint8 pixels are normalised on
+    ``device`` as in the test), ``chunk`` clips per forward; (N, D) float32 on the CPU."""
+    rows = []
+    for start in range(0, clips.shape[0], chunk):
+        batch = to_device(clips[start:start + chunk], device, cfg)
+        with precision_context(precision, device):
+            rows.append(features(batch).float().cpu())
+    return torch.cat(rows)
+
+
+def video_features(features: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor, cfg: CfgNode,
+                   device: torch.device, precision: str) -> torch.Tensor:
+    """The mean over a video's test views (V x C x T x S x S, uint8) of their features: (D,)."""
+    rows = forward_chunks(features, views, cfg.TEST.VIEWS_PER_FORWARD, cfg, device, precision)
+    return rows.double().mean(dim=0).float()
+
+
+def window_starts(video_frames: int, window: int, stride: int) -> List[int]:
+    """Starts ``0, stride, 2 stride, ...`` of the windows that fit in the video;
+    ``[0]`` for a video shorter than one window."""
+    if stride <= 0:
+        raise ValueError(f"the window stride must be a positive number of frames, got {stride}")
+    if video_frames <= window:
+        return [0]
+    return list(range(0, video_frames - window + 1, stride))
+
+
+def window_range(start: int, window: int, video_frames: int) -> FrameRange:
+    """The frames ``[start, end)`` a window covers."""
+    return start, min(start + window, video_frames)
+
+
+def window_clips(reader: FrameReader, policy: CentreClip, starts: List[int]) -> torch.Tensor:
+    """The validation clips (uint8, ``len(starts) x 3 x T x S x S``) of the windows at
+    ``starts``: the distinct frames decoded once, resized to the short side, centre-cropped."""
+    total = reader.num_frames
+    union, positions = frame_union([policy.clip_frames(start, total) for start in starts])
+    frames = resize_short_side(reader.read(union), policy.short_side)
+    frames = F.crop(frames, *center_crop_box(frames.shape[-2], frames.shape[-1], policy.crop_size))
+    index = torch.tensor(positions, dtype=torch.long)  # windows x T
+    return frames[index].permute(0, 2, 1, 3, 4)  # windows x C x T x S x S
+
+
+def window_features(features: Callable[[torch.Tensor], torch.Tensor], reader: FrameReader, cfg: CfgNode,
+                    stride: int, device: torch.device, precision: str) -> Tuple[torch.Tensor, List[FrameRange]]:
+    """One feature row per sliding window of the video ``reader`` reads: (W, D) and the
+    windows' frame ranges. TEST.VIEWS_PER_FORWARD windows are decoded and forwarded at a time."""
+    policy = CentreClip.from_config(cfg)
+    starts = window_starts(reader.num_frames, policy.window, stride)
+    chunk = cfg.TEST.VIEWS_PER_FORWARD
+    rows = []
+    for first in range(0, len(starts), chunk):
+        clips = window_clips(reader, policy, starts[first:first + chunk])
+        rows.append(forward_chunks(features, clips, chunk, cfg, device, precision))
+    return torch.cat(rows), [window_range(s, policy.window, reader.num_frames) for s in starts]

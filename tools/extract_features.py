@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Pooled pre-classifier features of videos, per video or per sliding window, as .npy files.
+
+    python tools/extract_features.py --cfg CONFIG.yaml --checkpoint CKPT --out DIR \\
+        (--split test | --list FILE | VIDEO_OR_FRAME_FOLDER ...) \\
+        [--window-stride FRAMES] [--layer NAME] [--root DIR] [--precision auto|fp32|bf16] [--opt KEY VALUE ...]
+    torchrun --nproc_per_node N tools/extract_features.py ...   # each process takes every N-th input
+
+Features: the classifier's input (res5) averaged over time and space, or with
+--layer the output of another module (e.g. blocks.4 = res4), averaged the same
+way. Per video (default): the mean over the config's test views
+(TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS), shape (D,). With
+--window-stride F: one row per window of DATA.NUM_FRAMES x DATA.SAMPLING_RATE
+frames starting every F frames from frame 0, centre crop (DATA.VAL_SHORT_SIDE,
+DATA.VAL_CROP_SIZE), shape (W, D); the rows' frame ranges [start, end) go into
+the index.
+
+Outputs under --out mirror each input's path (relative to DATA.PATH_PREFIX for
+--split, to --root otherwise; a file's extension is replaced): PATH.npy and
+PATH.json (its record), then index.jsonl (path, features, shape, frames or views,
+label) and settings.json. A rerun skips complete outputs made with the same
+settings. Runs on the GPU when there is one, with bf16 autocast (--precision).
+
+Exit status: 0 when every input was extracted or already complete; 1 when some
+input could not be read (each one is named on stderr, the others are still
+extracted), or its output was made with other settings; 2 for bad arguments.
+"""
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment YAML file of the model")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint (ours or a bare state dict)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("inputs", nargs="*", metavar="VIDEO_OR_FRAME_FOLDER")
+    parser.add_argument("--split", choices=("train", "val", "test"),
+                        help="the inputs are DATA.PATH_TO_DATA_DIR/SPLIT.txt (labels go into the index)")
+    parser.add_argument("--list", dest="list_file", help="a file with one video or frame folder path per line")
+    parser.add_argument("--root", default=".", help="outputs mirror input paths relative to this folder (default .)")
+    parser.add_argument("--window-stride", type=int, metavar="FRAMES", help="sliding windows every FRAMES frames")
+    parser.add_argument("--layer", help="module name whose output is pooled (default: the classifier's input)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="bf16 autocast; auto = bf16 on a GPU, fp32 on the CPU")
+    parser.add_argument("--opt", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="config override, repeatable (e.g. --opt TEST.NUM_ENSEMBLE_VIEWS 2)")
+    args = parser.parse_args(argv)
+    sources = [bool(args.split), bool(args.list_file), bool(args.inputs)]
+    if sum(sources) != 1:
+        parser.error("give exactly one of --split, --list or input paths")
+    if args.window_stride is not None and args.window_stride <= 0:
+        parser.error(f"--window-stride must be a positive number of frames, got {args.window_stride}")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    # imported after parsing, so that --help answers quickly
+    import torch
+
+    from cgnl_video.analysis import feature_extraction as fe
+    from cgnl_video.analysis.features import PooledFeatures, resolve_precision
+    from cgnl_video.config import ConfigError, load_config
+    from cgnl_video.data import per_process_batch_size
+    from cgnl_video.inference import load_model
+    from cgnl_video.utils import distributed as du
+
+    try:
+        cfg = load_config(args.cfg_file, [x for pair in args.opt for x in pair])
+        if args.split:
+            inputs, classes = fe.split_inputs(cfg, args.split)
+        else:
+            paths = fe.read_path_list(args.list_file) if args.list_file else args.inputs
+            inputs, classes = fe.path_inputs(paths, args.root), ["unlabelled"]
+        fe.check_unique_outputs(inputs)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rank, world = du.init_distributed(cfg.DIST.BACKEND)
+    if cfg.NUM_THREADS > 0:
+        torch.set_num_threads(cfg.NUM_THREADS)  # as run_net.py does
+    try:
+        device = du.select_device()
+        settings = fe.extraction_settings(cfg, args.checkpoint, args.layer, args.window_stride,
+                                          resolve_precision(args.precision, device))
+        try:
+            if args.window_stride is None:  # the test loader splits each batch over the processes
+                per_process_batch_size(cfg.TEST.BATCH_SIZE, world, "TEST.BATCH_SIZE")
+            features = PooledFeatures(load_model(cfg, args.checkpoint, device), args.layer)
+        except (ValueError, FileNotFoundError) as exc:  # TEST.BATCH_SIZE, the checkpoint, a --layer that is no module
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        with features:
+            outcome = fe.extract(cfg, features, inputs, classes, args.out, settings, device)
+    finally:
+        du.cleanup_distributed()
+    if rank == 0:
+        for _name, reason in outcome.failed:
+            print(f"error: {reason}", file=sys.stderr)
+        print(f"{len(inputs)} inputs: {outcome.extracted} extracted, {outcome.skipped} already complete, "
+              f"{len(outcome.failed)} failed; index {os.path.join(args.out, fe.INDEX_FILE)}")
+    return 1 if outcome.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
