@@ -247,3 +247,33 @@ def test_walk_stops_at_frame_folders_skips_hidden_and_loops(tmp_path, monkeypatc
     assert listed[os.path.join("train", "c", "unwanted")] == 1  # stopped at its first JPEG
     assert os.path.join("train", "c", "wanted") not in listed  # a wanted name: not entered
     assert catalog.searched == f"4 folder(s) under {root}"  # root, train, train/c, train/c/unwanted
+
+
+def test_crawler_videos_then_their_frames_through_the_scripts(tmp_path, capsys):
+    """What a user does: Kinetics crawled into train/<class>/ and val/<class>/, frames
+    extracted (the tree mirrored), manifests built from either root by the scripts."""
+    import numpy as np
+
+    from cgnl_video.prep.synthetic import encode_mp4
+
+    write_kinetics(tmp_path / "ann", KINETICS_ROWS, "id1\nid2\n", "-d_3\n")
+    videos, frames = tmp_path / "kinetics" / "videos", tmp_path / "kinetics" / "frames"
+    clips = [("train", "b class", "id1_000001_000011"), ("train", "a class", "id2_000000_000010"),
+             ("val", "b class", "-d_3_000005_000015")]
+    for k, (split, label, name) in enumerate(clips):
+        os.makedirs(videos / split / label, exist_ok=True)
+        encode_mp4(str(videos / split / label / f"{name}.mp4"), np.full((5, 32, 32, 3), 50 * k, np.uint8), 25)
+    assert load_script("extract_frames").main(["--src", str(videos), "--dst", str(frames), "--workers", "1",
+                                               "--short-side", "32", "--no-progress"]) == 0
+    cli = load_script("build_manifests")
+    for root, out in ((videos, "from_videos"), (frames, "from_frames")):
+        args = kinetics_cli(tmp_path, root)
+        args[args.index("--out") + 1] = str(tmp_path / out)
+        assert cli.main(args[:-1]) == 0  # the videos are opened and checked
+        assert "train: found 2/2" in capsys.readouterr().out
+        manifests = read_out(tmp_path / out)
+        suffix = ".mp4" if root == videos else ""
+        assert [(e.path, e.label) for e in manifests["train"]] == [
+            (f"train/b class/id1_000001_000011{suffix}", 1), (f"train/a class/id2_000000_000010{suffix}", 0)]
+        assert [e.path for e in manifests["val"]] == [f"val/b class/-d_3_000005_000015{suffix}"]
+        assert all(e.num_frames == (None if suffix else 5) for e in manifests["train"])
