@@ -3,6 +3,7 @@ setup.py does not ask for it, and the package extracts frames, trains and runs t
 30-view test with PyAV, saying once that it does so."""
 
 import ast
+import contextlib
 import json
 import logging
 import os
@@ -117,19 +118,31 @@ def test_setup_asks_for_decord_only_where_it_has_wheels(sys_platform, machine, i
 
 
 class Said(logging.Handler):
+    """The messages the package logs (on its own logger: after setup_logging it does not
+    propagate to the root, where caplog listens)."""
+
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.messages = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        self.messages.append((record.levelno, record.getMessage()))
+
+    @classmethod
+    @contextlib.contextmanager
+    def on_package_logger(cls):
+        package_logger, said = logging.getLogger("cgnl_video"), cls()
+        level = package_logger.level
+        package_logger.setLevel(logging.INFO)
+        package_logger.addHandler(said)
+        try:
+            yield said
+        finally:
+            package_logger.removeHandler(said)
+            package_logger.setLevel(level)
 
 
 def test_video_readers_say_once_that_pyav_decodes(tmp_path, monkeypatch):
-    # On the package logger itself (after setup_logging it does not propagate to the root).
-    package_logger, said = logging.getLogger("cgnl_video"), Said()
-    monkeypatch.setattr(package_logger, "level", logging.INFO)
-    package_logger.addHandler(said)
     from cgnl_video.data.decode import VideoFileReader
     from cgnl_video.prep.synthetic import encode_mp4
     from cgnl_video.utils.decord_support import load_decord
@@ -140,12 +153,12 @@ def test_video_readers_say_once_that_pyav_decodes(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` raises ImportError
     load_decord.cache_clear()
     try:
-        for k, path in enumerate(paths):
-            with VideoFileReader(path, "decord") as reader:
-                assert reader.backend == "pyav" and reader.num_frames == 6
-                assert abs(int(reader.read([0, 5]).float().mean()) - 40 * k) <= 2
+        with Said.on_package_logger() as said:
+            for k, path in enumerate(paths):
+                with VideoFileReader(path, "decord") as reader:
+                    assert reader.backend == "pyav" and reader.num_frames == 6
+                    assert abs(int(reader.read([0, 5]).float().mean()) - 40 * k) <= 2
     finally:
         load_decord.cache_clear()
-        package_logger.removeHandler(said)
-    lines = [message for message in said.messages if "decord" in message]
+    lines = [message for _, message in said.messages if "decord" in message]
     assert len(lines) == 1 and "decoded with PyAV" in lines[0], lines
