@@ -2,6 +2,14 @@
 
 from setuptools import find_packages, setup
 
+# decord 0.6.0 (its last release) has wheels for Linux x86_64 and Windows x86_64 only
+# (none for macOS on Apple silicon or Linux aarch64): it is installed there, and
+# elsewhere PyAV decodes every video (cgnl_video/utils/decord_support.py).
+DECORD = (
+    "decord>=0.6.0; (sys_platform == 'linux' and platform_machine == 'x86_64')"
+    " or (sys_platform == 'win32' and platform_machine == 'AMD64')"
+)
+
 setup(
     name="cgnl_video",
     version="0.1.0",
@@ -14,7 +22,7 @@ setup(
         "torch>=2.2",
         "torchvision>=0.17",
         "pytorchvideo>=0.1.5",
-        "decord>=0.6.0",
+        DECORD,
         "av>=11",
         "fvcore>=0.1.5.post20221221",
         "iopath>=0.1.9",

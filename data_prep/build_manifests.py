@@ -3,8 +3,11 @@
 
 Manifest lines: '<path relative to ROOT> <num_frames> <label>' for frame folders,
 '<path relative to ROOT> <label>' for video files; labels are 0-based indices into
-classes.txt. Clips that are missing, empty or unreadable are left out and listed in
-OUT/missing.txt. See docs/DATA_PREP.md.
+classes.txt. Clips are found by name at any depth under --root (flat, a folder per
+class, per split and class, per split), as video files or frame folders. Clips that
+are missing, empty or unreadable are left out and listed in OUT/missing.txt; a split
+with no clip found is an error (exit code 2), one with fewer than half a warning.
+See docs/DATA_PREP.md.
 
   ucf101        official UCF-101 split files (classInd.txt, trainlistNN.txt, testlistNN.txt)
   minikinetics  Kinetics-400 annotation CSVs joined with the Mini-Kinetics-200 id lists
@@ -12,6 +15,7 @@ OUT/missing.txt. See docs/DATA_PREP.md.
 """
 
 import argparse
+import logging
 import sys
 
 from cgnl_video.data.manifest import ManifestError
@@ -26,7 +30,8 @@ def main(argv=None) -> int:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--root", required=True, help="folder of the videos or of the extracted frame folders")
+        sub.add_argument("--root", required=True,
+                         help="folder of the videos or of the extracted frame folders (searched at any depth)")
         sub.add_argument("--out", required=True, help="folder for train.txt, val.txt, test.txt, classes.txt, missing.txt")
         sub.add_argument("--no-check-videos", action="store_true",
                          help="do not open each video file to check that it is readable (faster)")
@@ -49,6 +54,7 @@ def main(argv=None) -> int:
                      help="folder with train.txt, val.txt and/or test.txt (and optionally classes.txt)")
 
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     check = not args.no_check_videos
     try:
         if args.dataset == "ucf101":

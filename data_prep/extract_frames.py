@@ -4,10 +4,12 @@
 VIDEOS/a/b.mp4 -> FRAMES/a/b/000001.jpg, 000002.jpg, ... (1-based), plus
 FRAMES/extraction_index.tsv (path, num_frames, fps, width, height of each finished
 video) and FRAMES/failures.txt (path, status, reason). Rerunning skips finished
-videos and redoes unfinished ones. See docs/DATA_PREP.md.
+videos and redoes unfinished ones. Videos are decoded with decord where it is
+installed, else with PyAV. See docs/DATA_PREP.md.
 """
 
 import argparse
+import logging
 import os
 import sys
 
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
         parser.error("--short-side must be >= 0, --fps > 0 and --workers >= 1")
     if not os.path.isdir(args.src):
         parser.error(f"--src {args.src} is not a folder")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     videos = read_video_list(args.list) if args.list else None
     options = ExtractOptions(short_side=args.short_side, fps=args.fps, quality=args.quality)
     summary = extract_all(args.src, args.dst, videos, options, args.workers, progress=not args.no_progress)

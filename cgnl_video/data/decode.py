@@ -13,8 +13,9 @@ Decoder choices, measured on 340x256 JPEG frames (benchmarks/bench_loader.py):
 ``torchvision.io.decode_jpeg`` is about 10-15 % faster than PIL (both use
 libjpeg-turbo), so ``"auto"`` uses it and falls back to PIL per frame (PIL also reads
 non-JPEG frames). Video files use one decord reader per video and a single
-``get_batch`` on the sorted distinct indices; when decord is missing or fails on a
-video, PyAV decodes it sequentially.
+``get_batch`` on the sorted distinct indices; when decord fails on a video, PyAV
+decodes it sequentially. decord is optional (no wheels for macOS or Linux aarch64):
+without it every video is decoded with PyAV, said once per process in the log.
 """
 
 import logging
@@ -27,6 +28,7 @@ import torch
 from PIL import Image
 
 from cgnl_video.data.manifest import frame_file_name
+from cgnl_video.utils.decord_support import load_decord
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +222,9 @@ class DecordReader(FrameReader):
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        import decord
-
+        decord = load_decord()
+        if decord is None:
+            raise ImportError("decord is not installed")
         try:
             self._reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
             self.num_frames = len(self._reader)
@@ -244,8 +247,8 @@ class DecordReader(FrameReader):
 
 
 class VideoFileReader(FrameReader):
-    """A video file read with decord, falling back to PyAV when decord is missing or
-    fails to open or decode it; ``backend="pyav"`` uses PyAV only."""
+    """A video file read with decord, falling back to PyAV when decord fails to open
+    or decode it; ``backend="pyav"``, or decord not installed, uses PyAV only."""
 
     def __init__(self, path: str, backend: str = "decord") -> None:
         super().__init__(path)
@@ -253,10 +256,10 @@ class VideoFileReader(FrameReader):
         if not os.path.isfile(path):
             raise DecodeError(f"video not found: {path}")
         self._reader: FrameReader
-        if backend == "decord":
+        if backend == "decord" and load_decord() is not None:
             try:
                 self._reader = DecordReader(path)
-            except (ImportError, DecodeError) as error:
+            except DecodeError as error:
                 self._reader = self._fall_back(error)
         else:
             self._reader = PyAVReader(path)

@@ -7,6 +7,9 @@ disk, so a frame folder under its final name is always complete. Each finished v
 is recorded in the extraction index (see ``cgnl_video.prep.index``); a rerun skips the
 videos recorded there whose folder exists, and redoes the others.
 
+Videos are decoded with decord, or with PyAV where decord cannot read them or is
+not installed (said once, by the process that starts the run).
+
 Problems never stop the run: a video that cannot be read, is empty or is cut short is
 listed in ``FRAMES/failures.txt`` with the reason. A truncated video (fewer decodable
 frames than its container reports) keeps the frames that decode, is indexed with the
@@ -35,6 +38,7 @@ from cgnl_video.prep.video_io import (
     resampled_indices,
 )
 from cgnl_video.prep.workers import WorkerCrash, parallel_map
+from cgnl_video.utils.decord_support import load_decord
 from cgnl_video.utils.io import read_lines
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
@@ -53,12 +57,14 @@ class ExtractOptions:
 
 @dataclass(frozen=True)
 class Task:
-    """One video to extract: ``rel`` is its path relative to ``src_root``."""
+    """One video to extract: ``rel`` is its path relative to ``src_root``;
+    ``use_decord`` None = whether decord imports."""
 
     src_root: str
     dst_root: str
     rel: str
     options: ExtractOptions
+    use_decord: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -146,12 +152,14 @@ def extract_video(task: Task) -> Outcome:
         size = output_size(info.width, info.height, options.short_side)
         shutil.rmtree(temp, ignore_errors=True)
         count, note = 0, ""
-        try:
-            count = _write_frames(frames_with_decord(src, size, options.fps, info.fps), temp, options.quality)
-        except Exception as error:  # noqa: BLE001 - decord cannot read it: try PyAV
-            note = f" (decord: {describe_error(error)}; decoded with PyAV)"
+        use_decord = load_decord() is not None if task.use_decord is None else task.use_decord
+        if use_decord:
+            try:
+                count = _write_frames(frames_with_decord(src, size, options.fps, info.fps), temp, options.quality)
+            except Exception as error:  # noqa: BLE001 - decord cannot read it: try PyAV
+                note = f" (decord: {describe_error(error)}; decoded with PyAV)"
+            note = note or ("" if count else " (decord: no frame; decoded with PyAV)")
         if count == 0:
-            note = note or " (decord: no frame; decoded with PyAV)"
             shutil.rmtree(temp, ignore_errors=True)
             count = _write_frames(frames_with_pyav(src, size, options.fps, info.fps), temp, options.quality)
         if count == 0:
@@ -211,15 +219,10 @@ def _write_frames(chunks: Iterable[np.ndarray], folder: str, quality: int) -> in
     return count
 
 
-def _init_worker_logging() -> None:
-    """Keep decoder messages off the terminal (the reasons go to the failures file)."""
-    import decord
-
-    decord.logging.set_level(decord.logging.QUIET)
-
-
 def _extract_in_worker(task: Task) -> Outcome:
-    _init_worker_logging()
+    decord = load_decord() if task.use_decord else None
+    if decord is not None:  # keep decoder messages off the terminal (the reasons go to the failures file)
+        decord.logging.set_level(decord.logging.QUIET)
     return extract_video(task)
 
 
@@ -242,6 +245,7 @@ def extract_all(
     if videos is None:
         videos = find_videos(src_root, skip=[dst_root])
     summary = Summary()
+    use_decord = load_decord() is not None  # decided (and said) here, not in each worker
     todo = []
     for rel in videos:
         key = frame_folder(rel)
@@ -250,7 +254,7 @@ def extract_all(
         else:
             entries.pop(key, None)
             failures.pop(rel, None)
-            todo.append(Task(src_root, dst_root, rel, options))
+            todo.append(Task(src_root, dst_root, rel, options, use_decord))
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
     last_rewrite = time.monotonic()
     try:

@@ -9,14 +9,18 @@ class name does not). ``classes.txt`` (one name a line, label = line index) fixe
 the classes and their order; without it the classes are the names in the lists,
 sorted. A missing ``val.txt`` is the test list and a missing ``test.txt`` the val
 list, so that train, val and test manifests always come out. A clip ``a/b.mp4`` is
-found under the root as the frame folder ``a/b`` or the video ``a/b.<ext>``.
+found under the root as the frame folder ``a/b`` or the video ``a/b.<ext>``, and else
+by its name ``b`` at any depth where the folders agree with the list's from the end
+(``x/a/b``, or ``b`` in a flat root; not ``c/b``: names may repeat across folders).
 """
 
 import os
 from typing import Dict, List, Tuple
 
 from cgnl_video.data.manifest import ManifestError, read_classes
-from cgnl_video.prep.manifests import SPLITS, ClipFinder, Wanted, check_unique, read_lines, resolve_split, write_outputs
+from cgnl_video.prep.manifests import (
+    PATH_OR_SUFFIX, SPLITS, Wanted, check_unique, find_clips, read_lines, write_outputs,
+)
 
 
 def read_labelled_list(path: str) -> List[Tuple[str, str, str]]:
@@ -46,17 +50,15 @@ def build_generic(list_dir: str, root: str, out: str, check_videos: bool = True)
     else:
         classes = sorted({name for rows in lists.values() for _, _, name in rows})
     label_of = {name: i for i, name in enumerate(classes)}
-    finder = ClipFinder(root)
-    manifests, missing, expected = {}, [], {}
+    wanted: Dict[str, List[Wanted]] = {}
     for split, rows in lists.items():
-        wanted = []
+        wanted[split] = []
         for where, clip, name in rows:
             if name not in label_of:
                 raise ManifestError(f"{where}: unknown class {name!r} (not in {classes_file})")
-            wanted.append(Wanted(clip, label_of[name], (os.path.splitext(clip)[0],)))
-        manifests[split], lost = resolve_split(finder, split, wanted, check_videos=check_videos)
-        missing += lost
-        expected[split] = len(wanted)
+            wanted[split].append(Wanted(clip, label_of[name], (os.path.splitext(clip)[0],)))
+    manifests, missing = find_clips(root, wanted, PATH_OR_SUFFIX, check_videos)
+    expected = {split: len(clips) for split, clips in wanted.items()}
     for split, stand_in in (("val", "test"), ("test", "val")):
         if split not in manifests and stand_in in manifests:
             manifests[split], expected[split] = manifests[stand_in], expected[stand_in]

@@ -6,9 +6,9 @@ The Kinetics-400 CSVs have the columns ``label,youtube_id,time_start,time_end,sp
 lists ``train_ytid_list.txt`` and ``val_ytid_list.txt`` hold one YouTube id a line.
 
 Classes are the labels of the listed videos, sorted alphabetically (label = index).
-A clip is found anywhere in the root up to one class folder deep, named
-``{youtube_id}_{start:06d}_{end:06d}`` or ``{youtube_id}``, as a video file or a
-frame folder. ``test.txt`` repeats the val videos (scored with the multi-view test).
+A clip is found by name at any depth of the root (see ``prep.manifests.LAYOUTS``),
+named ``{youtube_id}_{start:06d}_{end:06d}`` or ``{youtube_id}``, as a video file or
+a frame folder. ``test.txt`` repeats the val videos (scored with the multi-view test).
 """
 
 import csv
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from cgnl_video.data.manifest import ManifestError
-from cgnl_video.prep.manifests import ClipFinder, Wanted, check_unique, read_lines, resolve_split, write_outputs
+from cgnl_video.prep.manifests import BY_NAME, Wanted, check_unique, find_clips, read_lines, write_outputs
 
 REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 LIST_NAMES = {"train": "train_ytid_list.txt", "val": "val_ytid_list.txt"}
@@ -116,14 +116,12 @@ def build_minikinetics(
     if num_classes and len(classes) != num_classes:
         raise ManifestError(f"the listed videos have {len(classes)} classes, expected {num_classes}")
     label_of = {name: i for i, name in enumerate(classes)}
-    finder = ClipFinder(root)
-    finder.catalog({name for split in splits for y in ids[split] for name in table[y].names(y)})
-    manifests, missing, expected = {}, [], {}
-    for split in splits:
-        wanted = [Wanted(table[y].names(y)[0], label_of[table[y].label], table[y].names(y)) for y in ids[split]]
-        manifests[split], lost = resolve_split(finder, split, wanted, by_name=True, check_videos=check_videos)
-        missing += lost
-        expected[split] = len(wanted)
+    wanted = {
+        split: [Wanted(table[y].names(y)[0], label_of[table[y].label], table[y].names(y)) for y in ids[split]]
+        for split in splits
+    }
+    manifests, missing = find_clips(root, wanted, BY_NAME, check_videos)
+    expected = {split: len(clips) for split, clips in wanted.items()}
     if "val" in manifests:
         manifests["test"], expected["test"] = manifests["val"], expected["val"]
     return write_outputs(out, classes, manifests, expected, missing)

@@ -1,26 +1,42 @@
 """What the manifest builders share: finding clips under a data root and writing the outputs.
 
 A data root holds either video files or frame folders made by ``extract_frames``
-(or both; a frame folder wins over a video of the same name). Frame counts come
-from the extraction index when the root has one, else the JPEGs are counted.
-Clips that are missing, empty or unreadable are left out of the manifests and
-listed in ``OUT/missing.txt`` (``split<TAB>clip<TAB>reason`` after a header).
+(or both; a frame folder wins over a video of the same path), in any of the folder
+layouts of ``LAYOUTS``. A clip is taken at the path its list gives when it is there,
+and otherwise looked up by name in a catalog of the whole root (``prep.tree``: one
+walk, or the extraction index when the root has one). Frame counts come from the
+extraction index when the root has one, else the JPEGs are counted.
+
+Clips that are missing, empty or unreadable are left out of the manifests and listed
+in ``OUT/missing.txt`` (``split<TAB>clip<TAB>reason`` after a header). A split with no
+clip found is an error, one with fewer than half found a warning, both explaining
+where the clips were looked for; a clip name found at two paths is an error.
 """
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from cgnl_video.data.manifest import ManifestEntry, ManifestError, write_classes, write_manifest
 from cgnl_video.prep import index as idx
+from cgnl_video.prep import tree
 from cgnl_video.prep.extract import VIDEO_EXTENSIONS, frame_folder
 from cgnl_video.prep.video_io import VideoError, probe
 from cgnl_video.utils.io import atomic_write_text, read_lines  # noqa: F401 (read_lines: used by the builders)
 
+logger = logging.getLogger(__name__)
+
 MISSING_NAME = "missing.txt"
 MISSING_HEADER = "split\tclip\treason"
 SPLITS = ("train", "val", "test")
+LAYOUTS = (
+    "ROOT/<name>.mp4                   flat",
+    "ROOT/<class>/<name>.mp4           a folder per class",
+    "ROOT/<split>/<class>/<name>.mp4   a folder per split and class (Kinetics crawlers: train/, val/)",
+    "ROOT/<split>/<name>.mp4           a folder per split",
+)
 
 
 @dataclass(frozen=True)
@@ -41,14 +57,35 @@ class Wanted:
     stems: Tuple[str, ...]
 
 
-class ClipFinder:
-    """Looks clips up under ``root`` by relative path, or by name anywhere up to two
-    folders deep (``root/name`` or ``root/<class>/name``)."""
+@dataclass(frozen=True)
+class Lookup:
+    """How a dataset's clips are looked up.
 
-    def __init__(self, root: str) -> None:
+    ``at_path``: first at the list's path (``stems``) under the root. Then by name
+    anywhere in the root; with ``same_folders`` a path found by name must agree with
+    the list's path from the end (a tree may add folders above the list's path, or
+    lack its folders, but not put the clip in another folder), for datasets whose
+    clip names repeat across folders.
+    """
+
+    at_path: bool
+    same_folders: bool = False
+
+
+BY_NAME = Lookup(at_path=False)  # Kinetics: the file name identifies the clip
+PATH_OR_NAME = Lookup(at_path=True)  # UCF-101: names are unique (v_<Class>_gXX_cYY)
+PATH_OR_SUFFIX = Lookup(at_path=True, same_folders=True)  # any list: names may repeat
+
+
+class ClipFinder:
+    """Looks clips up under ``root`` (see ``Lookup``); the catalog of the root is made
+    once, on the first lookup by name. ``clip_names`` are the names looked for."""
+
+    def __init__(self, root: str, clip_names: Iterable[str] = ()) -> None:
         if not os.path.isdir(root):
             raise FileNotFoundError(f"data root not found: {root}")
         self.root = root
+        self.clip_names = set(clip_names)
         self.index: Optional[Dict[str, idx.IndexEntry]] = idx.read_index(root) if idx.has_index(root) else None
         # Why extract_frames could not extract a video, by frame folder.
         self.extract_failures = {
@@ -56,35 +93,67 @@ class ClipFinder:
             for path, (status, reason) in idx.read_failures(root).items()
             if status == "failed"
         }
-        self.by_name: Dict[str, List[str]] = {}
+        self.failed = tree.from_paths("", self.extract_failures)
+        self._catalog: Optional[tree.Catalog] = None
 
-    def catalog(self, names: Set[str]) -> None:
-        """Record where each of ``names`` (stems) lies, scanning the root once."""
-        if self.index is not None:
-            paths: Iterable[str] = self.index
-        else:
-            paths = _scan_two_levels(self.root, names)
-        # Videos that failed extraction have no folder, but a reason for missing.txt.
-        for path in sorted(set(paths) | set(self.extract_failures)):
-            name = os.path.basename(path)
-            if name in names:
-                self.by_name.setdefault(name, []).append(path)
+    @property
+    def catalog(self) -> tree.Catalog:
+        """Every clip of the root by name: the extraction index's folders, or one walk."""
+        if self._catalog is None:
+            if self.index is not None:
+                searched = f"the extraction index {os.path.join(self.root, idx.INDEX_NAME)} (not the folders)"
+                self._catalog = tree.from_paths(searched, self.index)
+            else:
+                self._catalog = tree.walk(self.root, self.clip_names)
+        return self._catalog
 
-    def locate(self, stems: Sequence[str], by_name: bool = False) -> Union[Found, str]:
-        """The first of ``stems`` on disk, or the reason none is usable.
+    def locate(self, wanted: Wanted, lookup: Lookup) -> Union[Found, str]:
+        """The clip on disk, or the reason it is not usable ("not found" when absent).
 
-        With ``by_name`` the stems are bare names looked up in the catalog.
+        ManifestError when its name is found at two paths (which one is meant?).
         """
-        paths = [path for stem in stems for path in (self.by_name.get(stem, []) if by_name else [stem])]
-        reasons = []
-        for path in paths:
-            found = self._check(path)
-            if isinstance(found, Found):
-                return found
-            if found:
-                reasons.append(found)
-        reasons += [f"frame extraction failed: {self.extract_failures[p]}" for p in paths if p in self.extract_failures]
-        return "; ".join(dict.fromkeys(reasons)) or "not found"
+        if lookup.at_path:
+            results = [result for stem in wanted.stems for result in self._at(stem)]
+            if results:
+                return _found_or_reasons(results)
+        elsewhere: List[str] = []
+        for stem in wanted.stems:
+            named = self._named(stem)
+            agreeing = [s for s in named if not lookup.same_folders or _agree(s, stem)]
+            if len(agreeing) > 1:
+                raise ManifestError(
+                    f"clip {wanted.clip!r} is under {self.root} twice: {named[agreeing[0]]} and "
+                    f"{named[agreeing[1]]}; remove one, or give --root the folder that holds the right one"
+                )
+            if agreeing:
+                return _found_or_reasons(self._at(agreeing[0])) or "not found"
+            elsewhere += named.values()
+        if elsewhere:
+            return f"not found; {elsewhere[0]} has its name but lies in other folders than the list says"
+        return "not found"
+
+    def _named(self, stem: str) -> Dict[str, str]:
+        """{clip path without extension: a path of it} for the clips named like ``stem``;
+        the failed extractions of that name only when nothing else has it."""
+        name = os.path.basename(stem)
+        for catalog in (self.catalog, self.failed):
+            named: Dict[str, str] = {}
+            for path in catalog.paths.get(name, []):
+                named.setdefault(tree.clip_stem(path), path)
+            if named:
+                return named
+        return {}
+
+    def _at(self, stem: str) -> List[Union[Found, str]]:
+        """[Found] for a usable frame folder or video at ``stem``, [reasons] for an
+        unusable one or a failed extraction, [] if nothing is there."""
+        found = self._check(stem)
+        if isinstance(found, Found):
+            return [found]
+        reasons = [found] if found else []
+        if stem in self.extract_failures:
+            reasons.append(f"frame extraction failed: {self.extract_failures[stem]}")
+        return reasons
 
     def _check(self, stem: str) -> Union[Found, str]:
         """Found for a usable frame folder or video at ``stem``; a reason, or "" if absent."""
@@ -102,43 +171,91 @@ class ClipFinder:
         return ""
 
 
+def _found_or_reasons(results: List[Union[Found, str]]) -> Union[Found, str]:
+    """The Found among ``results``, else their reasons joined ("" when there are none)."""
+    for result in results:
+        if isinstance(result, Found):
+            return result
+    return "; ".join(dict.fromkeys(str(r) for r in results))
+
+
+def _agree(path: str, stem: str) -> bool:
+    """Whether two relative paths agree folder by folder from the end."""
+    a, b = path.split("/"), stem.replace(os.sep, "/").split("/")
+    n = min(len(a), len(b))
+    return a[-n:] == b[-n:]
+
+
 def count_frames(folder: str) -> int:
     """Number of JPEG frames in a frame folder."""
     with os.scandir(folder) as entries:
-        return sum(1 for e in entries if e.name.lower().endswith((".jpg", ".jpeg")) and not e.name.startswith("."))
+        return sum(1 for e in entries if e.name.lower().endswith(tree.FRAME_EXTENSIONS) and not e.name.startswith("."))
 
 
-def _scan_two_levels(root: str, names: Set[str]) -> List[str]:
-    """Stems (relative, without extension) of the videos and wanted folders at depth 1 and 2.
+def find_clips(
+    root: str,
+    wanted: Dict[str, List[Wanted]],
+    lookup: Lookup,
+    check_videos: bool = True,
+) -> Tuple[Dict[str, List[ManifestEntry]], List[Tuple[str, str, str]]]:
+    """Manifest entries of each split and ``(split, clip, reason)`` of the clips left out.
 
-    A folder at depth 1 whose name is not wanted is taken for a class folder and
-    entered; frame folders are never listed (that would touch every frame).
+    ManifestError when a split has no clip found (or lists none), naming where the
+    clips were looked for; a logged warning when fewer than half are found.
     """
-    found: List[str] = []
+    finder = ClipFinder(root, {os.path.basename(s) for clips in wanted.values() for w in clips for s in w.stems})
+    manifests, missing = {}, []
+    for split, clips in wanted.items():
+        entries, lost = resolve_split(finder, split, clips, lookup, check_videos)
+        if not entries:
+            raise ManifestError(_not_found_help(finder, split, clips, lost, lookup, "error"))
+        if len(entries) < len(clips) / 2:
+            logger.warning(_not_found_help(finder, split, clips, lost, lookup, "warning"))
+        manifests[split] = entries
+        missing += lost
+    return manifests, missing
 
-    def visit(folder: str, rel: str, depth: int) -> None:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                stem = os.path.join(rel, entry.name) if rel else entry.name
-                if entry.is_dir():
-                    if entry.name in names:
-                        found.append(stem)
-                    elif depth == 1:
-                        visit(entry.path, stem, 2)
-                elif entry.name.lower().endswith(VIDEO_EXTENSIONS):
-                    found.append(os.path.splitext(stem)[0])
 
-    visit(root, "", 1)
-    return found
+def _not_found_help(
+    finder: ClipFinder,
+    split: str,
+    clips: List[Wanted],
+    lost: List[Tuple[str, str, str]],
+    lookup: Lookup,
+    level: str,
+) -> str:
+    """What went wrong with a split, where the clips were looked for and how they may lie."""
+    if not clips:
+        return f"{split}: the list holds no clip"
+    found = len(clips) - len(lost)
+    catalog = finder.catalog
+    holds = f"{len(catalog)} video file(s) and frame folder(s)"
+    if len(catalog):
+        holds += " such as " + ", ".join(catalog.examples())
+    lines = [
+        f"{split}: found {found} of {len(clips)} clips under {finder.root}"
+        + (" (the others are listed in missing.txt)" if level == "warning" else ""),
+        f"Searched {catalog.searched}: {holds}.",
+        "A clip is looked for " + ("at the path of its list, then " if lookup.at_path else "")
+        + "by name at any depth under --root, as a video file (" + " ".join(VIDEO_EXTENSIONS)
+        + ") or a frame folder of JPEGs (data_prep/extract_frames.py), in any of these layouts:",
+        *(f"  {layout}" for layout in LAYOUTS),
+    ]
+    missing_wanted = {clip for _, clip, _ in lost}
+    examples = [w for w in clips if w.clip in missing_wanted][:3]
+    shown = (" or ".join(w.stems) if not lookup.at_path else w.clip for w in examples)
+    lines.append("Expected names of missing clips: " + ", ".join(shown))
+    problems = [f"{clip}: {reason}" for _, clip, reason in lost if reason != "not found"][:3]
+    if problems:
+        lines.append("Other reasons: " + "; ".join(problems))
+    return "\n".join(lines)
 
 
 def resolve_split(
     finder: ClipFinder,
     split: str,
     wanted: Sequence[Wanted],
-    by_name: bool = False,
+    lookup: Lookup,
     check_videos: bool = True,
 ) -> Tuple[List[ManifestEntry], List[Tuple[str, str, str]]]:
     """Manifest entries of the clips found and ``(split, clip, reason)`` of the others.
@@ -146,7 +263,7 @@ def resolve_split(
     With ``check_videos`` each video file's header is read (in threads) and an
     unreadable one counts as missing.
     """
-    located = [finder.locate(w.stems, by_name) for w in wanted]
+    located = [finder.locate(w, lookup) for w in wanted]
     if check_videos:
         videos = [f.path for f in located if isinstance(f, Found) and f.num_frames is None]
         with ThreadPoolExecutor(max_workers=8) as pool:

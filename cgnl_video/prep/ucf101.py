@@ -7,15 +7,15 @@ order. The split has no validation set, so ``val.txt`` is the test list (its
 missing clips are listed once, under ``test``).
 
 A clip ``Class/v_x.avi`` is looked for under the root as the frame folder
-``Class/v_x``, as ``Class/v_x.<any video extension>``, and at the top level
-(``v_x``, ``v_x.avi``) for a root without class folders.
+``Class/v_x`` or the video ``Class/v_x.<any video extension>``, and else by its
+name ``v_x`` at any depth (a flat root, split folders: see ``prep.manifests.LAYOUTS``).
 """
 
 import os
 from typing import Dict, List, Tuple
 
 from cgnl_video.data.manifest import ManifestError
-from cgnl_video.prep.manifests import ClipFinder, Wanted, check_unique, read_lines, resolve_split, write_outputs
+from cgnl_video.prep.manifests import PATH_OR_NAME, Wanted, check_unique, find_clips, read_lines, write_outputs
 
 
 def read_class_index(path: str) -> List[str]:
@@ -87,20 +87,12 @@ def build_ucf101(
     overlap = {c for c, _ in lists["train"]} & {c for c, _ in lists["test"]}
     if overlap:
         raise ManifestError(f"{len(overlap)} clip(s) in both the train and the test list, e.g. {min(overlap)}")
-    finder = ClipFinder(root)
-    splits, missing = {}, []
-    for name, clips in lists.items():
-        wanted = [Wanted(clip, label, _stems(clip)) for clip, label in clips]
-        splits[name], lost = resolve_split(finder, name, wanted, check_videos=check_videos)
-        missing += lost
-    splits["val"] = splits["test"]
+    wanted = {
+        name: [Wanted(clip, label, (os.path.splitext(clip)[0],)) for clip, label in clips]
+        for name, clips in lists.items()
+    }
+    splits, missing = find_clips(root, wanted, PATH_OR_NAME, check_videos)
     expected = {name: len(clips) for name, clips in lists.items()}
-    expected["val"] = expected["test"]
+    splits["val"], expected["val"] = splits["test"], expected["test"]
     ordered = {name: splits[name] for name in ("train", "val", "test")}
     return write_outputs(out, classes, ordered, expected, missing)
-
-
-def _stems(clip: str) -> Tuple[str, ...]:
-    """Where a clip may lie: with its class folder, or at the top of the root."""
-    stem = os.path.splitext(clip)[0]
-    return (stem, os.path.basename(stem))

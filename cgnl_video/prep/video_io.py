@@ -1,4 +1,5 @@
-"""Video decoding for frame extraction: decord first, PyAV when decord cannot read.
+"""Video decoding for frame extraction: decord first, PyAV when decord cannot read
+(or is not installed: ``cgnl_video.utils.decord_support``).
 
 Frames come out as RGB ``uint8`` arrays of shape ``(H, W, 3)``, already resized
 to the requested short side, in chunks so that a long video never sits in
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
+
+from cgnl_video.utils.decord_support import load_decord
 
 CHUNK_FRAMES = 32  # frames decoded per batch: bounds memory for long videos
 
@@ -82,9 +85,11 @@ def resampled_indices(src_fps: float, dst_fps: Optional[float]) -> Iterator[int]
 def frames_with_decord(
     path: str, size: Tuple[int, int], dst_fps: Optional[float], src_fps: float
 ) -> Iterator[np.ndarray]:
-    """Yield chunks ``(n, H, W, 3)`` decoded by decord (resizing inside the decoder)."""
-    import decord
-
+    """Yield chunks ``(n, H, W, 3)`` decoded by decord (resizing inside the decoder);
+    ImportError when decord is not installed."""
+    decord = load_decord()
+    if decord is None:
+        raise ImportError("decord is not installed")
     reader = decord.VideoReader(path, width=size[0], height=size[1], num_threads=1)
     total = len(reader)
     if total <= 0:

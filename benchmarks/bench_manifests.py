@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Finding 80,000 clips by name: the one-walk catalog of build_manifests.py.
+
+From the repository root (after ``pip install -e .``):
+
+    python benchmarks/bench_manifests.py [--clips 80000] [--repeats 5]
+
+It writes, under a temporary folder (deleted at the end), the Mini-Kinetics-200
+training set as a Kinetics crawler leaves it, with ``--clips`` clips in 400 class
+folders, in three trees:
+
+* ``videos``: ``train/<class>/<ytid>_<start>_<end>.mp4``, 1-byte files;
+* ``frames``: the frame folders extract_frames.py would make of them, empty
+  (their names are the names looked for: the walk does not enter them);
+* ``frames_all``: the same frame folders with one JPEG each, none of them looked
+  for (frames of clips of another dataset: the walk stops at the first JPEG).
+
+and times, round-robin in the same run (median of ``--repeats``, wall clock):
+
+* ``tree.walk`` (``prep/tree.py``): the catalog of each tree, one ``os.scandir``
+  walk;
+* baseline: the same catalog from ``os.walk`` (lists every folder it meets);
+* the whole ``build_minikinetics`` on ``videos`` with ``check_videos=False``
+  (reading the lists, the catalog, checking each clip on disk, writing the
+  manifests), from a CSV and id list of the generated clips.
+
+The files are in the page cache (the trees were just written): the figures are
+for a warm cache, as on a second run.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as common  # noqa: E402
+
+from cgnl_video.prep import tree  # noqa: E402
+from cgnl_video.prep.kinetics import build_minikinetics  # noqa: E402
+
+CLASSES = 400
+
+
+def clip_names(count: int) -> List[str]:
+    """``(class, clip name)`` of ``count`` Kinetics-like clips."""
+    return [(f"class_{k % CLASSES:03d}", f"yt{k:09d}_{k % 300:06d}_{k % 300 + 10:06d}") for k in range(count)]
+
+
+def write_trees(work: str, clips) -> Dict[str, str]:
+    roots = {name: os.path.join(work, name) for name in ("videos", "frames", "frames_all")}
+    for label in {label for label, _ in clips}:
+        for root in roots.values():
+            os.makedirs(os.path.join(root, "train", label))
+    for label, name in clips:
+        with open(os.path.join(roots["videos"], "train", label, name + ".mp4"), "wb") as handle:
+            handle.write(b"x")
+        os.mkdir(os.path.join(roots["frames"], "train", label, name))
+        folder = os.path.join(roots["frames_all"], "train", label, name)
+        os.mkdir(folder)
+        with open(os.path.join(folder, "000001.jpg"), "wb") as handle:
+            handle.write(b"x")
+    return roots
+
+
+def os_walk_catalog(root: str, names) -> tree.Catalog:
+    """The baseline: the same name index from os.walk (every folder listed)."""
+    catalog = tree.Catalog(root)
+    for folder, dirs, files in os.walk(root):
+        rel = os.path.relpath(folder, root)
+        for name in files:
+            if name.lower().endswith(tree.VIDEO_EXTENSIONS):
+                catalog.add(os.path.join(rel, name))
+        if any(f.lower().endswith(tree.FRAME_EXTENSIONS) for f in files):
+            catalog.add(rel)
+        for name in list(dirs):
+            if name in names:
+                catalog.add(os.path.join(rel, name))
+                dirs.remove(name)
+    return catalog
+
+
+def write_lists(work: str, clips) -> str:
+    folder = os.path.join(work, "lists")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "k400.csv"), "w", encoding="utf-8") as handle:
+        handle.write("label,youtube_id,time_start,time_end,split\n")
+        for label, name in clips:
+            ytid, start, end = name.split("_")
+            handle.write(f"{label},{ytid},{int(start)},{int(end)},train\n")
+    with open(os.path.join(folder, "train_ytid_list.txt"), "w", encoding="utf-8") as handle:
+        handle.writelines(name.split("_")[0] + "\n" for _, name in clips)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=80000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=os.path.join(common.RESULTS, "manifests.json"))
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="bench_manifests_")
+    try:
+        clips = clip_names(args.clips)
+        start = time.perf_counter()
+        roots = write_trees(work, clips)
+        lists = write_lists(work, clips)
+        print(f"wrote 3 trees of {args.clips} clips in {time.perf_counter() - start:.1f} s under {work}")
+        names = {name for _, name in clips} | {name.split("_")[0] for _, name in clips}
+        out = os.path.join(work, "out")
+        cases = {}
+        for kind in ("videos", "frames", "frames_all"):
+            wanted = set() if kind == "frames_all" else names
+            cases[f"tree.walk, {kind}"] = lambda r=roots[kind], w=wanted: tree.walk(r, w)
+            cases[f"os.walk (baseline), {kind}"] = lambda r=roots[kind], w=wanted: os_walk_catalog(r, w)
+        cases["build_minikinetics, videos"] = lambda: build_minikinetics(
+            [os.path.join(lists, "k400.csv")], lists, roots["videos"], out, ["train"], 0, check_videos=False)
+        for kind in ("videos", "frames", "frames_all"):  # both find every clip
+            ours = tree.walk(roots[kind], set() if kind == "frames_all" else names)
+            assert len(ours) == len(os_walk_catalog(roots[kind], names)) == args.clips, kind
+        times = common.time_interleaved(cases, args.repeats, warmup=1, clock="wall")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for kind in ("videos", "frames", "frames_all"):
+        ours, base = times[f"tree.walk, {kind}"], times[f"os.walk (baseline), {kind}"]
+        rows.append([kind, f"{ours['median_s']:.3f}", f"{base['median_s']:.3f}",
+                     f"{base['median_s'] / ours['median_s']:.2f}x"])
+    print(common.markdown_table(["tree", "tree.walk s", "os.walk s (baseline)", "tree.walk is faster by"], rows))
+    build = times["build_minikinetics, videos"]
+    print(f"\nbuild_minikinetics (train, {args.clips} clips, --no-check-videos): {build['median_s']:.2f} s")
+    result = {"machine": common.machine_info(torch.device("cpu")), "load_average": common.load_average(),
+              "command": common.command_line(), "clips": args.clips, "classes": CLASSES, "times": times}
+    common.write_json(args.json, result)
+    print(f"\nresults written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
