@@ -40,12 +40,13 @@ RUN = textwrap.dedent('''
         sys.exit("decord is not hidden")
     except ImportError:
         pass
-    from cgnl_video.engine.launch import main
     from cgnl_video.prep.extract import ExtractOptions, extract_all
     from cgnl_video.prep.generic import build_generic
     from cgnl_video.prep.synthetic import SyntheticSpec, make_synthetic
 
-    root, out, cfg = sys.argv[1:4]
+    root, out, cfg, tools = sys.argv[1:5]
+    sys.path.insert(0, tools)
+    from run_net import main
     make_synthetic(root, SyntheticSpec(num_classes=2, train_per_class=2, test_per_class=1, num_frames=16))
     videos = os.path.join(root, "videos")
     summary = extract_all(videos, os.path.join(root, "frames"), options=ExtractOptions(short_side=32),
@@ -68,7 +69,8 @@ def test_extract_train_and_30_view_test_without_decord(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), REPO, os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1")
     cfg = os.path.join(REPO, "configs", "demo", "C2D_CGNL_synthetic.yaml")
-    run = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "data"), str(tmp_path / "out"), cfg],
+    run = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "data"), str(tmp_path / "out"), cfg,
+                          os.path.join(REPO, "tools")],
                          env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]

@@ -11,7 +11,7 @@ import torch
 
 from cgnl_video.analysis.test_report import confusion_matrix, most_confused_classes, read_test_run
 from cgnl_video.data import ManifestEntry, write_classes
-from cgnl_video.engine.evaluate import ViewAggregator, video_metrics, write_test_outputs
+from cgnl_video.engine.multiview import ViewAggregator, video_metrics, write_test_outputs
 from tools_fixtures import run_tool
 
 CLASSES = "abcdef"  # f has no test video in run one

@@ -35,7 +35,7 @@ from cgnl_video.data.decode import FrameReader
 from cgnl_video.data.policies import CentreClip
 from cgnl_video.data.sampling import center_crop_box, frame_union
 from cgnl_video.data.transforms import resize_short_side
-from cgnl_video.engine.train import to_device
+from cgnl_video.engine.inputs import to_device
 
 #: name of the default feature layer in messages and outputs
 HEAD_INPUT = "head input"

@@ -30,7 +30,7 @@ import yaml
 from cgnl_video.data.manifest import read_classes
 from cgnl_video.utils.io import atomic_open, atomic_write_text
 
-PREDICTIONS_FILE = "test_predictions.jsonl"  # engine.evaluate.PREDICTIONS_FILE
+PREDICTIONS_FILE = "test_predictions.jsonl"  # engine.multiview.PREDICTIONS_FILE
 CONFIG_FILE = "config.yaml"  # the full config run_net.py writes to OUTPUT_DIR
 
 
