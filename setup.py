@@ -32,5 +32,9 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={
+        # TENSORBOARD.ENABLE (docs/TRAINING.md section 9); the tests read the event files back with it
+        "tensorboard": ["tensorboard"],
+        "test": ["pytest>=7", "pytest-timeout", "tensorboard"],
+    },
 )

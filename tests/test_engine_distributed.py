@@ -19,6 +19,7 @@ from torch import nn
 from cgnl_video.config import load_config
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine import launch
+from cgnl_video.utils.tensorboard import read_scalars
 from engine_helpers import make_tiny_dataset, one_thread, run_distributed, tiny_opts
 
 REAL_BUILD = launch.build_model
@@ -53,7 +54,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
     root = str(tmp_path / "data")
     make_tiny_dataset(root)
     one = _opts(root, str(tmp_path / "one"))
-    two = _opts(root, str(tmp_path / "two"))
+    two = _opts(root, str(tmp_path / "two"), TENSORBOARD__ENABLE=True)
     metrics_one = _run_one_process(one, monkeypatch)
     run_distributed(_rank_train_and_test, 2, two)
 
@@ -76,9 +77,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
         assert torch.allclose(torch.tensor(record["top5_scores"]), torch.tensor(preds_two[path]["top5_scores"]),
                               atol=1e-4)
     assert metrics_two["top1_acc"] == metrics_one["top1_acc"]
-    # only rank 0 wrote: one log, one stats file
+    # only rank 0 wrote: one log, one stats file, one TensorBoard event file per phase (train, test)
     stats = (tmp_path / "two" / "json_stats.log").read_text().splitlines()
     assert len(stats) == 5
+    assert len(os.listdir(tmp_path / "two" / "tensorboard")) == 2
+    scalars = read_scalars(str(tmp_path / "two" / "tensorboard"))
+    assert [step for step, _ in scalars["train_iter/loss"]] == [1, 2, 3, 4, 5, 6]  # 2 epochs x 3 global batches
 
 
 def _predictions(out):

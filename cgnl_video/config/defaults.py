@@ -104,6 +104,13 @@ _C.TEST.FULL_FRAME = False  # keep the whole resized frame instead of square cro
 _C.TEST.VIEWS_PER_FORWARD = 6  # views per forward pass (bounds memory)
 _C.TEST.CHECKPOINT_FILE_PATH = ""  # weights to test ("" = the last training checkpoint)
 
+# ----------------------------------------------------------------------------- tensorboard
+# Scalars of the run for TensorBoard, written by rank 0 (cgnl_video/utils/tensorboard.py,
+# docs/TRAINING.md section 9); needs the optional extra: pip install -e ".[tensorboard]".
+_C.TENSORBOARD = CfgNode()
+_C.TENSORBOARD.ENABLE = False  # write train (per epoch and every LOG_PERIOD iterations), val and test scalars
+_C.TENSORBOARD.LOG_DIR = ""  # event files go here ("" = OUTPUT_DIR/tensorboard)
+
 # ----------------------------------------------------------------------------- distributed
 _C.DIST = CfgNode()
 _C.DIST.BACKEND = "auto"  # "auto" (GPU: "cpu:gloo,cuda:nccl", CPU: gloo), "nccl" (the same) or "gloo"

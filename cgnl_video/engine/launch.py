@@ -20,6 +20,7 @@ from cgnl_video.models import build_model, prepare_for_speed
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
 from cgnl_video.utils.logging import setup_logging
+from cgnl_video.utils.tensorboard import check_tensorboard
 
 CONFIG_DUMP = "config.yaml"
 
@@ -47,6 +48,7 @@ def _prepare(cfg: CfgNode, rank: int, world_size: int) -> None:
     """Check the run, make the demo data if asked, then log to OUTPUT_DIR and write its config."""
     setup_logging(None, rank)  # console only until the checks pass
     check_run(cfg, world_size)
+    check_tensorboard(cfg)
     if cfg.DATA.PREPARE_SYNTHETIC:
         from cgnl_video.engine.demo_data import prepare_demo_data
 

@@ -7,7 +7,7 @@ on several ranks is still scored once, on the mean of all its views.
 ``run_test`` scores a loader's views (also used by ``cgnl_video.inference``);
 ``multi_view_test`` is the test phase of a run (TEST.ENABLE): the weights to
 test, the test split, OUTPUT_DIR/test_metrics.json, test_predictions.jsonl and
-the json_stats line.
+the json_stats line (also TensorBoard scalars with TENSORBOARD.ENABLE).
 """
 
 import itertools
@@ -29,6 +29,7 @@ from cgnl_video.engine.precision import autocast_context
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
 from cgnl_video.utils.logging import JsonStatsWriter, get_logger, progress
+from cgnl_video.utils.tensorboard import open_scalar_writer
 
 TEST_METRICS_FILE = "test_metrics.json"
 PREDICTIONS_FILE = "test_predictions.jsonl"
@@ -237,13 +238,15 @@ def multi_view_test(cfg: CfgNode, model: nn.Module, device: torch.device, traine
         return None
     metrics.update(weights=source, epoch=epoch)
     write_test_outputs(cfg.OUTPUT_DIR, metrics, merged, loader.dataset)
-    JsonStatsWriter(cfg.OUTPUT_DIR).write({
-        "split": "test", "epoch": epoch, "loss": metrics["loss"],
-        "top1_err": 100 - metrics["top1_acc"], "top5_err": 100 - metrics["top5_acc"],
-        "top1_acc": metrics["top1_acc"], "top5_acc": metrics["top5_acc"],
-        "videos_scored": metrics["videos_scored"], "videos_listed": metrics["videos_listed"],
-        "test_time": metrics["test_time"], "mem_mb": memory_mb(device),
-    })
+    with open_scalar_writer(cfg) as scalars:
+        JsonStatsWriter(cfg.OUTPUT_DIR, mirror=scalars.add_record).write({
+            "split": "test", "epoch": epoch, "loss": metrics["loss"],
+            "top1_err": 100 - metrics["top1_acc"], "top5_err": 100 - metrics["top5_acc"],
+            "top1_acc": metrics["top1_acc"], "top5_acc": metrics["top5_acc"],
+            "mean_class_acc": metrics["mean_class_acc"],
+            "videos_scored": metrics["videos_scored"], "videos_listed": metrics["videos_listed"],
+            "test_time": metrics["test_time"], "mem_mb": memory_mb(device),
+        })
     if metrics["videos_failed"]:
         logger.warning("%d test videos could not be read: %s", len(metrics["videos_failed"]),
                        [loader.dataset.entries[i].path for i in metrics["videos_failed"][:10]])

@@ -1,7 +1,8 @@
 """One training epoch (``train_epoch``): per iteration the LR of the schedule,
 forward under autocast, fp32 cross-entropy on the logits (the model's train-mode
 output), a stop on a non-finite loss, backward and step through the loss
-scaler, and the epoch's stats; logged every LOG_PERIOD iterations.
+scaler, and the epoch's stats; logged every LOG_PERIOD iterations (also as
+TensorBoard scalars with TENSORBOARD.ENABLE, see ``utils.tensorboard``).
 
 The epoch loop around it (resume, validation, checkpoints) is ``engine.trainer``.
 """
@@ -21,6 +22,7 @@ from cgnl_video.engine.optim import EpochLRScheduler
 from cgnl_video.engine.precision import autocast_context
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.logging import format_seconds, get_logger, progress
+from cgnl_video.utils.tensorboard import ScalarWriter
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,9 +44,14 @@ def _check_finite(loss: torch.Tensor, local_value: float, epoch: int, iteration:
 
 def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                 scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler, cfg: CfgNode,
-                epoch: int, device: torch.device, last_checkpoint: Optional[str] = None) -> Dict:
-    """Train one epoch; returns the epoch's stats reduced over processes."""
-    logger = get_logger()
+                epoch: int, device: torch.device, last_checkpoint: Optional[str] = None,
+                scalars: Optional[ScalarWriter] = None) -> Dict:
+    """Train one epoch; returns the epoch's stats reduced over processes.
+
+    Every LOG_PERIOD iterations the values of the log line also go to ``scalars``
+    as ``train_iter/*`` at step = the global iteration (1-based).
+    """
+    logger, scalars = get_logger(), scalars or ScalarWriter(None)
     model.train()
     meter = EpochMeter()
     n_iters = len(loader)
@@ -66,7 +73,8 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        meter.add(loss_value, topk_errors(logits.detach(), labels), labels.numel())
+        errors = topk_errors(logits.detach(), labels)
+        meter.add(loss_value, errors, labels.numel())
         tic = time.perf_counter()
         iter_time = (tic - start) / (it + 1)
         if hasattr(bar, "set_postfix"):
@@ -76,6 +84,10 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             logger.info("epoch %d/%d iter %d/%d loss %.4f lr %.6g data %.3fs iter %.3fs eta %s",
                         epoch + 1, cfg.SOLVER.MAX_EPOCH, it + 1, n_iters, loss_value, lr,
                         data_time / (it + 1), iter_time, format_seconds(eta))
+            batch_err = {f"top{k}_err": 100 * errors[k] / labels.numel() for k in (1, 5)}
+            scalars.add_scalars("train_iter", {"loss": loss_value, **batch_err, "lr": lr,
+                                               "data_time": data_time / (it + 1), "iter_time": iter_time,
+                                               "mem_mb": memory_mb(device)}, step=epoch * n_iters + it + 1)
     stats = meter.reduced()
     remaining = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * (time.perf_counter() - start)
     stats.update(lr=scheduler.last_lr, iters=n_iters, data_time=data_time / max(n_iters, 1),

@@ -4,7 +4,8 @@ and loss scaler; resume or initialise; then per epoch train
 (``engine.validation``) and checkpoint every TRAIN.CHECKPOINT_PERIOD epochs
 (``engine.resume``), both after the last epoch as well.
 
-Only rank 0 writes checkpoints and OUTPUT_DIR/json_stats.log.
+Only rank 0 writes checkpoints, OUTPUT_DIR/json_stats.log and, with
+TENSORBOARD.ENABLE, the same records as TensorBoard scalars (``utils.tensorboard``).
 """
 
 import torch
@@ -19,6 +20,7 @@ from cgnl_video.engine.train_loop import train_epoch
 from cgnl_video.engine.validation import run_validation
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.logging import JsonStatsWriter, get_logger
+from cgnl_video.utils.tensorboard import open_scalar_writer
 
 
 def wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
@@ -51,7 +53,6 @@ def fit(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Module:
 
     ``model`` is already on ``device``.
     """
-    stats_writer = JsonStatsWriter(cfg.OUTPUT_DIR, enabled=du.is_main_process())
     train_loader = build_loader(cfg, "train")
     val_loader = build_loader(cfg, "val") if cfg.TRAIN.EVAL_PERIOD > 0 else None
     optimizer = build_optimizer(model, cfg)
@@ -64,14 +65,17 @@ def fit(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Module:
         restore_rng(resumed)  # right before the next epoch starts
     if start_epoch >= cfg.SOLVER.MAX_EPOCH:
         get_logger().info("training already complete (%d epochs)", start_epoch)
-    for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCH):
-        set_loader_epoch(train_loader, epoch)
-        stats = train_epoch(train_model, train_loader, optimizer, scheduler, scaler, cfg, epoch,
-                            device, last_checkpoint)
-        failures = train_loader.dataset.failure_count()
-        stats_writer.write({"split": "train", "epoch": epoch + 1, **stats, "read_failures": failures})
-        if val_loader is not None and _due(epoch, cfg.TRAIN.EVAL_PERIOD, cfg):
-            _validate(model, val_loader, cfg, device, epoch, stats_writer)
-        if _due(epoch, cfg.TRAIN.CHECKPOINT_PERIOD, cfg):
-            last_checkpoint = save_training_state(cfg, model, optimizer, scheduler, scaler, epoch + 1)
+    # TensorBoard: hide what an interrupted run logged after the checkpoint this one starts from
+    with open_scalar_writer(cfg, purge_step=start_epoch * len(train_loader) + 1) as scalars:
+        stats_writer = JsonStatsWriter(cfg.OUTPUT_DIR, enabled=du.is_main_process(), mirror=scalars.add_record)
+        for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCH):
+            set_loader_epoch(train_loader, epoch)
+            stats = train_epoch(train_model, train_loader, optimizer, scheduler, scaler, cfg, epoch,
+                                device, last_checkpoint, scalars)
+            failures = train_loader.dataset.failure_count()
+            stats_writer.write({"split": "train", "epoch": epoch + 1, **stats, "read_failures": failures})
+            if val_loader is not None and _due(epoch, cfg.TRAIN.EVAL_PERIOD, cfg):
+                _validate(model, val_loader, cfg, device, epoch, stats_writer)
+            if _due(epoch, cfg.TRAIN.CHECKPOINT_PERIOD, cfg):
+                last_checkpoint = save_training_state(cfg, model, optimizer, scheduler, scaler, epoch + 1)
     return model

@@ -1,1 +1,1 @@
-"""Small shared helpers: atomic file writes, distributed helpers, logging."""
+"""Small shared helpers: atomic file writes, distributed helpers, logging, TensorBoard scalars."""

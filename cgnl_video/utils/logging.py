@@ -8,7 +8,7 @@ process is still visible.
 import logging
 import os
 import sys
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import simplejson
 import tqdm
@@ -56,12 +56,15 @@ class JsonStatsWriter:
     """Appends one JSON record per line to ``output_dir/json_stats.log``.
 
     The file is rewritten atomically on each record (records are few: one per
-    epoch and split), so a killed run never leaves a half line behind.
+    epoch and split), so a killed run never leaves a half line behind. ``mirror``,
+    if given, also gets every record written (the run's TensorBoard scalars).
     """
 
-    def __init__(self, output_dir: str, enabled: bool = True) -> None:
+    def __init__(self, output_dir: str, enabled: bool = True,
+                 mirror: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         self.path = os.path.join(output_dir, JSON_STATS_FILE)
         self.enabled = enabled
+        self.mirror = mirror
 
     def write(self, record: Dict[str, Any]) -> None:
         if not self.enabled:
@@ -73,6 +76,8 @@ class JsonStatsWriter:
                 previous = handle.read()
         atomic_write_text(self.path, previous + line + "\n")
         get_logger().info("json_stats: %s", line)
+        if self.mirror is not None:
+            self.mirror(record)
 
 
 def read_json_stats(path: str) -> list:
