@@ -1,4 +1,4 @@
-"""The multi-view test (FACTS section 5): the video score is the mean of the
+"""The multi-view test (non-local paper, Sec. 4.1 "Inference"; CGNL paper, Sec. 4): the video score is the mean of the
 softmax of all its views; top-1 / top-5 and per-class accuracy over videos.
 
 The aggregation is pure (``ViewAggregator``, ``video_metrics``) and merges

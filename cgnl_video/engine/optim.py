@@ -1,4 +1,5 @@
-"""SGD with parameter groups and the learning-rate schedule (FACTS section 4).
+"""SGD with parameter groups and the learning-rate schedule (CGNL paper, Sec. 4.2:
+SGD, warmup, step decay; see docs/TRAINING.md).
 
 The schedule is a pure function of the (fractional) epoch, ``lr_at(cfg, epoch)``,
 set on the optimizer before every iteration, so a resumed run gets exactly the

@@ -1,7 +1,7 @@
 """The baselines the CGNL block is compared with.
 
 ``NonLocalBlock``: the spacetime non-local block of Wang et al. (embedded
-Gaussian / dot product), as in the video non-local code (FACTS section 2).
+Gaussian / dot product), as in the non-local paper (Sec. 3.2-3.3, Fig. 2).
 ``SimpleResidualBlock``: the "simple residual block" of the CGNL paper's
 Table 3 / Fig. 4, i.e. a CGNL block without the kernel scalars:
 Z = norm(W_z(theta(X))) + X.
