@@ -32,7 +32,7 @@ _C.RESNET.DEPTH = 50  # 50 or 101
 _C.RESNET.WIDTH_PER_GROUP = 64  # stem width; stage widths scale with it (64 = standard ResNet)
 _C.RESNET.NORM = "batchnorm"  # "batchnorm" or "sync_batchnorm" (distributed runs)
 _C.RESNET.ZERO_INIT_FINAL_BN = True  # last BN of each residual block starts at gamma = 0
-_C.RESNET.IMAGENET_WEIGHTS = ""  # a fresh run starts from: torchvision weights name (IMAGENET1K_V1) or a local file ("" = random)
+_C.RESNET.IMAGENET_WEIGHTS = ""  # a fresh run starts from: torchvision name (IMAGENET1K_V1), file, "" = random
 _C.RESNET.STEM_CONV_KERNEL = [1, 7, 7]  # conv1 kernel (T, H, W)
 _C.RESNET.STEM_CONV_STRIDE = [2, 2, 2]  # conv1 stride (T, H, W)
 _C.RESNET.STEM_POOL_KERNEL = [2, 3, 3]  # pool1 kernel (T, H, W)
