@@ -147,6 +147,16 @@ def test_build_model_reads_no_file_the_readme_example_works_on_a_fresh_machine(t
     assert not os.path.exists(cache_file(torch_home))
 
 
+def test_torch_hub_reads_imagenet_weights_only_when_opts_name_them(torch_home, stand_in):
+    from cgnl_video.hub import hub_model
+
+    config = os.path.join(ROOT, "configs", "minikinetics", "R50.yaml")  # names IMAGENET1K_V1
+    hub_model(config, num_classes=3, opts=NARROW)  # offline, empty cache: nothing is read
+    place(stand_in, torch_home)
+    assert_backbone_is(hub_model(config, num_classes=3, opts=[*NARROW, "RESNET.IMAGENET_WEIGHTS", "IMAGENET1K_V1"]),
+                       stand_in)
+
+
 # ----------------------------------------------------------------------------- when the engine reads them
 def _initialised_lines(out) -> int:
     with open(os.path.join(out, "log.txt"), encoding="utf-8") as handle:
