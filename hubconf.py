@@ -4,8 +4,10 @@
                            num_classes=200, checkpoint="R50_CGNL8.pyth")
 
 Each entry builds the model of its configs/minikinetics YAML file (the single
-source of the architecture). No weights are downloaded: pass a local
-``checkpoint`` (ours or a bare state dict). Returned in eval mode on the CPU.
+source of the architecture). Pass a local ``checkpoint`` (ours, PyTorchVideo's
+or a bare state dict); nothing is downloaded unless ``opts`` names ImageNet
+weights (``opts=["RESNET.IMAGENET_WEIGHTS", "IMAGENET1K_V1"]``). Returned in
+eval mode on the CPU.
 """
 
 import os as _os
@@ -24,7 +26,7 @@ def _entry(config_name: str, description: str):
     entry.__doc__ = (
         f"C2D {description}: configs/minikinetics/{config_name}.yaml.\n\n"
         "num_classes: default the checkpoint's, else the config's (200). checkpoint: a local file\n"
-        "(ours or a bare state dict), loaded weights-only and strictly. opts: KEY VALUE config\n"
+        "(ours, PyTorchVideo's or a bare state dict), loaded weights-only and strictly. opts: KEY VALUE config\n"
         "overrides. Returns the model on the CPU in eval mode: clips (B, 3, T, H, W) -> class\n"
         "probabilities; call .train() for logits."
     )

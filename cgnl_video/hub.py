@@ -1,5 +1,6 @@
 """Models for torch.hub (see hubconf.py): built from an experiment config, with
-an optional local checkpoint (ours or a bare state dict)."""
+an optional local checkpoint (any layout ``models.state_dict`` reads: ours,
+PyTorchVideo's, a bare state dict)."""
 
 from typing import Mapping, Optional, Sequence
 
@@ -8,10 +9,11 @@ from fvcore.common.config import CfgNode
 from torch import nn
 
 from cgnl_video.config import load_config
-from cgnl_video.engine import checkpoint as cu
 from cgnl_video.models import build_model, standalone_config
+from cgnl_video.models.build import load_pretrained
+from cgnl_video.models.state_dict import load_state, read_state_dict
 
-#: overrides that make a model build on its own: no ImageNet file, plain BatchNorm
+#: overrides that make a model run on its own: no ImageNet weights, plain BatchNorm
 STANDALONE = ["RESNET.IMAGENET_WEIGHTS", "", "RESNET.NORM", "batchnorm"]
 
 
@@ -31,12 +33,13 @@ def hub_model(config_file: str, num_classes: Optional[int] = None, checkpoint: O
 
     ``num_classes``: default the checkpoint's (from its classifier) or the
     config's. ``checkpoint``: a local file, loaded weights-only and strictly.
-    ``opts``: KEY VALUE config overrides. No ImageNet file is read unless
-    ``opts`` sets RESNET.IMAGENET_WEIGHTS, and BatchNorm stays plain (no
+    ``opts``: KEY VALUE config overrides. Without a checkpoint, ImageNet weights
+    initialise the backbone only if ``opts`` sets RESNET.IMAGENET_WEIGHTS (a
+    torchvision weights name or a local file); BatchNorm stays plain (no
     SyncBatchNorm, which needs a process group) unless ``opts`` sets RESNET.NORM.
     """
     opts = [str(x) for x in opts]
-    state = cu.model_state_from(cu.load_checkpoint(checkpoint)) if checkpoint else None
+    state = read_state_dict(checkpoint) if checkpoint else None
     if num_classes is None and state is not None:
         num_classes = checkpoint_classes(load_config(config_file, STANDALONE + opts), state)
     overrides = list(STANDALONE)
@@ -45,5 +48,7 @@ def hub_model(config_file: str, num_classes: Optional[int] = None, checkpoint: O
     cfg = load_config(config_file, overrides + opts)
     model = build_model(cfg)
     if state is not None:
-        model.load_state_dict(state, strict=True)
+        load_state(model, state, source=checkpoint)
+    else:
+        load_pretrained(cfg, model)
     return model.eval()

@@ -52,8 +52,7 @@ class Prediction:
 
 # ----------------------------------------------------------------------------- config and model
 def inference_config(cfg: CfgNode, **data: object) -> CfgNode:
-    """A thawed copy of ``cfg`` for inference: no ImageNet file is read (the
-    checkpoint has the weights), plain BatchNorm, and ``data`` set on cfg.DATA."""
+    """A thawed copy of ``cfg`` for inference: plain BatchNorm, and ``data`` set on cfg.DATA."""
     cfg = standalone_config(cfg)
     for key, value in data.items():
         setattr(cfg.DATA, key, value)
@@ -63,7 +62,7 @@ def inference_config(cfg: CfgNode, **data: object) -> CfgNode:
 def load_model(cfg: CfgNode, checkpoint: Optional[str] = None,
                device: torch.device = torch.device("cpu")) -> nn.Module:
     """The model of ``cfg`` in eval mode on ``device``, with the weights of
-    ``checkpoint`` (ours or a bare state dict; strict) when given."""
+    ``checkpoint`` (any layout ``models.state_dict`` reads; strict) when given."""
     model = build_model(inference_config(cfg))
     if checkpoint:
         cu.load_model_weights(model, checkpoint)

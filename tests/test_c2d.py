@@ -7,7 +7,8 @@ import torch
 from pytorchvideo.models.hub import c2d_r50
 
 from cgnl_video.config import get_cfg
-from cgnl_video.models import CGNLBlock, NonLocalBlock, build_model, placement_preset, prepare_for_speed
+from cgnl_video.models import (CGNLBlock, NonLocalBlock, build_model, load_pretrained, placement_preset,
+                               prepare_for_speed)
 from cgnl_video.models.c2d import C2DStage
 
 NARROW = ["RESNET.WIDTH_PER_GROUP", "8"]  # stage widths 32..256: fast on CPU
@@ -210,7 +211,9 @@ def test_prepare_for_speed_channels_last_gives_the_same_output():
 def test_errors_name_the_offending_setting(tmp_path):
     with pytest.raises(ValueError, match="NONLOCAL.TYPE"):
         build_model(_cfg("NONLOCAL.TYPE", "attention", "NONLOCAL.LOCATION", "[[], [], [1], []]"))
-    with pytest.raises(FileNotFoundError, match="RESNET.IMAGENET_WEIGHTS"):
-        build_model(_cfg(*NARROW, "RESNET.IMAGENET_WEIGHTS", str(tmp_path / "missing.pth")))
+    missing_weights = _cfg(*NARROW, "RESNET.IMAGENET_WEIGHTS", str(tmp_path / "missing.pth"))
+    model = build_model(missing_weights)  # reads no file
+    with pytest.raises(FileNotFoundError, match="RESNET.IMAGENET_WEIGHTS: file not found"):
+        load_pretrained(missing_weights, model)
     with pytest.raises(ValueError, match="MODEL.ARCH"):
         build_model(_cfg("MODEL.ARCH", "x3d"))

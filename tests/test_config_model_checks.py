@@ -50,8 +50,6 @@ CASES = {
 #: every raise statement in cgnl_video/models/*.py, by (file, function), and the cases
 #: above that show validate() rejects the value first (or why no config rule can)
 RAISES = {
-    ("build.py", "build_c2d"): "RESNET.IMAGENET_WEIGHTS is a file on the machine that builds the model: "
-                               "engine/preflight.check_files names the key before the build",
     ("build.py", "insert_blocks"): ["location-lists"],
     ("c2d.py", "C2DStage.insert_after"): ["location-index"],
     ("c2d.py", "create_c2d"): ["depth"],
@@ -62,6 +60,17 @@ RAISES = {
     ("nonlocal_block.py", "NonLocalBlock.__init__"): ["nl-instantiation"],
     ("weights.py", "load_imagenet_weights"): "the content of a weight file, not a config value",
     ("weights.py", "load_pytorchvideo_state_dict"): "the content of a state dict, not a config value",
+    ("weights.py", "torchvision_weights"): "an unknown RESNET.IMAGENET_WEIGHTS name, which validate() rejects "
+                                           "(tests/test_weights_by_name.py); build_model reads no weights",
+    ("weights.py", "torchvision_state_dict"): "whether named weights are cached or can be downloaded is known "
+                                              "only when the engine reads them (the error names the cache path)",
+    ("weights.py", "imagenet_state_dict"): "RESNET.IMAGENET_WEIGHTS is a file on the machine that runs: "
+                                           "engine/preflight.check_files names the key before the run",
+    ("state_dict.py", "read_checkpoint"): "a checkpoint file on the machine that runs: engine/preflight.check_files "
+                                          "names the key before the run",
+    ("state_dict.py", "model_state"): "the content of a checkpoint file, not a config value",
+    ("state_dict.py", "load_state"): "whether a checkpoint fits the model; the engine names the key "
+                                     "(TRAIN.CHECKPOINT_FILE_PATH, TEST.CHECKPOINT_FILE_PATH, OUTPUT_DIR)",
 }
 
 

@@ -1,5 +1,5 @@
 """hubconf.py through torch.hub.load(source="local"): entry points, num_classes,
-our checkpoints and bare state dicts."""
+our checkpoints, PyTorchVideo's and bare state dicts."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cgnl_video.engine.checkpoint import save_checkpoint
-from cgnl_video.models import CGNLBlock, NonLocalBlock
+from cgnl_video.models import CGNLBlock, CheckpointError, NonLocalBlock
 from test_data_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 from tools_fixtures import ROOT
 
@@ -41,16 +41,18 @@ def test_checkpoints_ours_and_bare_state_dicts(tmp_path):
     for p in source.parameters():
         p.data.add_(0.01 * torch.randn_like(p))
     ours = save_checkpoint(str(tmp_path), 3, {"model": source.state_dict(), "epoch": 3}, keep=1)
-    bare = str(tmp_path / "bare.pth")
+    bare, pytorchvideo = str(tmp_path / "bare.pth"), str(tmp_path / "pytorchvideo.pyth")
     torch.save(source.state_dict(), bare)
+    torch.save({"model_state": source.state_dict(), "epoch": 3}, pytorchvideo)
     clip = torch.randn(1, 3, 8, 32, 32)
     with torch.no_grad():
         expected = source(clip)
-        for path in (ours, bare):
+        for path in (ours, bare, pytorchvideo):
             model = load("c2d_r50_cgnl8", checkpoint=path, opts=NARROW)  # num_classes from the checkpoint
             assert model.head.proj.out_features == 4
             assert torch.equal(model(clip), expected)
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(CheckpointError, match=r"bare\.pth does not fit the model: 2 of another shape: "
+                                              r"blocks\.6\.proj\.weight \(4, 128\) in the file, \(9, 128\)"):
         load("c2d_r50_cgnl8", num_classes=9, checkpoint=bare, opts=NARROW)
 
 

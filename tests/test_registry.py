@@ -15,7 +15,7 @@ from cgnl_video.config import ConfigError, get_cfg, load_config, register_block
 from cgnl_video.config.registry import block_entry, unregister_backbone, unregister_block
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.hub import checkpoint_classes
-from cgnl_video.models import build_model
+from cgnl_video.models import build_model, load_pretrained
 from cgnl_video.models.summary import describe, summarize
 from cgnl_video.utils.logging import read_json_stats
 from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
@@ -159,6 +159,23 @@ def test_a_registered_backbone_carries_blocks_summary_and_hub(tiny_backbone):
     assert checkpoint_classes(cfg, model.state_dict()) == 5
     model.train()
     assert model(torch.randn(2, 3, 4, 32, 32)).shape == (2, 5)
+
+
+def test_a_registered_backbone_loads_its_own_pretrained_weights(tiny_backbone, tmp_path):
+    """``load_pretrained`` (what the engine calls at the start of a fresh run) goes through
+    the entry's ``pretrained`` hook; build_model itself reads nothing."""
+    opts = ["MODEL.ARCH", "tiny", "NONLOCAL.LOCATION", "[[], []]", "DATA.NUM_FRAMES", "4",
+            "DATA.TRAIN_CROP_SIZE", "32"]
+    torch.manual_seed(0)
+    source = build_model(load_config(None, opts + ["MODEL.NUM_CLASSES", "7"]))
+    path = str(tmp_path / "tiny.pth")
+    torch.save({"state_dict": source.state_dict()}, path)
+    cfg = load_config(None, opts + ["MODEL.NUM_CLASSES", "5", "TINY.PRETRAINED", path])
+    assert load_pretrained(load_config(None, opts), build_model(cfg)) is None  # TINY.PRETRAINED ""
+    model = build_model(cfg)
+    report = load_pretrained(cfg, model)
+    assert report.skipped == ["head.proj.weight", "head.proj.bias"]
+    assert torch.equal(model.stem[0].weight, source.stem[0].weight) and model.head.proj.out_features == 5
 
 
 def test_shipped_entries_describe_themselves():

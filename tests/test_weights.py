@@ -6,6 +6,7 @@ import torchvision
 
 from cgnl_video.config import get_cfg
 from cgnl_video.models import build_model, load_imagenet_weights, load_pytorchvideo_state_dict
+from cgnl_video.models.build import load_pretrained
 from cgnl_video.models.weights import torchvision_key_to_c2d
 
 CGNL_AT_RES3_RES4 = ["NONLOCAL.TYPE", "cgnl", "NONLOCAL.LOCATION", "[[], [1], [4], []]", "CGNL.GROUPS", "8"]
@@ -15,6 +16,13 @@ def _cfg(*opts: str):
     cfg = get_cfg()
     cfg.merge_from_list(list(opts))
     return cfg
+
+
+def _pretrained(cfg):
+    """The model of ``cfg`` initialised as a fresh run is: built, then RESNET.IMAGENET_WEIGHTS loaded."""
+    model = build_model(cfg)
+    load_pretrained(cfg, model)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +63,7 @@ def test_clip_of_identical_frames_gives_torchvision_output(resnet50_file, blocks
     Zero-initialised CGNL blocks do not change either.
     """
     path, torchvision_net = resnet50_file
-    model = build_model(_cfg("MODEL.NUM_CLASSES", "1000", "MODEL.DROPOUT_RATE", "0.0",
+    model = _pretrained(_cfg("MODEL.NUM_CLASSES", "1000", "MODEL.DROPOUT_RATE", "0.0",
                              "RESNET.IMAGENET_WEIGHTS", path, *blocks))
     torch.manual_seed(1)
     with torch.no_grad():
@@ -99,7 +107,7 @@ def test_loading_reports_the_fc_it_skips_and_rejects_another_width(resnet50_file
 def test_temporal_kernels_get_the_2d_kernel_spread_over_time(resnet50_file):
     path, torchvision_net = resnet50_file
     cfg = _cfg("RESNET.CONV_A_KERNEL", "[[1, 1, 1], [1, 1, 1], [3, 1, 1], [3, 1, 1]]", "RESNET.IMAGENET_WEIGHTS", path)
-    inflated = build_model(cfg).blocks[4].res_blocks[0].branch2.conv_a.weight
+    inflated = _pretrained(cfg).blocks[4].res_blocks[0].branch2.conv_a.weight
     assert inflated.shape[2] == 3
     assert torch.allclose(inflated.sum(dim=2), torchvision_net.layer3[0].conv1.weight, atol=1e-6)
 

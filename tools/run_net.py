@@ -4,8 +4,10 @@
     python tools/run_net.py --cfg configs/minikinetics/R101_CGNL8.yaml [KEY VALUE ...]
     torchrun --nproc_per_node 8 tools/run_net.py --cfg ... [KEY VALUE ...]
 
-Exit status 2 for a bad config or missing data (checked before any work),
-1 when the training loss becomes non-finite, 0 otherwise. The job itself is
+Exit status 2 for a bad config, missing data (checked before any work), a
+checkpoint that does not fit the model or ImageNet weights that are neither in
+torch.hub's cache nor downloadable; 1 when the training loss becomes non-finite,
+0 otherwise. The job itself is
 ``cgnl_video.engine.launch.run``. See docs/TRAINING.md.
 """
 
@@ -32,11 +34,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from cgnl_video.engine.launch import run
     from cgnl_video.engine.preflight import DataMissingError
     from cgnl_video.engine.train_loop import NonFiniteLossError
+    from cgnl_video.models.weights import WeightsUnavailableError
 
     try:
         cfg = load_config(args.cfg_file, args.opts)
         metrics = run(cfg)
-    except (ConfigError, DataMissingError) as exc:
+    except (ConfigError, DataMissingError, WeightsUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:

@@ -1,6 +1,7 @@
 """The C2D ResNet backbone (MODEL.ARCH "c2d"), torch-free half: its RESNET keys,
 their checks, its stages and its name in reports. The model itself is built by
-``cgnl_video.models.build.build_c2d``.
+``cgnl_video.models.build.build_c2d``; ``load_c2d_pretrained`` there loads the
+RESNET.IMAGENET_WEIGHTS a fresh run starts from.
 
 Layout of ResNet-50/101 (non-local paper, Table 1): residual blocks per stage
 res2..res5 and their output channels.
@@ -19,6 +20,11 @@ STAGE_DEPTHS: Dict[int, Tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3,
 #: output channels of res2..res5 at the standard width 64 (bottleneck width is a quarter)
 STAGE_OUT_CHANNELS: Tuple[int, int, int, int] = (256, 512, 1024, 2048)
 STAGE_NAMES: Tuple[str, str, str, str] = ("res2", "res3", "res4", "res5")
+#: the ImageNet weights torchvision has for its ResNet-50 and ResNet-101 (``ResNet50_Weights``,
+#: ``ResNet101_Weights``): IMAGENET1K_V1 are the original ResNets, IMAGENET1K_V2 torchvision's 2021
+#: retraining (a longer recipe, about +4.5 ImageNet top-1). ``DEFAULT`` is left out on purpose: it names
+#: whatever the installed torchvision prefers, so a config using it would not say what it ran.
+TORCHVISION_WEIGHTS: Tuple[str, ...] = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 
 _C = CfgNode()
 _C.RESNET = CfgNode()
@@ -26,7 +32,7 @@ _C.RESNET.DEPTH = 50  # 50 or 101
 _C.RESNET.WIDTH_PER_GROUP = 64  # stem width; stage widths scale with it (64 = standard ResNet)
 _C.RESNET.NORM = "batchnorm"  # "batchnorm" or "sync_batchnorm" (distributed runs)
 _C.RESNET.ZERO_INIT_FINAL_BN = True  # last BN of each residual block starts at gamma = 0
-_C.RESNET.IMAGENET_WEIGHTS = ""  # local torchvision ResNet state dict to initialise from ("" = random)
+_C.RESNET.IMAGENET_WEIGHTS = ""  # a fresh run starts from: torchvision name (IMAGENET1K_V1), file, "" = random
 _C.RESNET.STEM_CONV_KERNEL = [1, 7, 7]  # conv1 kernel (T, H, W)
 _C.RESNET.STEM_CONV_STRIDE = [2, 2, 2]  # conv1 stride (T, H, W)
 _C.RESNET.STEM_POOL_KERNEL = [2, 3, 3]  # pool1 kernel (T, H, W)
@@ -66,6 +72,26 @@ def c2d_stages(cfg: CfgNode) -> List[Stage]:
             in zip(STAGE_NAMES, STAGE_DEPTHS[r.DEPTH], stage_out_channels(r.WIDTH_PER_GROUP))]
 
 
+def is_weights_name(value: str) -> bool:
+    """Whether a RESNET.IMAGENET_WEIGHTS value names torchvision weights rather than a file.
+
+    The rule: a file path has a path separator or a dot (``pretrained/resnet50.pth``,
+    ``resnet50.pth``), a name has neither (``IMAGENET1K_V1``); "" is neither.
+    """
+    return bool(value) and not any(c in value for c in "/\\.")
+
+
+def _check_imagenet_weights(cfg: CfgNode) -> None:
+    value = cfg.RESNET.IMAGENET_WEIGHTS
+    require(
+        not is_weights_name(value) or value in TORCHVISION_WEIGHTS,
+        "RESNET.IMAGENET_WEIGHTS",
+        f"{value!r} is neither a torchvision ResNet-{cfg.RESNET.DEPTH} weights name "
+        f"({', '.join(TORCHVISION_WEIGHTS)}) nor a file path (a path has a '/' or a file "
+        "extension, e.g. pretrained/resnet50.pth); \"\" starts from random weights",
+    )
+
+
 def _temporal_size_at_res3(cfg: CfgNode) -> float:
     r = cfg.RESNET
     t = cfg.DATA.NUM_FRAMES / r.STEM_CONV_STRIDE[0] / r.STEM_POOL_STRIDE[0]
@@ -79,6 +105,7 @@ def validate_c2d(cfg: CfgNode) -> None:
     one_of(r.NORM, RESNET_NORMS, "RESNET.NORM")
     require(r.WIDTH_PER_GROUP >= 4 and r.WIDTH_PER_GROUP % 4 == 0,
             "RESNET.WIDTH_PER_GROUP", f"must be a positive multiple of 4, got {r.WIDTH_PER_GROUP}")
+    _check_imagenet_weights(cfg)
     for key in ("STEM_CONV_KERNEL", "STEM_CONV_STRIDE", "STEM_POOL_KERNEL", "STEM_POOL_STRIDE",
                 "POOL2_KERNEL", "POOL2_STRIDE"):
         triple(r[key], f"RESNET.{key}")
@@ -107,5 +134,6 @@ def describe_c2d(cfg: CfgNode) -> BackboneDescription:
 
 
 register_backbone("c2d", "cgnl_video.models.build:build_c2d", stages=c2d_stages, defaults=_C,
-                  validate=validate_c2d, describe=describe_c2d)
+                  validate=validate_c2d, describe=describe_c2d,
+                  pretrained="cgnl_video.models.build:load_c2d_pretrained")
 

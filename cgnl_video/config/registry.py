@@ -15,6 +15,9 @@ One entry per name holds everything the package needs to know about it:
   would reject. ``cgnl_video.config.validate`` calls it for every registered
   entry, so a block's keys are checked even when another type is selected.
 * ``describe``: what model_info, MODEL_ZOO.md and ``summary.describe`` show.
+* ``pretrained`` (backbones, optional): ``pretrained(cfg, model)`` loads the
+  pretrained weights the config names into a built model. ``build_model`` never
+  reads weights; the engine calls this once, at the start of a fresh run.
 
 This module imports no torch: the config package (defaults, validation) uses
 it without the models. ``cgnl_video.models`` re-exports ``register_block`` and
@@ -101,9 +104,14 @@ class BackboneEntry:
     validate: Callable[[CfgNode], None]
     describe: Callable[[CfgNode], BackboneDescription]
     stages: Callable[[CfgNode], Sequence[Stage]]
+    pretrained: Optional[Builder] = None
 
     def build(self, cfg: CfgNode) -> Any:
         return _resolve(self.builder)(cfg)
+
+    def load_pretrained(self, cfg: CfgNode, model: Any) -> Any:
+        """Load the pretrained weights ``cfg`` names into ``model``; None without a ``pretrained`` hook."""
+        return _resolve(self.pretrained)(cfg, model) if self.pretrained else None
 
 
 _BLOCKS: Dict[str, BlockEntry] = {}
@@ -220,24 +228,28 @@ def register_backbone(
     defaults: Optional[Mapping] = None,
     validate: Optional[Callable[[CfgNode], None]] = None,
     describe: Optional[Callable[[CfgNode], BackboneDescription]] = None,
+    pretrained: Optional[Builder] = None,
     replace: bool = False,
 ) -> Any:
     """Register the backbone ``MODEL.ARCH name``; as ``register_block`` (a decorator
     without ``builder``), with ``builder(cfg) -> nn.Module`` and ``validate(cfg)``.
     ``stages(cfg)``: the Stage list blocks can be inserted into (torch-free, so that
     NONLOCAL.LOCATION and the block checks are validated without building the model).
+    ``pretrained(cfg, model)`` (or "module:function"): loads the pretrained weights the
+    config names into a built model, at the start of a fresh run (not when resuming,
+    fine-tuning from TRAIN.CHECKPOINT_FILE_PATH or testing).
     """
     if builder is None:
         def decorator(function: F) -> F:
             register_backbone(name, function, stages=stages, defaults=defaults, validate=validate,
-                              describe=describe, replace=replace)
+                              describe=describe, pretrained=pretrained, replace=replace)
             return function
 
         return decorator
 
     def make(existing: CfgNode) -> BackboneEntry:
         return BackboneEntry(name, builder, _as_defaults(name, defaults, existing), validate or _no_check,
-                             describe or (lambda _cfg: BackboneDescription(name)), stages)
+                             describe or (lambda _cfg: BackboneDescription(name)), stages, pretrained)
 
     _register(_BACKBONES, "backbone", name, make, replace)
     return builder

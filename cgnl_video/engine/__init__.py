@@ -5,7 +5,7 @@
 - ``train_loop``: ``train_epoch``, one epoch; ``NonFiniteLossError``
 - ``validation``: ``run_validation``, single-clip validation during training
 - ``multiview``: the multi-view test (``run_test``, ``multi_view_test``)
-- ``resume``: the training state in a checkpoint; saving it and resuming from it
+- ``resume``: the training state in a checkpoint; where a run starts (resume, fine-tune, ImageNet)
 - ``checkpoint``: checkpoint files: atomic save, keep-K, last complete, weights-only load
 - ``metrics``: top-k errors, the epoch meter, peak memory
 - ``inputs``: ``to_device``, a loader's clips as the model's input

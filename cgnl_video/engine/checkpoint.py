@@ -3,15 +3,18 @@ find the last complete one, load with ``weights_only=True``.
 
 A checkpoint is a dict of plain types and tensors only (the config as a YAML
 string, RNG states as tensors and tuples), so torch's safe unpickler reads it.
+Reading files and their model weights (ours, PyTorchVideo's, bare state dicts)
+is ``cgnl_video.models.state_dict``'s, the one reader the models and hub use too.
 """
 
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from cgnl_video.models.state_dict import LoadReport, load_state, model_state, read_checkpoint
 from cgnl_video.utils.io import atomic_open
 from cgnl_video.utils.logging import get_logger
 
@@ -62,11 +65,8 @@ def save_checkpoint(output_dir: str, epoch: int, state: Dict[str, Any], keep: in
     return path
 
 
-def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Read a checkpoint onto the CPU with torch's safe (weights-only) unpickler."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+#: read a checkpoint onto the CPU with torch's safe (weights-only) unpickler
+load_checkpoint = read_checkpoint
 
 
 def load_last_checkpoint(output_dir: str) -> Optional[Dict[str, Any]]:
@@ -83,16 +83,11 @@ def load_last_checkpoint(output_dir: str) -> Optional[Dict[str, Any]]:
     return None
 
 
-def model_state_from(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """The model weights of a checkpoint: ours ({"model": ...}) or a bare state dict."""
-    weights = state.get("model", state)
-    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise ValueError("checkpoint holds no model state dict")
-    return weights
-
-
-def load_model_weights(model: nn.Module, path: str) -> Dict[str, Any]:
-    """Load the weights of checkpoint ``path`` into ``model`` (strict); return the checkpoint."""
+def load_model_weights(model: nn.Module, path: str, new_classifier: bool = False) -> Tuple[Dict[str, Any], LoadReport]:
+    """Load the model weights of checkpoint ``path`` (any layout) into ``model`` (wrapped or
+    not); every key must fit, except, with ``new_classifier``, a classifier with another
+    number of classes (it keeps its init). Returns the checkpoint and the report;
+    CheckpointError naming the file and the keys when the weights do not fit."""
     state = load_checkpoint(path)
-    unwrap_model(model).load_state_dict(model_state_from(state), strict=True)
-    return state
+    report = load_state(unwrap_model(model), model_state(state, path), new_classifier, source=path)
+    return state, report

@@ -21,11 +21,13 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from cgnl_video.config import ConfigError
 from cgnl_video.data import build_loader
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.inputs import to_device
 from cgnl_video.engine.metrics import memory_mb
 from cgnl_video.engine.precision import autocast_context
+from cgnl_video.models.state_dict import CheckpointError
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
 from cgnl_video.utils.logging import JsonStatsWriter, get_logger, progress
@@ -216,15 +218,20 @@ def write_test_outputs(output_dir: str, metrics: Dict, merged: ViewAggregator, d
 
 
 def load_test_weights(cfg: CfgNode, model: nn.Module, trained: bool) -> Tuple[str, Optional[int]]:
-    """Load the weights to test; returns where they came from and their epoch (if known)."""
+    """Load the weights to test (strictly: every key, every shape); returns where they came
+    from and their epoch (if known). ConfigError naming the key and the file when they do
+    not fit the model. Pretrained (ImageNet) weights are never read here."""
     if cfg.TEST.CHECKPOINT_FILE_PATH:
-        state = cu.load_model_weights(model, cfg.TEST.CHECKPOINT_FILE_PATH)
-        return cfg.TEST.CHECKPOINT_FILE_PATH, state.get("epoch")
-    if trained:
+        key, path = "TEST.CHECKPOINT_FILE_PATH", cfg.TEST.CHECKPOINT_FILE_PATH
+    elif trained:
         return "the model just trained", cfg.SOLVER.MAX_EPOCH
-    checkpoints = cu.list_checkpoints(cfg.OUTPUT_DIR)  # not empty: checked by check_files
-    state = cu.load_model_weights(model, checkpoints[-1])
-    return checkpoints[-1], state.get("epoch")
+    else:
+        key, path = "OUTPUT_DIR", cu.list_checkpoints(cfg.OUTPUT_DIR)[-1]  # not empty: checked by check_files
+    try:
+        state, _ = cu.load_model_weights(model, path)
+    except CheckpointError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return path, state.get("epoch")
 
 
 def multi_view_test(cfg: CfgNode, model: nn.Module, device: torch.device, trained: bool) -> Optional[Dict]:

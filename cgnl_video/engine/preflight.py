@@ -1,6 +1,6 @@
 """Checks that run before any work starts: the launch suits the config
 (``check_run``, ``run_warnings``), the manifests the run needs exist and
-MODEL.NUM_CLASSES matches classes.txt, the weight files exist."""
+MODEL.NUM_CLASSES matches classes.txt, the weight files the run reads exist."""
 
 import os
 from typing import List
@@ -9,6 +9,7 @@ import torch
 from fvcore.common.config import CfgNode
 
 from cgnl_video.config import ConfigError
+from cgnl_video.config.backbones import is_weights_name
 from cgnl_video.data.loader import per_process_batch_size
 from cgnl_video.data.manifest import read_classes
 from cgnl_video.engine.checkpoint import checkpoint_dir, list_checkpoints
@@ -96,10 +97,25 @@ def run_warnings(cfg: CfgNode, world_size: int) -> List[str]:
     return warnings
 
 
+def starts_fresh(cfg: CfgNode) -> bool:
+    """Whether the run will start from the pretrained weights: it trains, fine-tunes from
+    no TRAIN.CHECKPOINT_FILE_PATH and has no checkpoint of its own to resume."""
+    resumes = cfg.TRAIN.AUTO_RESUME and bool(list_checkpoints(cfg.OUTPUT_DIR))
+    return cfg.TRAIN.ENABLE and not cfg.TRAIN.CHECKPOINT_FILE_PATH and not resumes
+
+
 def check_files(cfg: CfgNode) -> None:
-    """Weight and checkpoint files named by the config exist; ConfigError naming the key."""
-    files = [("RESNET.IMAGENET_WEIGHTS", cfg.RESNET.IMAGENET_WEIGHTS,
-              "a local torchvision ResNet state dict (see configs/README.md), or \"\" for random weights")]
+    """Weight and checkpoint files the run will read exist; ConfigError naming the key.
+
+    RESNET.IMAGENET_WEIGHTS is checked when it is a file path and the run starts fresh; a
+    torchvision weights name was checked by validate() (whether it is in torch.hub's cache
+    or can be downloaded is known when it is read, and the error then says where to put it).
+    """
+    files = []
+    if starts_fresh(cfg) and not is_weights_name(cfg.RESNET.IMAGENET_WEIGHTS):
+        files.append(("RESNET.IMAGENET_WEIGHTS", cfg.RESNET.IMAGENET_WEIGHTS,
+                      "a local torchvision ResNet state dict, or a torchvision weights name such as "
+                      "IMAGENET1K_V1 (see configs/README.md), or \"\" for random weights"))
     if cfg.TRAIN.ENABLE:
         files.append(("TRAIN.CHECKPOINT_FILE_PATH", cfg.TRAIN.CHECKPOINT_FILE_PATH, "a checkpoint to start from"))
     if cfg.TEST.ENABLE:

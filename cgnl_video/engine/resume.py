@@ -1,6 +1,15 @@
-"""The state of a training run in a checkpoint, and resuming from it: what
+"""The state of a training run in a checkpoint, and where a run starts: what
 ``fit`` saves after an epoch (model, optimizer, LR schedule, loss scaler, epoch,
-every rank's RNG states, config) and how a restarted run picks it up again.
+every rank's RNG states, config), how a restarted run picks it up again, and
+how a new run is initialised (``resume_or_initialise``):
+
+1. resume: the last checkpoint of OUTPUT_DIR (TRAIN.AUTO_RESUME), everything restored;
+2. else fine-tune: the weights of TRAIN.CHECKPOINT_FILE_PATH (ours, PyTorchVideo's or
+   a bare state dict); a classifier with another number of classes starts afresh;
+3. else a fresh run: the backbone's pretrained weights (RESNET.IMAGENET_WEIGHTS).
+
+Only one of them happens: pretrained weights are never read when resuming or
+fine-tuning (the checkpoint's weights win), nor by a test-only run.
 
 The file I/O (atomic save, keep-K, finding the last complete checkpoint,
 weights-only loading) is ``engine.checkpoint``'s.
@@ -13,8 +22,11 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from cgnl_video.config import ConfigError
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.optim import EpochLRScheduler
+from cgnl_video.models.build import load_pretrained
+from cgnl_video.models.state_dict import CheckpointError
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.logging import get_logger
 
@@ -49,14 +61,48 @@ def save_training_state(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.O
 
 def resume_or_initialise(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
                          scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler) -> Optional[Dict]:
-    """Where training starts: the last checkpoint of OUTPUT_DIR with TRAIN.AUTO_RESUME
-    (returned, as ``resume_from_last``), else the weights of TRAIN.CHECKPOINT_FILE_PATH
-    if set (None is returned: the run starts at epoch 0), else the model as built."""
+    """Where training starts (see the module docstring): the last checkpoint of OUTPUT_DIR
+    with TRAIN.AUTO_RESUME (returned, as ``resume_from_last``), else the weights of
+    TRAIN.CHECKPOINT_FILE_PATH if set, else the pretrained weights the config names
+    (None is returned in both cases: the run starts at epoch 0)."""
     resumed = resume_from_last(cfg, model, optimizer, scheduler, scaler) if cfg.TRAIN.AUTO_RESUME else None
     if resumed is None and cfg.TRAIN.CHECKPOINT_FILE_PATH:
-        cu.load_model_weights(model, cfg.TRAIN.CHECKPOINT_FILE_PATH)
-        get_logger().info("initialised the weights from %s", cfg.TRAIN.CHECKPOINT_FILE_PATH)
+        fine_tune_from(cfg, model)
+    elif resumed is None:
+        initialise_pretrained(cfg, model)
     return resumed
+
+
+def fine_tune_from(cfg: CfgNode, model: nn.Module) -> None:
+    """Initialise every weight from TRAIN.CHECKPOINT_FILE_PATH; a classifier with another
+    number of classes keeps its fresh init (the skipped keys are logged). ConfigError
+    naming the key, the file and the keys for any other mismatch."""
+    path = cfg.TRAIN.CHECKPOINT_FILE_PATH
+    try:
+        _, report = cu.load_model_weights(model, path, new_classifier=True)
+    except CheckpointError as exc:
+        raise ConfigError(f"TRAIN.CHECKPOINT_FILE_PATH: {exc}") from None
+    logger = get_logger()
+    logger.info("initialised the weights from %s (%d tensors)", path, len(report.loaded))
+    if report.skipped:
+        logger.info("not loaded from %s (another number of classes; the classifier starts afresh, "
+                    "MODEL.NUM_CLASSES %d): %s", path, cfg.MODEL.NUM_CLASSES, ", ".join(report.skipped))
+
+
+def initialise_pretrained(cfg: CfgNode, model: nn.Module) -> None:
+    """A fresh run: the backbone's pretrained weights (C2D: RESNET.IMAGENET_WEIGHTS). The
+    main process reads them first (a first use downloads them into torch.hub's cache),
+    then the other processes (on its machine, they find them in that cache)."""
+    if not du.is_main_process():
+        du.barrier()
+    try:
+        report = load_pretrained(cfg, cu.unwrap_model(model))
+    finally:
+        if du.is_main_process():
+            du.barrier()
+    if report is not None:
+        get_logger().info("initialised the backbone from %s (%d tensors; not used: %s)", report.source,
+                          len(report.loaded), ", ".join(report.skipped) or "none")
 
 
 def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -77,8 +123,11 @@ def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Opti
             f"rank {du.get_rank()} cannot read checkpoint {path}: with several machines, "
             "OUTPUT_DIR must be on a file system that every machine shares"
         )
-    state = cu.load_checkpoint(path)
-    cu.unwrap_model(model).load_state_dict(state["model"])
+    try:
+        state, _ = cu.load_model_weights(model, path)
+    except CheckpointError as exc:
+        raise ConfigError(f"OUTPUT_DIR: resuming from its last checkpoint: {exc} (a run with another "
+                          "model needs another OUTPUT_DIR, or TRAIN.AUTO_RESUME False)") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if state["grad_scaler"] and scaler.is_enabled():  # empty when saved without fp16

@@ -14,8 +14,7 @@ A backbone builder ``builder(cfg) -> nn.Module`` returns a model with
 ``C2DResNet`` (models/c2d.py) is the shipped one.
 """
 
-import os
-from typing import Any, Callable, Dict, Protocol, Sequence
+from typing import Any, Callable, Dict, Optional, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -25,7 +24,8 @@ from cgnl_video.config.registry import backbone_entry, block_entry
 from cgnl_video.models.c2d import C2DResNet, create_c2d
 from cgnl_video.models.cgnl import CGNLBlock
 from cgnl_video.models.nonlocal_block import NonLocalBlock, SimpleResidualBlock
-from cgnl_video.models.weights import load_imagenet_weights
+from cgnl_video.models.state_dict import LoadReport
+from cgnl_video.models.weights import imagenet_state_dict, load_imagenet_weights
 
 
 class Backbone(Protocol):
@@ -39,8 +39,7 @@ class Backbone(Protocol):
 
 # ----------------------------------------------------------------------------- the shipped backbone
 def build_c2d(cfg: Any) -> C2DResNet:
-    """The C2D ResNet of cfg.RESNET / cfg.MODEL; RESNET.IMAGENET_WEIGHTS (a local
-    torchvision state dict) initialises it."""
+    """The C2D ResNet of cfg.RESNET / cfg.MODEL, freshly initialised (no file is read)."""
     r = cfg.RESNET
     model = create_c2d(
         depth=r.DEPTH,
@@ -59,14 +58,18 @@ def build_c2d(cfg: Any) -> C2DResNet:
         temporal_strides=r.TEMPORAL_STRIDES,
         zero_init_final_bn=r.ZERO_INIT_FINAL_BN,
     )
-    if r.IMAGENET_WEIGHTS:
-        if not os.path.isfile(r.IMAGENET_WEIGHTS):
-            raise FileNotFoundError(
-                f"RESNET.IMAGENET_WEIGHTS: {r.IMAGENET_WEIGHTS} not found. Save a torchvision ResNet-{r.DEPTH} "
-                "state dict there (see configs/README.md) or set RESNET.IMAGENET_WEIGHTS '' for random init"
-            )
-        load_imagenet_weights(model, r.IMAGENET_WEIGHTS)
     return model
+
+
+def load_c2d_pretrained(cfg: Any, model: nn.Module) -> Optional[LoadReport]:
+    """RESNET.IMAGENET_WEIGHTS (a torchvision weights name or a local file) into a built
+    C2D model; None when it is "" (random weights)."""
+    source = cfg.RESNET.IMAGENET_WEIGHTS
+    if not source:
+        return None
+    report = load_imagenet_weights(model, imagenet_state_dict(source, cfg.RESNET.DEPTH))
+    report.source = f"RESNET.IMAGENET_WEIGHTS {source}"
+    return report
 
 
 # ----------------------------------------------------------------------------- the shipped blocks
@@ -117,7 +120,8 @@ def build_backbone(cfg: Any) -> nn.Module:
 
 
 def build_model(cfg: Any) -> nn.Module:
-    """The model of a (validated) config, on CPU, in train mode.
+    """The model of a (validated) config, on CPU, in train mode, freshly initialised:
+    it reads no file (pretrained weights: ``load_pretrained``).
 
     Train mode returns logits (B, MODEL.NUM_CLASSES); eval mode returns class
     probabilities averaged over the positions of the last feature map (see
@@ -134,13 +138,18 @@ def build_model(cfg: Any) -> nn.Module:
     return model
 
 
+def load_pretrained(cfg: Any, model: nn.Module) -> Optional[LoadReport]:
+    """Load the pretrained weights ``cfg`` names for its backbone (C2D: RESNET.IMAGENET_WEIGHTS)
+    into the built ``model``; None when it names none. The engine calls this at the start of
+    a fresh run only (see ``engine.resume.resume_or_initialise``)."""
+    return backbone_entry(cfg.MODEL.ARCH).load_pretrained(cfg, model)
+
+
 def standalone_config(cfg: Any) -> Any:
-    """A thawed copy of ``cfg`` whose model builds on its own: no ImageNet file is
-    read (the weights come from a checkpoint, or are not needed) and plain
-    BatchNorm (SyncBatchNorm needs a process group)."""
+    """A thawed copy of ``cfg`` whose model runs on its own: plain BatchNorm
+    (SyncBatchNorm needs a process group)."""
     cfg = cfg.clone()
     cfg.defrost()
-    cfg.RESNET.IMAGENET_WEIGHTS = ""
     cfg.RESNET.NORM = "batchnorm"
     return cfg
 

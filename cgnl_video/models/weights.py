@@ -1,49 +1,88 @@
-"""Initialise a C2D ResNet from local weight files.
+"""Initialise a C2D ResNet from pretrained weights.
 
-* ``load_imagenet_weights``: a torchvision ResNet-50/101 state dict (2D).
-  Each 2D kernel k x k becomes the 1 x k x k kernel of the C2D conv (a
+* ``imagenet_state_dict``: the torchvision ResNet-50/101 state dict that
+  RESNET.IMAGENET_WEIGHTS names: torchvision weights by name (``IMAGENET1K_V1``),
+  fetched through torchvision's weights API into torch.hub's cache on first use,
+  or a local file.
+* ``load_imagenet_weights``: a torchvision ResNet-50/101 state dict (2D) into a C2D
+  model. Each 2D kernel k x k becomes the 1 x k x k kernel of the C2D conv (a
   temporal kernel t > 1 gets the 2D kernel repeated and divided by t), so a
   clip of identical frames gives the 2D network's output on that frame.
 * ``load_pytorchvideo_state_dict``: a PyTorchVideo / PySlowFast C2D checkpoint
   (keys ``blocks.*``; the model-zoo files wrap them in ``model_state``).
 
-Nothing is downloaded: both read a local file (or take a state dict).
+Files of every layout are read by ``models.state_dict`` (weights-only).
 """
 
+import os
 import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Optional, Union
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from cgnl_video.config.backbones import STAGE_NAMES
+from cgnl_video.config.backbones import STAGE_NAMES, is_weights_name
 from cgnl_video.models.c2d import C2DResNet
+from cgnl_video.models.state_dict import LoadReport, StateDict, read_state_dict
 
-StateDict = Mapping[str, torch.Tensor]
 _BRANCH2 = {"conv1": "conv_a", "conv2": "conv_b", "conv3": "conv_c", "bn1": "norm_a", "bn2": "norm_b", "bn3": "norm_c"}
 _LAYER_KEY = re.compile(r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$")
 _INSERTED = ".inserted."
 
 
-@dataclass
-class LoadReport:
-    """What a loader did: keys of the model it set, and source keys it left unused."""
-
-    loaded: List[str] = field(default_factory=list)
-    skipped: List[str] = field(default_factory=list)
+class WeightsUnavailableError(FileNotFoundError):
+    """Named weights are not in torch.hub's cache and could not be downloaded; the
+    message names the URL, the file name and the cache path to place it at."""
 
 
-def read_state_dict(path_or_state: Union[str, StateDict]) -> Dict[str, torch.Tensor]:
-    """A plain state dict from a file or mapping; unwraps ``model_state``,
-    ``state_dict`` and ``model`` entries and a DataParallel ``module.`` prefix."""
-    state = path_or_state
-    if isinstance(state, str):
-        state = torch.load(state, map_location="cpu", weights_only=True)
-    for key in ("model_state", "state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+def torchvision_weights(name: str, depth: int) -> Any:
+    """torchvision's ``ResNet{depth}_Weights.{name}`` (its URL, metadata, ``get_state_dict``)."""
+    from torchvision.models import get_weight
+
+    try:
+        return get_weight(f"ResNet{depth}_Weights.{name}")
+    except (KeyError, ValueError):
+        raise ValueError(f"RESNET.IMAGENET_WEIGHTS: torchvision has no weights {name!r} for ResNet-{depth}") from None
+
+
+def hub_cache_path(url: str) -> str:
+    """Where torch.hub keeps the download of ``url``: ``<torch.hub.get_dir()>/checkpoints/<file
+    name of the URL>`` (torch.hub.get_dir() is $TORCH_HOME/hub, by default ~/.cache/torch/hub)."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+
+
+def torchvision_state_dict(name: str, depth: int) -> Dict[str, torch.Tensor]:
+    """The state dict of torchvision's ResNet-``depth`` weights ``name``, read from torch.hub's
+    cache, downloaded into it first (with a progress bar) when absent.
+
+    Raises WeightsUnavailableError when the file is absent and cannot be downloaded (offline).
+    """
+    weights = torchvision_weights(name, depth)
+    cached = hub_cache_path(weights.url)
+    try:
+        return weights.get_state_dict(progress=True, map_location="cpu", weights_only=True)
+    except OSError as exc:  # URLError, timeouts, DNS: the download failed
+        if os.path.exists(cached):
+            raise
+        raise WeightsUnavailableError(
+            f"RESNET.IMAGENET_WEIGHTS {name}: the torchvision ResNet-{depth} weights are not in torch.hub's "
+            f"cache and could not be downloaded ({exc}). On a machine with internet access download\n"
+            f"  {weights.url}\nand copy that file, keeping its name {os.path.basename(cached)}, to\n  {cached}\n"
+            "(torch.hub's cache is $TORCH_HOME/hub/checkpoints, TORCH_HOME defaulting to ~/.cache/torch), "
+            "or set RESNET.IMAGENET_WEIGHTS to a local file"
+        ) from exc
+
+
+def imagenet_state_dict(source: str, depth: int) -> Dict[str, torch.Tensor]:
+    """The ResNet-``depth`` state dict RESNET.IMAGENET_WEIGHTS ``source`` names: torchvision
+    weights by name (``is_weights_name``), else a local file of any layout."""
+    if is_weights_name(source):
+        return torchvision_state_dict(source, depth)
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"RESNET.IMAGENET_WEIGHTS: file not found: {source} (a torchvision "
+                                "weights name such as IMAGENET1K_V1 needs no file; see configs/README.md)")
+    return read_state_dict(source)
 
 
 def torchvision_key_to_c2d(key: str) -> Optional[str]:

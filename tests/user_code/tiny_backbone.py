@@ -2,7 +2,9 @@
 (MODEL.ARCH tiny) built from the package's stage and head modules.
 
 It keeps the backbone contract of ``cgnl_video.models.build``: ``stages`` that
-take inserted blocks, ``parts()`` for model_info, ``classifier_key`` for torch.hub.
+take inserted blocks, ``parts()`` for model_info, ``classifier_key`` for torch.hub
+and fine-tuning; and a ``pretrained`` hook: TINY.PRETRAINED, a state dict file the
+engine loads at the start of a fresh run.
 """
 
 from typing import Dict, List
@@ -14,7 +16,7 @@ from torch import nn
 
 from cgnl_video.config import BackboneDescription, Stage
 from cgnl_video.config.rules import require
-from cgnl_video.models import register_backbone
+from cgnl_video.models import load_state, read_state_dict, register_backbone
 from cgnl_video.models.c2d import C2DHead, C2DStage
 
 
@@ -64,7 +66,16 @@ class TinyNet(nn.Module):
         return self.head(x)
 
 
-@register_backbone("tiny", stages=tiny_stages, defaults=CfgNode({"TINY": {"WIDTH": 4, "DEPTH": 2}}),
-                   validate=check_tiny, describe=lambda cfg: BackboneDescription(f"Tiny-{cfg.TINY.DEPTH}"))
+def load_tiny_pretrained(cfg: CfgNode, model: nn.Module):
+    """TINY.PRETRAINED (a state dict file of any layout) into the model, a classifier with
+    another number of classes excepted; None when it is ""."""
+    if not cfg.TINY.PRETRAINED:
+        return None
+    return load_state(model, read_state_dict(cfg.TINY.PRETRAINED), new_classifier=True, source=cfg.TINY.PRETRAINED)
+
+
+@register_backbone("tiny", stages=tiny_stages, defaults=CfgNode({"TINY": {"WIDTH": 4, "DEPTH": 2, "PRETRAINED": ""}}),
+                   validate=check_tiny, describe=lambda cfg: BackboneDescription(f"Tiny-{cfg.TINY.DEPTH}"),
+                   pretrained=load_tiny_pretrained)
 def build_tiny(cfg: CfgNode) -> nn.Module:
     return TinyNet(tiny_stages(cfg), cfg.TINY.WIDTH, cfg.MODEL.NUM_CLASSES)
