@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
 from cgnl_video.analysis.timeline import Span, Timeline, clip_offsets
@@ -109,10 +110,13 @@ def test_a_window_of_several_clips_scores_the_mean_of_its_clips(tiny, capsys):
         assert_top_equals(window, pair.mean(dim=0))
 
 
-def test_text_table_and_figure(tiny, capsys):
+def test_text_table_and_figure(tiny, capsys, monkeypatch):
+    saved = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))[1])
     png = os.path.join(tiny["folder"], "table.png")
     argv = ["--cfg", tiny["cfg_path"], "--checkpoint", tiny["checkpoint"], "--timeline", png, "--top-k", "2",
-            tiny["video"]]
+            "--timeline-classes", "3", tiny["video"]]
     assert run_tool("predict", argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == (f"{tiny['video']}: 72 frames (9.00 s) at 8 fps: 8 windows of 16 frames (2.00 s) "
@@ -126,6 +130,9 @@ def test_text_table_and_figure(tiny, capsys):
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     with Image.open(png) as image:
         assert image.width > 600 and image.height > 200
+    [axes] = saved[0].axes
+    assert sorted(axes.get_legend_handles_labels()[1]) == sorted(CLASSES)  # 3 classes drawn, 2 in the table
+    assert [len(line.get_xdata()) for line in axes.get_lines()] == [8, 8, 8]  # a point per window
 
 
 def test_only_one_chunk_of_frames_is_decoded_and_held_at_a_time(tiny, capsys, monkeypatch):
@@ -185,6 +192,7 @@ def test_unreadable_inputs_are_named_and_the_others_scored(tiny, capsys, tmp_pat
     (["--stride", "0s"], "not a positive length"),
     (["--window", "16.5f"], "whole number"),
     (["--fps", "-3"], "--fps must be positive"),
+    (["--timeline-classes", "0"], "--timeline-classes must be positive"),
 ])
 def test_bad_lengths_are_refused_before_loading(tiny, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:

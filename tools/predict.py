@@ -18,8 +18,9 @@ With --timeline OUT.png: windows of --window (default one clip, DATA.NUM_FRAMES
 x DATA.SAMPLING_RATE frames) every --stride (default half the window), in
 frames (64f, or 64) or seconds (2.5s, at the video's frame rate, or --fps); a
 table of the windows ([start, end) in seconds and frames, top-k classes) per
-input, and OUT.png, the probability of the top-k classes over time (one panel
-per input). A window's score is the mean softmax of the centre-crop validation
+input, and OUT.png, the probability of the top classes over time (one panel
+per input; --timeline-classes of them, default top-k, those that are the top-1
+of the most windows first). A window's score is the mean softmax of the centre-crop validation
 clips spread over it (one clip at the default window). The windows are decoded
 and scored a chunk at a time (TEST.VIEWS_PER_FORWARD clips), so memory does
 not grow with the video's length.
@@ -45,6 +46,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per input or window, and in the timeline figure (default 5)")
     windows = parser.add_argument_group("sliding windows over long videos")
     windows.add_argument("--timeline", metavar="OUT.png", help="score sliding windows; write the timeline figure here")
+    windows.add_argument("--timeline-classes", type=int, metavar="N",
+                         help="classes drawn in the figure: those top-1 in the most windows (default --top-k)")
     windows.add_argument("--window", metavar="LENGTH", help="window length: 64f (frames) or 2.5s (seconds); "
                          "default one clip, DATA.NUM_FRAMES x DATA.SAMPLING_RATE frames")
     windows.add_argument("--stride", metavar="LENGTH", help="a window starts every LENGTH (64f or 2.5s); "
@@ -55,9 +58,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="config override, repeatable (e.g. --opt TEST.NUM_ENSEMBLE_VIEWS 2)")
     args = parser.parse_args(argv)
     if args.timeline is None:
-        given = [flag for flag in ("window", "stride", "fps") if getattr(args, flag) is not None]
+        given = [flag for flag in ("window", "stride", "fps", "timeline_classes") if getattr(args, flag) is not None]
         if given:
-            parser.error(f"--{given[0]} needs --timeline OUT.png")
+            parser.error(f"--{given[0].replace('_', '-')} needs --timeline OUT.png")
     else:
         from cgnl_video.analysis.timeline import Span  # imported once --help has been answered
 
@@ -67,8 +70,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(str(error))
         if args.fps is not None and args.fps <= 0:
             parser.error(f"--fps must be positive, got {args.fps:g}")
-    if args.top_k <= 0:
-        parser.error(f"--top-k must be positive, got {args.top_k}")
+    for flag in ("top_k", "timeline_classes"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     return args
 
 
@@ -132,7 +136,7 @@ def score_timelines(cfg, model, device, classes: Sequence[str], args: argparse.N
     done, failures = timelines(cfg, model, args.inputs, device, args.window, args.stride, args.fps)
     report_failures(failures)
     if done:
-        figure = timeline_figure(done, classes, args.top_k)
+        figure = timeline_figure(done, classes, args.timeline_classes or args.top_k)
         figure.savefig(args.timeline, dpi=120)
     if args.json:
         document = {"timelines": [t.to_json(classes, args.top_k) for t in done], "failed": failed_json(failures),
