@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cgnl_video.analysis.features import window_starts
+from cgnl_video.data.windows import window_starts
 from cgnl_video.config import load_config
 from cgnl_video.data import ManifestEntry, VideoDataset, open_reader, write_manifest
 from cgnl_video.data.sampling import clip_indices

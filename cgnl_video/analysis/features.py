@@ -27,22 +27,18 @@ import contextlib
 from typing import Callable, ContextManager, List, Optional, Tuple
 
 import torch
-import torchvision.transforms.v2.functional as F
 from fvcore.common.config import CfgNode
 from torch import nn
 
 from cgnl_video.data.decode import FrameReader
 from cgnl_video.data.policies import CentreClip
-from cgnl_video.data.sampling import center_crop_box, frame_union
-from cgnl_video.data.transforms import resize_short_side
+from cgnl_video.data.windows import FrameRange, window_clips, window_range, window_starts
 from cgnl_video.engine.inputs import to_device
 
 #: name of the default feature layer in messages and outputs
 HEAD_INPUT = "head input"
 #: --precision choices: "auto" is bf16 autocast on a GPU, fp32 elsewhere
 PRECISIONS = ("auto", "fp32", "bf16")
-
-FrameRange = Tuple[int, int]
 
 
 class _Captured(Exception):
@@ -134,32 +130,6 @@ def video_features(features: Callable[[torch.Tensor], torch.Tensor], views: torc
     """The mean over a video's test views (V x C x T x S x S, uint8) of their features: (D,)."""
     rows = forward_chunks(features, views, cfg.TEST.VIEWS_PER_FORWARD, cfg, device, precision)
     return rows.double().mean(dim=0).float()
-
-
-def window_starts(video_frames: int, window: int, stride: int) -> List[int]:
-    """Starts ``0, stride, 2 stride, ...`` of the windows that fit in the video;
-    ``[0]`` for a video shorter than one window."""
-    if stride <= 0:
-        raise ValueError(f"the window stride must be a positive number of frames, got {stride}")
-    if video_frames <= window:
-        return [0]
-    return list(range(0, video_frames - window + 1, stride))
-
-
-def window_range(start: int, window: int, video_frames: int) -> FrameRange:
-    """The frames ``[start, end)`` a window covers."""
-    return start, min(start + window, video_frames)
-
-
-def window_clips(reader: FrameReader, policy: CentreClip, starts: List[int]) -> torch.Tensor:
-    """The validation clips (uint8, ``len(starts) x 3 x T x S x S``) of the windows at
-    ``starts``: the distinct frames decoded once, resized to the short side, centre-cropped."""
-    total = reader.num_frames
-    union, positions = frame_union([policy.clip_frames(start, total) for start in starts])
-    frames = resize_short_side(reader.read(union), policy.short_side)
-    frames = F.crop(frames, *center_crop_box(frames.shape[-2], frames.shape[-1], policy.crop_size))
-    index = torch.tensor(positions, dtype=torch.long)  # windows x T
-    return frames[index].permute(0, 2, 1, 3, 4)  # windows x C x T x S x S
 
 
 def window_features(features: Callable[[torch.Tensor], torch.Tensor], reader: FrameReader, cfg: CfgNode,
