@@ -46,7 +46,7 @@ from bench_loader import synthetic_frames, write_folder  # noqa: E402
 from cgnl_video.config import get_cfg  # noqa: E402
 from cgnl_video.data import ManifestEntry, build_dataset, write_classes, write_manifest  # noqa: E402
 from cgnl_video.data.gpu_augment import collate_encoded  # noqa: E402
-from cgnl_video.engine.inputs import batch_to_device, decode_on_device, to_device  # noqa: E402
+from cgnl_video.engine.inputs import batch_to_device, decode_on_device  # noqa: E402
 
 HEIGHT, WIDTH, FRAMES = 256, 602, 150
 TARGET = 0.010  # worker CPU-seconds per training clip in device mode (the target)

@@ -98,8 +98,8 @@ def data(tmp_path_factory):
         Image.fromarray(frame).save(os.path.join(root, "png", frame_file_name(index)), format="PNG")
     good = [ManifestEntry("good0", 0, 16), ManifestEntry("good1", 1, 16), ManifestEntry("good2", 2, 16),
             ManifestEntry("gray", 0, 16), ManifestEntry("long", 1, 24)]
-    bad = [ManifestEntry("png", 1, 8), ManifestEntry("scan", 2, 8), ManifestEntry("garbage", 0, 8), ManifestEntry("sizes", 1, 8),
-           ManifestEntry("short", 2, 30), ManifestEntry("missing", 0, 16)]
+    bad = [ManifestEntry("png", 1, 8), ManifestEntry("scan", 2, 8), ManifestEntry("garbage", 0, 8),
+           ManifestEntry("sizes", 1, 8), ManifestEntry("short", 2, 30), ManifestEntry("missing", 0, 16)]
     lists = make_dataset(root, {"train": good, "val": good, "test": good})
     bad_lists = make_dataset(os.path.join(root, "with_bad"), {"train": good + bad, "val": good + bad,
                                                                "test": good + bad})
@@ -231,6 +231,22 @@ def test_bad_scan_is_found_by_the_device_decoder_and_redone_on_the_worker_path(d
             assert worker.failure_count() - counts[0] == device.failure_count() - counts[1]
             redone["asked for" if item == scan else "a replacement"] += 1
     assert min(redone.values()) > 0, redone
+
+
+def test_a_frame_that_decodes_to_another_size_than_its_header_is_redone(data, monkeypatch):
+    """The safety net behind the header check: were it to misread a size, the plan
+    (the training box) would not fit the decoded frames; such samples are made on
+    the worker path instead, giving the worker path's batches, with nothing counted."""
+    worker = loader_batches(cfg_of(data, data[1], "worker"), "train")
+
+    def misread(data: bytes):
+        height, width = jpeg_frame_size(data)
+        return height + 8, width
+
+    monkeypatch.setattr(gpu_augment, "jpeg_frame_size", misread)
+    device = loader_batches(cfg_of(data, data[1], "device"), "train")
+    assert_same(worker, device)
+    assert device[1] == 0
 
 
 def test_test_split_reports_the_same_unreadable_videos(data):

@@ -27,9 +27,10 @@ Unreadable frames. A frame is sent to the device only if its bytes start with th
 JPEG SOI marker, end with EOI and carry a baseline, extended or progressive
 Huffman frame header with 1 or 3 components, and all frames of the sample have
 one size (``jpeg_frame_size``). Anything else, and any frame the device decoder
-then rejects, is made on the worker path instead: in the worker for a failed
-check, in the training process (``VideoDataset.redo_on_worker_path``) for a
-failed decode, resumed from the generator state the sample was planned with. So
+then rejects (or decodes to another size than its header said), is made on the
+worker path instead: in the worker for a failed check, in the training process
+(``VideoDataset.redo_on_worker_path``) for a failed decode, resumed from the
+generator state the sample was planned with. So
 a corrupt frame is reported, counted and replaced by exactly the sample, label
 and random choices the worker path gives, and the checks only decide where that
 happens.
@@ -74,11 +75,13 @@ class Resume:
 @dataclass(frozen=True)
 class EncodedSample:
     """A planned sample, not decoded: the JPEG bytes of the plan's distinct frames
-    (in index order), ``positions`` (plan frame ``k`` is encoded frame ``positions[k]``)."""
+    (in index order), ``positions`` (plan frame ``k`` is encoded frame ``positions[k]``),
+    the frame size the plan was made for (from the headers)."""
 
     frames: List[bytes]
     positions: List[int]
     plan: ClipPlan
+    size: Tuple[int, int]
     resume: Optional[Resume] = None
 
 
@@ -118,6 +121,9 @@ def jpeg_frame_size(data: bytes) -> Optional[Tuple[int, int]]:
         if marker == 0xFF:  # fill byte
             position += 1
             continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+            continue
         if marker in OTHER_SOF_MARKERS or marker == 0xDA:  # another process, or a scan before the frame
             return None
         if marker in DEVICE_SOF_MARKERS:
@@ -156,22 +162,23 @@ def encode_sample(policy: SamplingPolicy, folder: str, video_frames: int,
     """
     if not os.path.isdir(folder):
         raise DecodeError(f"frame folder not found: {folder}")
-    read: List[Tuple[List[bytes], List[int]]] = []
+    read: List[Tuple[List[bytes], List[int], Tuple[int, int]]] = []
 
     def frame_size(frames: List[int]) -> Tuple[int, int]:
         union, (positions,) = frame_union([frames])
         encoded = read_encoded_clip(folder, union)
         sizes = {jpeg_frame_size(data) for data in encoded}
-        if len(sizes) != 1 or None in sizes:
+        size = sizes.pop()
+        if sizes or size is None:
             raise NotForDevice(folder)
-        read.append((encoded, positions))
-        return sizes.pop()
+        read.append((encoded, positions, size))
+        return size
 
     plan = policy.plan(video_frames, generator, frame_size)
     if not read:
         frame_size(plan.frames)
-    encoded, positions = read[0]
-    return EncodedSample(encoded, positions, plan)
+    encoded, positions, size = read[0]
+    return EncodedSample(encoded, positions, plan, size)
 
 
 def collate_encoded(batch: Sequence[Tuple[Union[EncodedSample, torch.Tensor], int, int]]
@@ -256,9 +263,9 @@ def decode_batch(batch: EncodedBatch, labels: torch.Tensor, indices: torch.Tenso
     """Each item's uint8 pixels on ``device`` (the policy's ``pixels`` of the decoded
     frames), with the labels and indices of the samples returned.
 
-    A sample with a frame the device decoder rejects is redone on the worker path
-    (``dataset.redo_on_worker_path``): replaced, reported and counted as there, so
-    its label and index may change.
+    A sample with a frame the device decoder rejects, or that decodes to another size
+    than its headers said, is redone on the worker path (``dataset.redo_on_worker_path``):
+    replaced, reported and counted as there, so its label and index may change.
     """
     jpegs = iter(batch.jpegs.split([length for lengths in batch.lengths for length in lengths]))
     groups = [[next(jpegs) for _ in lengths] for lengths in batch.lengths]
@@ -268,7 +275,7 @@ def decode_batch(batch: EncodedBatch, labels: torch.Tensor, indices: torch.Tenso
     for i, (item, frames) in enumerate(zip(batch.items, decoded)):
         if isinstance(item, torch.Tensor):
             pixels.append(item.to(device, non_blocking=True))
-        elif frames is None:
+        elif frames is None or tuple(frames.shape[1:3]) != item.size:
             redone, labels[i], indices[i] = dataset.redo_on_worker_path(item.resume)
             pixels.append(redone.to(device, non_blocking=True))
         else:
