@@ -113,7 +113,7 @@ def build_loader(cfg: CfgNode, split: str, dataset: Optional[VideoDataset] = Non
         )
     workers = cfg.DATA_LOADER.NUM_WORKERS
     extra = {"prefetch_factor": 1} if split == "test" and workers > 0 else {}
-    encoded = dataset.decode_on == "device"
+    encoded = getattr(dataset, "decode_on", "worker") == "device"  # any map-style dataset may be given
     return DataLoader(
         dataset,
         batch_size=batch,
