@@ -17,14 +17,15 @@ bench_train_step.py (``--mode``), one step as bench_train_step.py does it.
 1. model only: steps on a fixed synthetic batch (what bench_train_step.py measures);
 2. ``--input cpu``: the real loader (``build_loader(cfg, "train")``,
    DATA_LOADER.NUM_WORKERS workers decoding and augmenting in processes);
-3. ``--input gpu`` (default on CUDA as well as 2): workers only read the JPEG
-   bytes and draw the clip's randomness; the training process decodes the batch
-   with nvJPEG and crops / resizes / normalises it on the GPU
-   (``cgnl_video.data.gpu_augment``; runs on the CPU too, for checking).
+3. ``--input gpu`` (default on CUDA as well as 2): the same loader with
+   ``DATA.DECODE_ON device``: workers only read the JPEG bytes and draw the
+   clip's randomness; the training process decodes the batch with nvJPEG and
+   crops / resizes / normalises it on the GPU (``cgnl_video.data.gpu_augment``;
+   runs on the CPU too, for checking).
 
 Clips/s = clips / wall time over ``--steps`` steps after ``--warmup``; the data
-stall = the time the loop waits for the next batch (plus GPU decoding in mode 3)
-over the total, and 1 - (end-to-end clips/s) / (model-only clips/s), the model
+stall = the time the loop waits for the next batch (plus the decoding on the
+device in mode 3) over the total, and 1 - (end-to-end clips/s) / (model-only clips/s), the model
 alone measured before and after the loader runs and the faster of the two taken.
 
 Multi-view test: ``engine.multiview.run_test`` over the test manifest (10 clips x
@@ -54,7 +55,7 @@ from bench_loader import synthetic_frames, write_folder  # noqa: E402
 from bench_train_step import Case  # noqa: E402
 
 from cgnl_video.data import ManifestEntry, build_loader, set_loader_epoch, write_classes, write_manifest  # noqa: E402
-from cgnl_video.data import gpu_augment  # noqa: E402
+from cgnl_video.engine.inputs import batch_to_device, decode_on_device  # noqa: E402
 from cgnl_video.engine.multiview import forward_views, run_test  # noqa: E402
 
 FRAMES_PER_VIDEO = 150
@@ -80,56 +81,20 @@ def data_opts(args: argparse.Namespace, data: Dict[str, str]) -> List[str]:
             "DATA.TEST_CROP_SIZE", str(args.test_size), "TEST.VIEWS_PER_FORWARD", str(args.views_per_forward)]
 
 
-class EncodedClips(torch.utils.data.Dataset):
-    """Training samples as (JPEG bytes per frame, box, flip, label): what a worker
-    does for the GPU input path (no decoding)."""
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        frames, box, flip = gpu_augment.train_clip_plan(self.dataset, index)
-        encoded = gpu_augment.read_encoded_clip(self.dataset.path_of(index), frames)
-        return encoded, box, flip, self.dataset.entries[index].label
-
-
-def gpu_input_loader(cfg, batch: int):
-    cpu_loader = build_loader(cfg, "train")  # its sampler, seeds and worker settings
-    return torch.utils.data.DataLoader(
-        EncodedClips(cpu_loader.dataset), batch_size=batch, sampler=cpu_loader.sampler,
-        num_workers=cfg.DATA_LOADER.NUM_WORKERS, collate_fn=lambda items: list(zip(*items)),
-        pin_memory=torch.cuda.is_available(), drop_last=True,
-        persistent_workers=cfg.DATA_LOADER.NUM_WORKERS > 0), cpu_loader
-
-
-def run_training(case: Case, loader, steps: int, warmup: int, device: torch.device, gpu_input: bool) -> Dict:
-    """Wall time of ``steps`` training steps fed by ``loader`` (after ``warmup`` steps)."""
-    cfg = case.cfg
-    dataset = loader.dataset.dataset if gpu_input else loader.dataset
+def run_training(case: Case, loader, steps: int, warmup: int, device: torch.device) -> Dict:
+    """Wall time of ``steps`` training steps fed by ``loader`` (after ``warmup`` steps),
+    each batch made the model's input as ``engine.train_loop`` does it."""
     epoch, done, waits, total_start = 0, 0, [], None
     while done < warmup + steps:
         set_loader_epoch(loader, epoch)
-        if gpu_input:
-            dataset.set_epoch(epoch)
         tic = time.perf_counter()
         for batch in loader:
-            if gpu_input:
-                encoded, boxes, flips, labels = batch
-                counts = [len(e) for e in encoded]
-                frames = gpu_augment.decode_frames([f for e in encoded for f in e], device).split(counts)
-                policy = dataset.policy
-                clips = gpu_augment.train_batch(frames, boxes, flips, policy.crop_size, policy.mean, policy.std)
-                labels = torch.tensor(labels)
-            else:
-                clips, labels, _ = batch
+            batch = decode_on_device(batch, loader.dataset, device)  # DATA.DECODE_ON device: counts as waiting
             common.synchronize(device)
             wait = time.perf_counter() - tic
             if done == warmup:
                 total_start, waits = tic, []
-            case.clips, case.labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            case.clips, case.labels = batch_to_device(batch, loader.dataset, device, case.cfg)
             case.step()
             common.synchronize(device)
             waits.append(wait)
@@ -155,11 +120,11 @@ def bench_train(args, data, device) -> Dict:
     result["model_only_before"] = model_only(case, args.steps, args.warmup, device)
     for path in args.inputs:
         print(f"  training through the {path} input path ...", flush=True)
-        if path == "gpu":
-            loader, _ = gpu_input_loader(case.cfg, args.batch)
-        else:
-            loader = build_loader(case.cfg, "train")
-        result[f"input_{path}"] = run_training(case, loader, args.steps, args.warmup, device, path == "gpu")
+        cfg = case.cfg.clone()
+        cfg.defrost()
+        cfg.DATA.DECODE_ON = "device" if path == "gpu" else "worker"
+        loader = build_loader(cfg, "train")
+        result[f"input_{path}"] = run_training(case, loader, args.steps, args.warmup, device)
         del loader
     case.clips, case.labels = synthetic
     result["model_only_after"] = model_only(case, args.steps, 0, device)

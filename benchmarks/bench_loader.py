@@ -54,17 +54,18 @@ HEIGHT, WIDTH, FPS = 256, 340, 30
 # ----------------------------------------------------------------------------- inputs
 
 
-def synthetic_frames(count: int, seed: int) -> np.ndarray:
-    """``count`` x 256 x 340 x 3 frames: a sliding blocky texture, a moving wave, noise."""
+def synthetic_frames(count: int, seed: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """``count`` x height x width x 3 frames (default 256 x 340): a sliding blocky
+    texture, a moving wave, noise."""
     rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    blocks = rng.random((HEIGHT // 8 + 1, WIDTH // 8 + 1, 3)).astype(np.float32) * 255
-    texture = blocks.repeat(8, axis=0).repeat(8, axis=1)[:HEIGHT, :WIDTH]
-    out = np.empty((count, HEIGHT, WIDTH, 3), np.uint8)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    blocks = rng.random((height // 8 + 1, width // 8 + 1, 3)).astype(np.float32) * 255
+    texture = blocks.repeat(8, axis=0).repeat(8, axis=1)[:height, :width]
+    out = np.empty((count, height, width, 3), np.uint8)
     for t in range(count):
         wave = 127 + 127 * np.sin((cols + 3 * t) / 29.0) * np.cos((rows - t) / 13.0)
         image = 0.5 * np.roll(texture, 3 * t, axis=1) + 0.5 * wave[..., None]
-        out[t] = np.clip(image + rng.normal(0, 5, (HEIGHT, WIDTH, 1)), 0, 255)
+        out[t] = np.clip(image + rng.normal(0, 5, (height, width, 1)), 0, 255)
     return out
 
 

@@ -110,8 +110,9 @@ def check_readable(cfg: CfgNode, entry: ManifestEntry) -> None:
 def dataset_for(cfg: CfgNode, entries: Sequence[ManifestEntry], split: str,
                 classes: Sequence[str]) -> VideoDataset:
     """A ``VideoDataset`` of ``split`` ("val": one centre clip, "test": the
-    multi-view test views) over ``entries`` (absolute paths), with cfg's settings."""
-    return VideoDataset.from_config(cfg, split, entries, classes)
+    multi-view test views) over ``entries`` (absolute paths), with cfg's settings;
+    decoded in the loader workers whatever DATA.DECODE_ON says (inputs may be video files)."""
+    return VideoDataset.from_config(cfg, split, entries, classes, decode_on="worker")
 
 
 # ----------------------------------------------------------------------------- scoring

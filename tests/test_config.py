@@ -78,6 +78,7 @@ def test_missing_config_file_is_named():
         (["TEST.NUM_SPATIAL_CROPS", "2"], r"TEST\.NUM_SPATIAL_CROPS"),
         (["TRAIN.AMP_DTYPE", "fp8"], r"TRAIN\.AMP_DTYPE"),
         (["TRAIN.BATCH_SIZE", "0"], r"TRAIN\.BATCH_SIZE"),
+        (["DATA.DECODE_ON", "gpu"], r"DATA\.DECODE_ON"),
     ],
 )
 def test_inconsistent_values_fail_naming_the_key(opts, key):

@@ -1,5 +1,5 @@
 """Sampling policies and datasets built from entries: the one draw of a training clip's
-random choices (pinned to the clips of earlier releases), the worker and GPU paths
+random choices (pinned to the clips of earlier releases), the worker and device paths
 that share it, and datasets over entries that no manifest lists."""
 
 import math
@@ -16,7 +16,6 @@ from cgnl_video.data import (
     RandomClip,
     VideoDataset,
     build_dataset,
-    gpu_augment,
     policy_from_config,
     transforms,
 )
@@ -133,13 +132,15 @@ def data(tmp_path_factory):
     return root, lists, entries
 
 
-def test_worker_and_gpu_paths_use_the_same_draw(data):
+def test_worker_and_device_paths_use_the_same_draw(data):
     """The worker's clip is the train transform of exactly the drawn frames, box and flip,
-    and the GPU path's plan is that same draw."""
+    and the device path's plan (DATA.DECODE_ON device) is that same draw."""
     dataset = build_dataset(cfg_for(data), "train")
+    encoded = build_dataset(cfg_for(data, **{"DATA.DECODE_ON": "device"}), "train")
     policy = dataset.policy
     for epoch in (0, 1, 4):
         dataset.set_epoch(epoch)
+        encoded.set_epoch(epoch)
         for index in range(len(dataset)):
             with dataset.open(index) as reader:
                 choice = policy.draw(dataset.generator(index), reader.num_frames, lambda frames: (48, 64))
@@ -149,7 +150,8 @@ def test_worker_and_gpu_paths_use_the_same_draw(data):
             clip, _label, returned = dataset[index]
             assert returned == index and torch.equal(clip, expected)
             assert frame_ids(clip) == choice.frames
-            assert gpu_augment.train_clip_plan(dataset, index) == (choice.frames, choice.box, choice.flip)
+            sample, _label, returned = encoded[index]
+            assert returned == index and sample.plan == choice
 
 
 # ----------------------------------------------------------------------------- datasets from entries

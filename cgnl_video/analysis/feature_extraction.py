@@ -240,7 +240,8 @@ def extract(cfg: CfgNode, features: PooledFeatures, inputs: Sequence[FeatureInpu
     local = Outcome()
     if todo:
         split = "test" if settings["mode"] == "video" else "val"
-        dataset = VideoDataset.from_config(cfg, split, [item.entry for item in todo], classes)
+        # decoded in the loader workers whatever DATA.DECODE_ON says: inputs may be video files
+        dataset = VideoDataset.from_config(cfg, split, [item.entry for item in todo], classes, decode_on="worker")
         run = _extract_videos if settings["mode"] == "video" else _extract_windows
         run(cfg, features, dataset, todo, out_dir, settings, device, local)
     for part in du.all_gather_object(local):

@@ -38,6 +38,10 @@ _C.DATA.MEAN = [0.485, 0.456, 0.406]  # per-channel mean of 0-1 RGB (ImageNet)
 _C.DATA.STD = [0.229, 0.224, 0.225]  # per-channel std of 0-1 RGB (ImageNet)
 _C.DATA.DECODING_BACKEND = "decord"  # video files: "decord" (PyAV fallback) or "pyav"
 _C.DATA.JPEG_DECODER = "auto"  # frame folders: "auto", "torchvision" or "pil"
+# Where frame-folder JPEGs are decoded: "worker" (the loader's worker processes decode, crop, resize
+# and normalise) or "device" (workers only read the JPEG bytes; the training process decodes them in
+# batches on the model's device, nvJPEG on CUDA, and crops / resizes there; docs/DATA_PIPELINE.md)
+_C.DATA.DECODE_ON = "worker"
 _C.DATA.MAX_CONSECUTIVE_FAILURES = 20  # unreadable training samples in a row before the job stops
 _C.DATA.PREPARE_SYNTHETIC = False  # demo: first make the synthetic set in PATH_TO_DATA_DIR (data_prep scripts; skips what exists)
 

@@ -10,8 +10,8 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
-from cgnl_video.config.choices import (AMP_DTYPES, DECODING_BACKENDS, DIST_BACKENDS, JPEG_DECODERS, LR_POLICIES,
-                                       TEST_SPATIAL_CROPS)
+from cgnl_video.config.choices import (AMP_DTYPES, DECODE_ON, DECODING_BACKENDS, DIST_BACKENDS, JPEG_DECODERS,
+                                       LR_POLICIES, TEST_SPATIAL_CROPS)
 from cgnl_video.config.registry import Stage, backbone_entries, backbone_entry, block_entries
 from cgnl_video.config.rules import one_of, positive, require
 
@@ -72,6 +72,7 @@ def _validate_data(cfg: CfgNode) -> None:
     require(len(d.STD) == 3 and all(s > 0 for s in d.STD), "DATA.STD", "needs 3 positive values (RGB)")
     one_of(d.DECODING_BACKEND, DECODING_BACKENDS, "DATA.DECODING_BACKEND")
     one_of(d.JPEG_DECODER, JPEG_DECODERS, "DATA.JPEG_DECODER")
+    one_of(d.DECODE_ON, DECODE_ON, "DATA.DECODE_ON")
     require(cfg.DATA_LOADER.NUM_WORKERS >= 0, "DATA_LOADER.NUM_WORKERS", "must be >= 0")
 
 

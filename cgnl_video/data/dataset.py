@@ -17,6 +17,13 @@ Items: ``(tensor, label, index)``; ``index`` refers to ``entries``. Train / val 
 are ``C x T x S x S`` float32, normalised; test items are uint8 views
 ``V x C x T x S x S`` (see ``policies`` and docs/DATA_PIPELINE.md).
 
+With ``decode_on="device"`` (DATA.DECODE_ON, frame folders only) an item is instead
+``(EncodedSample, label, index)``: the policy's plan and the frames' JPEG bytes,
+decoded later on the model's device (``gpu_augment``). A sample whose frames the
+device decoder would not take is made here on the worker path, as uint8 pixels;
+``redo_on_worker_path`` does the same in the training process for a sample the
+device decoder rejected, from where the read loop stood.
+
 Unreadable samples (see ``decode.DecodeError``):
 
 * train / val: logged once per path (per process) as a warning, counted, and
@@ -25,6 +32,8 @@ Unreadable samples (see ``decode.DecodeError``):
   failures in a row raise RuntimeError.
 * test: logged as a warning with the path, counted, and returned with V = 0 views
   (``views.shape == (0, C, T, S, S)``) so the evaluation can report it unscored.
+
+Both values of ``decode_on`` give the same replacements, counts and messages.
 
 ``failure_count()`` is the number of failed reads since construction, summed over
 all DataLoader worker processes (a shared-memory counter).
@@ -39,12 +48,14 @@ call it before iterating (``loader.set_loader_epoch``).
 import logging
 import multiprocessing
 import os
-from typing import List, Optional, Sequence, Set, Tuple
+from dataclasses import replace
+from typing import List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from fvcore.common.config import CfgNode
 from torch.utils.data import Dataset
 
+from cgnl_video.config.choices import DECODE_ON
 from cgnl_video.data import sampling
 from cgnl_video.data.decode import (
     JPEG_DECODERS,
@@ -54,12 +65,15 @@ from cgnl_video.data.decode import (
     check_choice,
     open_reader,
 )
+from cgnl_video.data.gpu_augment import EncodedSample, NotForDevice, Resume, encode_sample
 from cgnl_video.data.manifest import ManifestEntry, read_classes, read_manifest
 from cgnl_video.data.policies import POLICIES, SamplingPolicy, policy_from_config
 
 logger = logging.getLogger(__name__)
 
 SPLITS = tuple(POLICIES)
+#: a dataset item's first element: the tensor, or in device mode an encoded sample
+Item = Union[torch.Tensor, EncodedSample]
 CLASSES_FILE = "classes.txt"
 
 
@@ -90,21 +104,29 @@ class VideoDataset(Dataset):
         root: str = "",
         video_backend: str = "decord",
         jpeg_decoder: str = "auto",
+        decode_on: str = "worker",
         seed: int = 0,
         max_failures: int = 20,
         source: str = "the given entries",
     ) -> None:
         check_choice(video_backend, VIDEO_BACKENDS, "DATA.DECODING_BACKEND")
         check_choice(jpeg_decoder, JPEG_DECODERS, "DATA.JPEG_DECODER")
+        check_choice(decode_on, DECODE_ON, "DATA.DECODE_ON")
         if not entries:
             raise ValueError(f"{source}: no samples")
         for entry in entries:
             if not 0 <= entry.label < len(classes):
                 raise ValueError(f"{source}: {entry.path} has label {entry.label}, not one of {len(classes)} classes")
+            if decode_on == "device" and entry.num_frames is None:
+                raise ValueError(
+                    f"DATA.DECODE_ON is 'device', which reads JPEG frame folders only, but {source} lists the "
+                    f"video file {entry.path}: set DATA.DECODE_ON worker for video files"
+                )
         self.entries: List[ManifestEntry] = list(entries)
         self.classes: List[str] = list(classes)
         self.policy = policy
         self.root, self.video_backend, self.jpeg_decoder = root, video_backend, jpeg_decoder
+        self.decode_on = decode_on
         self.seed, self.max_failures, self.source = seed, max_failures, source
         self._epoch = multiprocessing.RawValue("q", 0)
         self._failures = multiprocessing.Value("q", 0)
@@ -117,12 +139,14 @@ class VideoDataset(Dataset):
         split: str,
         entries: Optional[Sequence[ManifestEntry]] = None,
         classes: Optional[Sequence[str]] = None,
+        decode_on: Optional[str] = None,
     ) -> "VideoDataset":
         """The dataset of ``split`` ("train", "val" or "test") as cfg describes it.
 
         ``classes`` default to DATA.PATH_TO_DATA_DIR/classes.txt and ``entries`` to the
         split's manifest DATA.PATH_TO_DATA_DIR/{split}.txt; given entries are relative
-        to DATA.PATH_PREFIX (absolute paths stay as they are).
+        to DATA.PATH_PREFIX (absolute paths stay as they are). ``decode_on`` defaults
+        to DATA.DECODE_ON.
         """
         policy = policy_from_config(cfg, split)
         source = "the given entries" if entries is not None else manifest_path(cfg, split)
@@ -134,8 +158,8 @@ class VideoDataset(Dataset):
             entries = read_manifest(source, num_classes=len(classes))
         d = cfg.DATA
         return cls(entries, classes, policy, root=d.PATH_PREFIX, video_backend=d.DECODING_BACKEND,
-                   jpeg_decoder=d.JPEG_DECODER, seed=cfg.RNG_SEED, max_failures=d.MAX_CONSECUTIVE_FAILURES,
-                   source=source)
+                   jpeg_decoder=d.JPEG_DECODER, decode_on=decode_on or d.DECODE_ON, seed=cfg.RNG_SEED,
+                   max_failures=d.MAX_CONSECUTIVE_FAILURES, source=source)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -179,14 +203,30 @@ class VideoDataset(Dataset):
 
     # ------------------------------------------------------------------ items
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> Tuple[Item, int, int]:
         generator = self.generator(index)
         if not self.policy.replace_unreadable:
-            return self._item_or_unreadable(index, generator)
-        current = index
-        for _ in range(self.max_failures):
+            return self._item_or_unreadable(index, generator, encode=True)
+        return self._first_readable(index, index, generator, self.max_failures, encode=True)
+
+    def redo_on_worker_path(self, resume: Resume) -> Tuple[torch.Tensor, int, int]:
+        """Device mode: the item that ``resume`` was planned for, made on the worker path
+        from the sample it stood at, with the generator state it had there: the same
+        decoder, replacements, failure counts and messages as DATA.DECODE_ON worker.
+        Returns (uint8 pixels, label, index) — for a sample whose frames the device
+        decoder rejected (``gpu_augment.decode_batch``)."""
+        generator = resume.generator()
+        if not self.policy.replace_unreadable:
+            return self._item_or_unreadable(resume.index, generator, encode=False)
+        return self._first_readable(resume.index, resume.current, generator, resume.attempts, encode=False)
+
+    def _first_readable(self, index: int, current: int, generator: torch.Generator, attempts: int,
+                        encode: bool) -> Tuple[Item, int, int]:
+        """Try ``current``, then replacements drawn from ``generator``, ``attempts`` times in all."""
+        for attempt in range(attempts):
             try:
-                return self._sample(current, generator), self.entries[current].label, current
+                resume = self._resume_point(index, current, generator, attempts - attempt, encode)
+                return self._sample(current, generator, resume), self.entries[current].label, current
             except DecodeError as error:
                 last_error = str(error)  # not the exception: its traceback would pin these frames
                 self._record_failure(error, current, "replaced by another sample")
@@ -197,16 +237,35 @@ class VideoDataset(Dataset):
             f"last error: {last_error}. Check the root DATA.PATH_PREFIX ({self.root!r}) and the data."
         )
 
-    def _item_or_unreadable(self, index: int, generator: torch.Generator) -> Tuple[torch.Tensor, int, int]:
+    def _item_or_unreadable(self, index: int, generator: torch.Generator, encode: bool) -> Tuple[Item, int, int]:
         label = self.entries[index].label
+        resume = self._resume_point(index, index, generator, 1, encode)
         try:
-            return self._sample(index, generator), label, index
+            return self._sample(index, generator, resume), label, index
         except DecodeError as error:
             self._record_failure(error, index, "not scored")
             return self.policy.unreadable(), label, index
 
-    def _sample(self, index: int, generator: torch.Generator) -> torch.Tensor:
+    def _resume_point(self, index: int, current: int, generator: torch.Generator, attempts: int,
+                      encode: bool) -> Optional[Resume]:
+        """Device mode, a sample to encode: where the read loop stands (else None)."""
+        if not encode or self.decode_on != "device":
+            return None
+        return Resume(index, current, generator.get_state().numpy().tobytes(), attempts)
+
+    def _sample(self, index: int, generator: torch.Generator, resume: Optional[Resume]) -> Item:
+        """Worker mode: the item's tensor. Device mode: the encoded sample when ``resume``
+        is given and its frames suit the device decoder (``gpu_augment.encode_sample``),
+        else the uint8 pixels made here, on the worker path."""
+        if resume is not None:
+            try:
+                encoded = encode_sample(self.policy, self.path_of(index), self.entries[index].num_frames, generator)
+                return replace(encoded, resume=resume)
+            except NotForDevice:
+                generator.set_state(resume.generator().get_state())
         with self.open(index) as reader:
+            if self.decode_on == "device":
+                return self.policy.sample_pixels(reader, generator)
             return self.policy.sample(reader, generator)
 
 

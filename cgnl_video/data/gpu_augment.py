@@ -1,125 +1,285 @@
-"""An optional input path that decodes and augments clips on the GPU, in batches.
+"""DATA.DECODE_ON device: the loader workers read JPEG bytes, the model's device decodes.
 
-The default pipeline (``VideoDataset``) decodes the JPEG frames and crops,
-resizes and normalises every clip in the DataLoader's worker processes. With
-a fast-path model on a GPU those CPU workers can become the bottleneck (about
-32 JPEG decodes and one 32-frame resize per training clip). This module moves
-that work to the device:
+With the default ``DATA.DECODE_ON worker`` every DataLoader worker decodes its
+clips' JPEG frames and crops, resizes and normalises them; on a GPU machine those
+CPU workers, not the model, set the speed (about 32 JPEG decodes and one 32-frame
+resize per training clip). With ``device`` the work is split:
 
-1. A worker only reads the frame files (``read_encoded_clip``: bytes, no
-   decoding) and draws the clip's randomness with the function the worker path
-   uses, ``policies.RandomClip.draw`` (``train_clip_plan``: frame indices, crop box,
-   flip; the box needs only the frame size, read from the first JPEG's header).
-2. The training process decodes all frames of the batch at once
-   (``decode_frames``: ``torchvision.io.decode_jpeg`` with ``device="cuda"``,
-   nvJPEG) and runs ``train_batch``: per clip, crop, bilinear antialiased resize,
-   flip, then one batched normalisation into the network layout (B, 3, T, S, S).
-   ``test_views`` does the multi-view test's resize / crops / normalisation.
+1. Worker (``encode_sample``, called by ``VideoDataset``): the policy's ``plan``
+   (frame indices and every random choice, drawn from the item's generator as in
+   the worker path; a training box needs only the frame size, read from the JPEG
+   headers) and the bytes of the distinct frames it needs. No decoding.
+   ``collate_encoded`` packs a batch's bytes into one tensor (one shared-memory
+   block per batch on its way to the training process).
+2. Training process (``decode_batch``, called by ``engine.inputs``): every frame of
+   the batch in one ``torchvision.io.decode_jpeg`` call on the device (nvJPEG on
+   CUDA; libjpeg-turbo on the CPU), then the policy's ``pixels`` (crop, resize,
+   flip / views) on the device. The engine normalises the uint8 batch
+   (``engine.inputs.to_device``, ``transforms.normalize_uint8``).
 
-Everything also runs on CPU tensors (``device="cpu"``), which is how the tests
-check it against the CPU pipeline. Resizing runs on floats here (no rounding to
-uint8 after the resize, unlike the CPU path), so values differ from the CPU
-path by at most about one grey level before normalisation.
+Both paths run the same ``plan``, ``pixels`` and normalisation, so on the CPU the
+batches are bit-identical to the worker path's (same libjpeg-turbo decoder, same
+uint8 resize). On CUDA nvJPEG's IDCT / chroma upsampling and torchvision's float
+resize of uint8 on CUDA (it rounds after a float interpolation; the CPU has a
+fixed-point uint8 kernel) differ from the CPU by a few grey levels.
 
-Not wired into the loader: a dataset mode returning ``(encoded frames, box, flip,
-label)`` plus a collate that keeps lists, and a call to ``decode_frames`` +
-``train_batch`` in ``engine.train_loop`` before the forward, would do it
-(``benchmarks/bench_end_to_end.py --input gpu`` runs exactly that loop).
+Unreadable frames. A frame is sent to the device only if its bytes start with the
+JPEG SOI marker, end with EOI and carry a baseline, extended or progressive
+Huffman frame header with 1 or 3 components, and all frames of the sample have
+one size (``jpeg_frame_size``). Anything else, and any frame the device decoder
+then rejects (or decodes to another size than its header said), is made on the
+worker path instead: in the worker for a failed check, in the training process
+(``VideoDataset.redo_on_worker_path``) for a failed decode, resumed from the
+generator state the sample was planned with. So
+a corrupt frame is reported, counted and replaced by exactly the sample, label
+and random choices the worker path gives, and the checks only decide where that
+happens.
 """
 
 import os
 import warnings
-from typing import List, Sequence, Tuple, Union
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-from cgnl_video.data import sampling
+from cgnl_video.data.decode import DecodeError
 from cgnl_video.data.manifest import frame_file_name
-from cgnl_video.data.transforms import normalize_uint8
+from cgnl_video.data.policies import ClipPlan, SamplingPolicy, worker_shared_empty
+from cgnl_video.data.sampling import frame_union
 
-Box = Tuple[int, int, int, int]
+#: start-of-frame markers of the JPEG processes both libjpeg-turbo and nvJPEG decode:
+#: baseline, extended sequential and progressive Huffman
+DEVICE_SOF_MARKERS = (0xC0, 0xC1, 0xC2)
+#: every other start-of-frame marker (lossless, arithmetic coding, hierarchical)
+OTHER_SOF_MARKERS = tuple(m for m in range(0xC3, 0xD0) if m not in (0xC4, 0xC8, 0xCC))
 
 
-def jpeg_size(path: str) -> Tuple[int, int]:
-    """(height, width) of a JPEG from its header (no decoding)."""
-    from PIL import Image
+@dataclass(frozen=True)
+class Resume:
+    """Where a dataset item's read loop stood when it tried this sample, enough to
+    redo it on the worker path with the same draws (``VideoDataset.redo_on_worker_path``)."""
 
-    with Image.open(path) as image:
-        width, height = image.size
-    return height, width
+    index: int  # the item asked for
+    current: int  # the sample tried (another one after replacements)
+    state: bytes  # the item generator's state before the try
+    attempts: int  # tries left, this one included (DATA.MAX_CONSECUTIVE_FAILURES)
+
+    def generator(self) -> torch.Generator:
+        """A generator in the recorded state."""
+        generator = torch.Generator()
+        return generator.set_state(torch.frombuffer(bytearray(self.state), dtype=torch.uint8))
+
+
+@dataclass(frozen=True)
+class EncodedSample:
+    """A planned sample, not decoded: the JPEG bytes of the plan's distinct frames
+    (in index order), ``positions`` (plan frame ``k`` is encoded frame ``positions[k]``),
+    the frame size the plan was made for (from the headers)."""
+
+    frames: List[bytes]
+    positions: List[int]
+    plan: ClipPlan
+    size: Tuple[int, int]
+    resume: Optional[Resume] = None
+
+
+@dataclass
+class EncodedBatch:
+    """A collated batch of device mode: ``items`` (an ``EncodedSample`` whose bytes are
+    in ``jpegs``, or a tensor of pixels the worker path made), ``jpegs`` (every frame's
+    bytes, one uint8 tensor), ``lengths`` (per item, the byte count of each frame)."""
+
+    items: List[Union[EncodedSample, torch.Tensor]]
+    jpegs: torch.Tensor
+    lengths: List[List[int]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class NotForDevice(Exception):
+    """A frame the device path does not take: the worker path makes the sample."""
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def jpeg_frame_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(height, width) of a JPEG the device decoder takes, from its frame header; None
+    unless the bytes start with SOI, end with EOI and the first frame header (before
+    any scan) is baseline / extended / progressive Huffman with 1 or 3 components and a
+    non-zero size."""
+    if not (data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"):
+        return None
+    position, end = 2, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+            continue
+        if marker in OTHER_SOF_MARKERS or marker == 0xDA:  # another process, or a scan before the frame
+            return None
+        if marker in DEVICE_SOF_MARKERS:
+            if position + 10 > end:
+                return None
+            height = int.from_bytes(data[position + 5:position + 7], "big")
+            width = int.from_bytes(data[position + 7:position + 9], "big")
+            components = data[position + 9]
+            return (height, width) if height and width and components in (1, 3) else None
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return None
 
 
 def read_encoded_clip(folder: str, indices: Sequence[int]) -> List[bytes]:
-    """The JPEG bytes of frames ``indices`` of a frame folder. Plain ``bytes``: a worker
-    passes them to the training process by pickling, without one shared-memory file
-    descriptor per frame (which torch tensors would need)."""
+    """The JPEG bytes of frames ``indices`` of a frame folder; a missing file is a
+    DecodeError naming it (as the worker path's reader says it)."""
     encoded = []
     for index in indices:
-        with open(os.path.join(folder, frame_file_name(index)), "rb") as handle:
-            encoded.append(handle.read())
+        path = os.path.join(folder, frame_file_name(index))
+        try:
+            with open(path, "rb") as handle:
+                encoded.append(handle.read())
+        except OSError as error:
+            raise DecodeError(f"cannot decode frame {path}: {error}") from error
     return encoded
 
 
-def train_clip_plan(dataset, index: int) -> Tuple[List[int], Box, bool]:
-    """Frame indices, crop box and flip of training sample ``index`` of a frame-folder
-    ``VideoDataset`` (``RandomClip`` policy) in its current epoch: drawn by
-    ``RandomClip.draw`` from the item's generator, as in the worker path, so both
-    paths see the same clips. The frame size comes from the first frame's JPEG header."""
-    folder = dataset.path_of(index)
+def encode_sample(policy: SamplingPolicy, folder: str, video_frames: int,
+                  generator: torch.Generator) -> EncodedSample:
+    """The plan of one sample from ``generator`` and the bytes of its frames.
+
+    The frames are read where the worker path decodes them (for a training clip:
+    between the window start and the box), so a missing frame file is a DecodeError
+    after the same draws. Raises NotForDevice when a frame fails ``jpeg_frame_size``
+    or the frames differ in size.
+    """
+    if not os.path.isdir(folder):
+        raise DecodeError(f"frame folder not found: {folder}")
+    read: List[Tuple[List[bytes], List[int], Tuple[int, int]]] = []
 
     def frame_size(frames: List[int]) -> Tuple[int, int]:
-        return jpeg_size(os.path.join(folder, frame_file_name(frames[0])))
+        union, (positions,) = frame_union([frames])
+        encoded = read_encoded_clip(folder, union)
+        sizes = {jpeg_frame_size(data) for data in encoded}
+        size = sizes.pop()
+        if sizes or size is None:
+            raise NotForDevice(folder)
+        read.append((encoded, positions, size))
+        return size
 
-    choice = dataset.policy.draw(dataset.generator(index), dataset.entries[index].num_frames, frame_size)
-    return choice.frames, choice.box, choice.flip
+    plan = policy.plan(video_frames, generator, frame_size)
+    if not read:
+        frame_size(plan.frames)
+    encoded, positions, size = read[0]
+    return EncodedSample(encoded, positions, plan, size)
+
+
+def collate_encoded(batch: Sequence[Tuple[Union[EncodedSample, torch.Tensor], int, int]]
+                    ) -> Tuple[EncodedBatch, torch.Tensor, torch.Tensor]:
+    """Device-mode items -> (EncodedBatch, labels B, indices B). The bytes go into one
+    uint8 tensor (in shared memory inside a worker)."""
+    items, lengths, chunks = [], [], []
+    for sample, _label, _index in batch:
+        if isinstance(sample, EncodedSample):
+            lengths.append([len(data) for data in sample.frames])
+            chunks.extend(sample.frames)
+            sample = replace(sample, frames=[])
+        else:
+            lengths.append([])
+        items.append(sample)
+    jpegs = worker_shared_empty((sum(len(c) for c in chunks),), torch.uint8)
+    out, offset = jpegs.numpy(), 0
+    for data in chunks:
+        out[offset:offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        offset += len(data)
+    labels = torch.tensor([item[1] for item in batch], dtype=torch.long)
+    indices = torch.tensor([item[2] for item in batch], dtype=torch.long)
+    return EncodedBatch(items, jpegs, lengths), labels, indices
+
+
+# ----------------------------------------------------------------------------- device side
+
+
+def _decode_jpegs(encoded: Sequence[torch.Tensor], device: torch.device) -> List[torch.Tensor]:
+    """JPEGs (1-D uint8 CPU tensors) -> uint8 (3, H, W) frames on ``device``, in one call
+    (batched nvJPEG on CUDA). A frame that does not decode raises RuntimeError."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        # torchvision >= 0.29 warns on every decode that its image decoders are deprecated.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.")
+        return decode_jpeg(list(encoded), mode=ImageReadMode.RGB, device=device)
+
+
+def _frames_hwc(frames: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(3, H, W) frames of one size -> one (N, H, W, 3) tensor: the memory layout of the
+    worker path's frames (channels-last, which makes the CPU's uint8 resize fast)."""
+    return torch.stack([frame.permute(1, 2, 0) for frame in frames])
 
 
 def decode_frames(encoded: Sequence[Union[bytes, torch.Tensor]], device: torch.device) -> torch.Tensor:
-    """Decode JPEGs (bytes or 1-D uint8 tensors) of one size into a uint8 (N, 3, H, W)
-    tensor on ``device``; on CUDA all in one batched nvJPEG call."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
+    """Decode JPEGs (bytes or 1-D uint8 CPU tensors) of one size into a uint8 (N, 3, H, W)
+    tensor on ``device`` with channels-last strides; on CUDA in one batched nvJPEG call.
+    A frame that does not decode raises RuntimeError."""
     encoded = [torch.frombuffer(bytearray(e), dtype=torch.uint8) if isinstance(e, (bytes, bytearray)) else e
                for e in encoded]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.")
-        if torch.device(device).type == "cuda":
-            frames = decode_jpeg(list(encoded), mode=ImageReadMode.RGB, device=device)
+    return _frames_hwc(_decode_jpegs(encoded, device)).permute(0, 3, 1, 2)
+
+
+def _decode_groups(groups: List[List[torch.Tensor]], device: torch.device) -> List[Optional[torch.Tensor]]:
+    """Each non-empty group's frames decoded into one (U, H, W, 3) tensor, all groups in
+    one decoder call; when that call fails, group by group, and a group with a frame
+    that does not decode is None (so are empty groups)."""
+    everything = [frame for group in groups for frame in group]
+    try:
+        flat = _decode_jpegs(everything, device) if everything else []
+    except RuntimeError:
+        flat = None
+    out: List[Optional[torch.Tensor]] = []
+    offset = 0
+    for group in groups:
+        if not group:
+            out.append(None)
+        elif flat is not None:
+            out.append(_frames_hwc(flat[offset:offset + len(group)]))
         else:
-            frames = [decode_jpeg(e, mode=ImageReadMode.RGB) for e in encoded]
-    return torch.stack(frames)
+            try:
+                out.append(_frames_hwc(_decode_jpegs(group, device)))
+            except RuntimeError:
+                out.append(None)
+        offset += len(group)
+    return out
 
 
-def resized_crop(frames: torch.Tensor, box: Box, size: Tuple[int, int], flip: bool = False) -> torch.Tensor:
-    """uint8 (T, 3, H, W) -> float (T, 3, h, w) 0-255: crop ``box``, antialiased bilinear resize, flip."""
-    top, left, height, width = box
-    crop = frames[:, :, top:top + height, left:left + width].float()
-    if (height, width) != tuple(size):
-        crop = F.interpolate(crop, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-    return crop.flip(-1) if flip else crop
+def decode_batch(batch: EncodedBatch, labels: torch.Tensor, indices: torch.Tensor, dataset,
+                 device: torch.device) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Each item's uint8 pixels on ``device`` (the policy's ``pixels`` of the decoded
+    frames), with the labels and indices of the samples returned.
 
-
-def train_batch(clips: Sequence[torch.Tensor], boxes: Sequence[Box], flips: Sequence[bool], crop_size: int,
-                mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Training clips (each uint8 (T, 3, H, W), any frame size) -> float (B, 3, T, S, S)."""
-    out = torch.stack([resized_crop(c, box, (crop_size, crop_size), flip)
-                       for c, box, flip in zip(clips, boxes, flips)])  # (B, T, 3, S, S)
-    return normalize_uint8(out.transpose(1, 2), mean, std)
-
-
-def test_views(frames: torch.Tensor, positions: Sequence[Sequence[int]], short_side: int, num_crops: int,
-               mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """The multi-view test views of one video: uint8 (U, 3, H, W) distinct frames ->
-    float (V, 3, T, s, s), V = clips x crops, view k = clip k // num_crops in crop
-    k % num_crops (as ``policies.MultiView`` orders them)."""
-    height, width = sampling.short_side_size(frames.shape[-2], frames.shape[-1], short_side)
-    resized = resized_crop(frames, (0, 0, frames.shape[-2], frames.shape[-1]), (height, width))
-    boxes = sampling.spatial_crop_boxes(height, width, num_crops)
-    index = torch.as_tensor(positions, device=frames.device)  # (clips, T)
-    views = []
-    for clip in index:
-        selected = resized.index_select(0, clip)  # (T, 3, h, w)
-        for top, left, box_h, box_w in boxes:
-            views.append(selected[:, :, top:top + box_h, left:left + box_w])
-    return normalize_uint8(torch.stack(views).transpose(1, 2), mean, std)
+    A sample with a frame the device decoder rejects, or that decodes to another size
+    than its headers said, is redone on the worker path (``dataset.redo_on_worker_path``):
+    replaced, reported and counted as there, so its label and index may change.
+    """
+    jpegs = iter(batch.jpegs.split([length for lengths in batch.lengths for length in lengths]))
+    groups = [[next(jpegs) for _ in lengths] for lengths in batch.lengths]
+    decoded = _decode_groups(groups, device)
+    labels, indices = labels.clone(), indices.clone()
+    pixels: List[torch.Tensor] = []
+    for i, (item, frames) in enumerate(zip(batch.items, decoded)):
+        if isinstance(item, torch.Tensor):
+            pixels.append(item.to(device, non_blocking=True))
+        elif frames is None or tuple(frames.shape[1:3]) != item.size:
+            redone, labels[i], indices[i] = dataset.redo_on_worker_path(item.resume)
+            pixels.append(redone.to(device, non_blocking=True))
+        else:
+            if item.positions != list(range(frames.shape[0])):
+                frames = frames.index_select(0, torch.tensor(item.positions, device=frames.device))
+            pixels.append(dataset.policy.pixels(frames.permute(0, 3, 1, 2), item.plan))
+    return pixels, labels, indices

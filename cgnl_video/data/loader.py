@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from cgnl_video.config.load import ConfigError
 from cgnl_video.data.dataset import VideoDataset, build_dataset
+from cgnl_video.data.gpu_augment import collate_encoded
 
 
 def world_and_rank() -> Tuple[int, int]:
@@ -89,6 +90,10 @@ def build_loader(cfg: CfgNode, split: str, dataset: Optional[VideoDataset] = Non
     prefetches one batch per worker and does not pin: pinning would copy each video
     once more, and the engine concatenates a batch's views into ordinary memory
     before moving them anyway.
+
+    With DATA.DECODE_ON device (``dataset.decode_on``) every split's batches are
+    ``(gpu_augment.EncodedBatch, labels, indices)`` (``collate_encoded``), not pinned:
+    the engine decodes them on the device (``engine.inputs``).
     """
     dataset = dataset if dataset is not None else build_dataset(cfg, split)
     world, rank = world_and_rank()
@@ -108,13 +113,14 @@ def build_loader(cfg: CfgNode, split: str, dataset: Optional[VideoDataset] = Non
         )
     workers = cfg.DATA_LOADER.NUM_WORKERS
     extra = {"prefetch_factor": 1} if split == "test" and workers > 0 else {}
+    encoded = getattr(dataset, "decode_on", "worker") == "device"  # any map-style dataset may be given
     return DataLoader(
         dataset,
         batch_size=batch,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_test_batch if split == "test" else None,
-        pin_memory=split != "test" and bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
+        collate_fn=collate_encoded if encoded else collate_test_batch if split == "test" else None,
+        pin_memory=not encoded and split != "test" and bool(cfg.DATA_LOADER.PIN_MEMORY) and torch.cuda.is_available(),
         drop_last=split == "train",
         persistent_workers=workers > 0,
         worker_init_fn=_seed_worker,

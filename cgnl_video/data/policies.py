@@ -1,6 +1,12 @@
 """Sampling policies: what one split makes of one video (docs/DATA_PIPELINE.md).
 
-A policy turns an open ``FrameReader`` into the tensor of a dataset item:
+A policy turns a video into the tensor of a dataset item, in three steps:
+``plan`` (the frames to read and every random choice), ``pixels`` (the uint8
+pixels from the plan's decoded frames, on any device) and ``item`` (normalised
+float32 for train / val). ``sample`` runs them on an open ``FrameReader`` (the
+worker path); with DATA.DECODE_ON device the workers stop after ``plan`` and
+reading the JPEG bytes, and the training process runs ``pixels`` on the model's
+device (``gpu_augment``). The policies are:
 
 * ``RandomClip`` (train): a random window, a random box resized to a square,
   a random horizontal flip; float32, normalised.
@@ -10,9 +16,9 @@ A policy turns an open ``FrameReader`` into the tensor of a dataset item:
   video decoded once; uint8 pixels (the engine normalises them on the device).
 
 ``RandomClip.draw`` is the one place that draws a training clip's random choices
-(window start, crop box, flip) from the item's generator; the worker path
-(``RandomClip.sample``) and the GPU input path (``gpu_augment.train_clip_plan``)
-both call it, so they see the same clips for the same (seed, epoch, index).
+(window start, crop box, flip) from the item's generator; both values of
+DATA.DECODE_ON call it (``RandomClip.plan``), so they see the same clips for the
+same (seed, epoch, index).
 
 Policies hold numbers only (picklable, no files): ``policy_from_config`` builds the
 one of a split from the config, and a tool can build one directly.
@@ -20,6 +26,7 @@ one of a split from the config, and a tool can build one directly.
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, ClassVar, Dict, List, Tuple, Type
 
 import torch
@@ -46,18 +53,39 @@ def worker_shared_empty(shape: Tuple[int, ...], dtype: torch.dtype = torch.float
 
 
 @dataclass(frozen=True)
-class TrainClipChoice:
-    """A training clip's random choices: frame indices, crop box, flip."""
+class ClipPlan:
+    """What an item reads: ``frames``, the frame indices in the order ``pixels`` wants them."""
 
     frames: List[int]
+
+
+@dataclass(frozen=True)
+class TrainClipChoice(ClipPlan):
+    """A training clip's random choices: frame indices, crop box, flip."""
+
     box: Box
     flip: bool
 
 
 @dataclass(frozen=True)
+class ViewsPlan(ClipPlan):
+    """The multi-view test: ``frames`` are the distinct frames of all clips (sorted), clip
+    ``k`` is ``frames[positions[k][t]]`` for its time steps ``t``."""
+
+    positions: List[List[int]]
+
+
+@dataclass(frozen=True)
 class SamplingPolicy:
     """Base of the policies: clips of ``num_frames`` frames, every ``sampling_rate``-th
-    one of a window of ``num_frames * sampling_rate`` consecutive frames."""
+    one of a window of ``num_frames * sampling_rate`` consecutive frames.
+
+    An item is made in three steps, shared by both values of DATA.DECODE_ON:
+    ``plan`` (which frames, and every random choice, from the item's generator),
+    ``pixels`` (the uint8 pixels of the item from the plan's decoded frames: in a
+    loader worker, or on the model's device) and ``item`` (the loader's tensor:
+    normalised float32 for train / val, the uint8 pixels themselves for the test).
+    """
 
     num_frames: int
     sampling_rate: int
@@ -80,17 +108,54 @@ class SamplingPolicy:
         """The policy with cfg's DATA / TEST values."""
         raise NotImplementedError
 
+    def plan(self, video_frames: int, generator: torch.Generator, frame_size: FrameSize) -> ClipPlan:
+        """The frames to read and the item's choices; randomness only from ``generator``.
+        ``frame_size`` is called (at most once, with the plan's frames) by policies whose
+        choices depend on the frame size; reading the frames happens there."""
+        raise NotImplementedError
+
+    def pixels(self, frames: torch.Tensor, plan: ClipPlan) -> torch.Tensor:
+        """The item's uint8 pixels from ``frames`` (uint8 ``len(plan.frames) x 3 x H x W``, in
+        the plan's order, on any device): ``C x T x S x S`` (train / val) or ``V x C x T x S x S``."""
+        raise NotImplementedError
+
+    def item(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The loader's tensor from the pixels (here the pixels themselves)."""
+        return pixels
+
+    def sample_pixels(self, reader: FrameReader, generator: torch.Generator) -> torch.Tensor:
+        """``pixels`` of the item planned from ``generator``, decoded by ``reader``."""
+        decoded: List[torch.Tensor] = []
+
+        def decode(frames: List[int]) -> Tuple[int, int]:
+            decoded.append(reader.read(frames))
+            return decoded[0].shape[-2], decoded[0].shape[-1]
+
+        plan = self.plan(reader.num_frames, generator, decode)
+        return self.pixels(decoded[0] if decoded else reader.read(plan.frames), plan)
+
     def sample(self, reader: FrameReader, generator: torch.Generator) -> torch.Tensor:
         """The item's tensor from an open reader; randomness only from ``generator``."""
-        raise NotImplementedError
+        return self.item(self.sample_pixels(reader, generator))
 
     def unreadable(self) -> torch.Tensor:
         """The item's tensor for a video that cannot be read (policies that do not replace it)."""
         raise NotImplementedError
 
 
+class NormalisedItem:
+    """Mixin of the train / val policies: the item is the pixels as float32,
+    ``(x / 255 - mean) / std`` (``transforms.normalize_uint8``)."""
+
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    def item(self, pixels: torch.Tensor) -> torch.Tensor:
+        return transforms.normalize_uint8(pixels, self.mean, self.std)
+
+
 @dataclass(frozen=True)
-class RandomClip(SamplingPolicy):
+class RandomClip(NormalisedItem, SamplingPolicy):
     """Training: a random window and box (DATA.TRAIN_*), random flip, normalised."""
 
     crop_size: int
@@ -111,9 +176,9 @@ class RandomClip(SamplingPolicy):
         the window start, then (given the frame size) the box, then the flip.
 
         ``frame_size`` is called once, with the clip's frame indices, between the start
-        and the box: the worker path decodes the frames there, the GPU path reads a
-        JPEG header. The flip is drawn even when ``random_flip`` is off, so turning it
-        off changes no other draw.
+        and the box: the worker path decodes the frames there, the device path
+        (DATA.DECODE_ON device) reads their JPEG headers. The flip is drawn even when
+        ``random_flip`` is off, so turning it off changes no other draw.
         """
         start = sampling.train_clip_start(video_frames, self.window, generator)
         frames = self.clip_frames(start, video_frames)
@@ -122,19 +187,15 @@ class RandomClip(SamplingPolicy):
         flip = bool(torch.rand((), generator=generator) < 0.5) and self.random_flip
         return TrainClipChoice(frames, box, flip)
 
-    def sample(self, reader: FrameReader, generator: torch.Generator) -> torch.Tensor:
-        decoded: List[torch.Tensor] = []
+    def plan(self, video_frames: int, generator: torch.Generator, frame_size: FrameSize) -> TrainClipChoice:
+        return self.draw(generator, video_frames, frame_size)
 
-        def decode(frames: List[int]) -> Tuple[int, int]:
-            decoded.append(reader.read(frames))
-            return decoded[0].shape[-2], decoded[0].shape[-1]
-
-        choice = self.draw(generator, reader.num_frames, decode)
-        return transforms.train_clip(decoded[0], choice.box, self.crop_size, choice.flip, self.mean, self.std)
+    def pixels(self, frames: torch.Tensor, plan: TrainClipChoice) -> torch.Tensor:  # type: ignore[override]
+        return transforms.train_pixels(frames, plan.box, self.crop_size, plan.flip).permute(1, 0, 2, 3)
 
 
 @dataclass(frozen=True)
-class CentreClip(SamplingPolicy):
+class CentreClip(NormalisedItem, SamplingPolicy):
     """Validation: the centre window, short side ``short_side``, centre crop, normalised."""
 
     short_side: int
@@ -147,10 +208,12 @@ class CentreClip(SamplingPolicy):
         d = cfg.DATA
         return cls(d.NUM_FRAMES, d.SAMPLING_RATE, d.VAL_SHORT_SIDE, d.VAL_CROP_SIZE, tuple(d.MEAN), tuple(d.STD))
 
-    def sample(self, reader: FrameReader, generator: torch.Generator) -> torch.Tensor:
-        start = sampling.test_clip_starts(reader.num_frames, self.window, 1)[0]
-        frames = reader.read(self.clip_frames(start, reader.num_frames))
-        return transforms.val_clip(frames, self.short_side, self.crop_size, self.mean, self.std)
+    def plan(self, video_frames: int, generator: torch.Generator, frame_size: FrameSize) -> ClipPlan:
+        start = sampling.test_clip_starts(video_frames, self.window, 1)[0]
+        return ClipPlan(self.clip_frames(start, video_frames))
+
+    def pixels(self, frames: torch.Tensor, plan: ClipPlan) -> torch.Tensor:
+        return transforms.val_pixels(frames, self.short_side, self.crop_size).permute(1, 0, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -173,15 +236,18 @@ class MultiView(SamplingPolicy):
         return cls(d.NUM_FRAMES, d.SAMPLING_RATE, d.TEST_CROP_SIZE, t.NUM_ENSEMBLE_VIEWS, t.NUM_SPATIAL_CROPS,
                    t.FULL_FRAME)
 
-    def sample(self, reader: FrameReader, generator: torch.Generator) -> torch.Tensor:
-        total = reader.num_frames
-        starts = sampling.test_clip_starts(total, self.window, self.num_clips)
-        union, positions = sampling.frame_union([self.clip_frames(s, total) for s in starts])
-        frames = transforms.resize_short_side(reader.read(union), self.size)
+    def plan(self, video_frames: int, generator: torch.Generator, frame_size: FrameSize) -> ViewsPlan:
+        starts = sampling.test_clip_starts(video_frames, self.window, self.num_clips)
+        union, positions = sampling.frame_union([self.clip_frames(s, video_frames) for s in starts])
+        return ViewsPlan(union, positions)
+
+    def pixels(self, frames: torch.Tensor, plan: ViewsPlan) -> torch.Tensor:  # type: ignore[override]
+        frames = transforms.resize_short_side(frames, self.size)
         boxes = None if self.full_frame else sampling.spatial_crop_boxes(
             frames.shape[-2], frames.shape[-1], self.num_crops)
         clip = frames.permute(1, 0, 2, 3)  # C x U x H x W, uint8: normalised by the engine
-        return transforms.gather_views(clip, positions, boxes, worker_shared_empty)
+        allocate = worker_shared_empty if frames.device.type == "cpu" else partial(torch.empty, device=frames.device)
+        return transforms.gather_views(clip, plan.positions, boxes, allocate)
 
     def unreadable(self) -> torch.Tensor:
         """No views: ``0 x 3 x T x S x S`` uint8."""

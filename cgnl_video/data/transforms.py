@@ -52,6 +52,20 @@ def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     return F.resize(frames, list(size), antialias=True)
 
 
+def train_pixels(frames: torch.Tensor, box: Box, crop_size: int, flip: bool) -> torch.Tensor:
+    """uint8 ``T x 3 x H x W`` -> uint8 ``T x 3 x S x S``: crop ``box`` resized to ``crop_size``
+    squared (antialiased bilinear), optional horizontal flip."""
+    top, left, height, width = box
+    frames = F.resized_crop(frames, top, left, height, width, [crop_size, crop_size], antialias=True)
+    return F.horizontal_flip(frames) if flip else frames
+
+
+def val_pixels(frames: torch.Tensor, short_side: int, crop_size: int) -> torch.Tensor:
+    """uint8 ``T x 3 x H x W`` -> uint8: short side to ``short_side``, centre crop of ``crop_size``."""
+    frames = resize_short_side(frames, short_side)
+    return F.crop(frames, *center_crop_box(frames.shape[-2], frames.shape[-1], crop_size))
+
+
 def train_clip(
     frames: torch.Tensor,
     box: Box,
@@ -61,11 +75,7 @@ def train_clip(
     std: Sequence[float],
 ) -> torch.Tensor:
     """Crop ``box`` resized to ``crop_size`` squared, optional horizontal flip, normalise."""
-    top, left, height, width = box
-    frames = F.resized_crop(frames, top, left, height, width, [crop_size, crop_size], antialias=True)
-    if flip:
-        frames = F.horizontal_flip(frames)
-    return normalize_clip(frames, mean, std)
+    return normalize_clip(train_pixels(frames, box, crop_size, flip), mean, std)
 
 
 def val_clip(
@@ -76,9 +86,7 @@ def val_clip(
     std: Sequence[float],
 ) -> torch.Tensor:
     """Short side to ``short_side``, centre crop of ``crop_size``, normalise."""
-    frames = resize_short_side(frames, short_side)
-    frames = F.crop(frames, *center_crop_box(frames.shape[-2], frames.shape[-1], crop_size))
-    return normalize_clip(frames, mean, std)
+    return normalize_clip(val_pixels(frames, short_side, crop_size), mean, std)
 
 
 def gather_views(

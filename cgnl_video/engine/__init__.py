@@ -8,7 +8,8 @@
 - ``resume``: the training state in a checkpoint; where a run starts (resume, fine-tune, ImageNet)
 - ``checkpoint``: checkpoint files: atomic save, keep-K, last complete, weights-only load
 - ``metrics``: top-k errors, the epoch meter, peak memory
-- ``inputs``: ``to_device``, a loader's clips as the model's input
+- ``inputs``: ``batch_to_device`` / ``to_device``, a loader's batch as the model's input
+  (decoded on the device first with DATA.DECODE_ON device)
 - ``precision``: mixed precision (autocast, loss scaler)
 - ``optim``: SGD parameter groups and the LR schedule ``lr_at(cfg, epoch)``
 - ``preflight``: data and config checks before any work starts

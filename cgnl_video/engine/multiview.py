@@ -24,7 +24,7 @@ from torch import nn
 from cgnl_video.config import ConfigError
 from cgnl_video.data import build_loader
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.engine.inputs import to_device
+from cgnl_video.engine.inputs import decode_on_device, to_device
 from cgnl_video.engine.metrics import memory_mb
 from cgnl_video.engine.precision import autocast_context
 from cgnl_video.models.state_dict import CheckpointError
@@ -169,15 +169,17 @@ def run_test(model: nn.Module, loader, cfg: CfgNode, device: torch.device) -> Tu
     """Score every view of the test split; rank 0 returns the metrics (others None).
 
     The loader yields ``(views_list, labels, video_indices)``, views uint8 (normalised
-    per chunk on the device by ``forward_views``); a video with zero views could not
-    be read and counts as listed but not scored.
+    per chunk on the device by ``forward_views``; with DATA.DECODE_ON device the
+    batch is decoded on the device first, ``decode_on_device``); a video with zero
+    views could not be read and counts as listed but not scored.
     """
     model.eval()
     start = time.perf_counter()
     local = ViewAggregator()
     chunk = cfg.TEST.VIEWS_PER_FORWARD
     bar = progress(loader, total=len(loader), desc="test", enabled=du.is_main_process())
-    for views_list, _labels, video_indices in bar:
+    for batch in bar:
+        views_list, _labels, video_indices = decode_on_device(batch, loader.dataset, device)
         readable = []
         for index, views in zip(video_indices.tolist(), views_list):
             if views.shape[0] == 0:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from cgnl_video.engine.inputs import to_device
+from cgnl_video.engine.inputs import batch_to_device, decode_on_device
 from cgnl_video.engine.metrics import EpochMeter, memory_mb, topk_errors
 from cgnl_video.engine.optim import EpochLRScheduler
 from cgnl_video.engine.precision import autocast_context
@@ -60,10 +60,11 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
     start = tic = time.perf_counter()
     bar = progress(loader, total=n_iters, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}",
                    enabled=du.is_main_process())
-    for it, (clips, labels, _indices) in enumerate(bar):
+    for it, batch in enumerate(bar):
+        batch = decode_on_device(batch, loader.dataset, device)  # DATA.DECODE_ON device: counts as data time
         data_time += time.perf_counter() - tic
         lr = scheduler.step(epoch + it / n_iters)
-        clips, labels = to_device(clips, device, cfg), labels.to(device, non_blocking=True)
+        clips, labels = batch_to_device(batch, loader.dataset, device, cfg)
         with autocast_context(cfg, device):
             logits = model(clips)
         loss = F.cross_entropy(logits.float(), labels)

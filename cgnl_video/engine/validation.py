@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from cgnl_video.engine.inputs import to_device
+from cgnl_video.engine.inputs import batch_to_device
 from cgnl_video.engine.metrics import EpochMeter, topk_errors
 from cgnl_video.engine.precision import autocast_context
 from cgnl_video.utils import distributed as du
@@ -26,8 +26,8 @@ def run_validation(model: nn.Module, loader, cfg: CfgNode, device: torch.device)
     model.eval()
     meter = EpochMeter()
     bar = progress(loader, total=len(loader), desc="val", enabled=du.is_main_process())
-    for clips, labels, _indices in bar:
-        clips, labels = to_device(clips, device, cfg), labels.to(device, non_blocking=True)
+    for batch in bar:
+        clips, labels = batch_to_device(batch, loader.dataset, device, cfg)
         with autocast_context(cfg, device):
             probs = model(clips).float()
         loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels)
