@@ -19,32 +19,38 @@ grouped 1x1x1 W_z and a zero-initialised norm, so a new block is the identity.
 to check the compact form on small shapes.
 
 Mixed precision. Under autocast (fp16 or bf16) the theta/phi/g convolutions
-run in the autocast dtype and the rest of the block in float32 (autocast off,
-the parameters' dtype); the output has the input's dtype. At trained-model
-magnitudes (ReLU'd inputs, theta/phi/g weights of std 0.05, non-zero norm;
-res4 input (2, 1024, 4, 14, 14), G = 8):
+run in the autocast dtype; what else runs in float32 (autocast off, in the
+parameters' dtype) was measured at trained-model magnitudes (ReLU'd inputs,
+theta/phi/g weights of std 0.05, non-zero norm; res4 input (2, 1024, 4, 14, 14),
+G = 8). The output has the input's dtype.
 
-* Eq. 12: each group scalar sums phi^p g over L = C'THW elements (50,176 here,
-  524,288 for R-101 at the 256-pixel test size), and y reaches 7e4 (dot) and
-  6e6 (embedded Gaussian): beyond fp16's largest value, 65,504. For RBF the
-  sum of phi^3 g is formed before its coefficient beta (2 gamma)^3 / 6 ~ 1e-12
-  brings it down, so it overflows too. The inputs are cast up (one copy).
-* W_z and the norm: they need y's range (fp16) and its resolution: for RBF,
-  y is a per-group constant (the p = 0 term c_0 (1 . g)) plus a
-  position-dependent part 4e-4 of its size, below bf16's resolution of 2^-8;
-  the norm removes the constant and scales the rest up. W_z is grouped: 1/G of
-  a dense convolution's work.
+* fp16, every kernel: Eq. 12, W_z and the norm. Each group scalar sums
+  phi^p g over L = C'THW elements (50,176 here, 524,288 for R-101 at the
+  256-pixel test size), and y reaches 7e4 (dot) and 6e6 (embedded Gaussian):
+  beyond fp16's largest value, 65,504. For RBF the sum of phi^3 g is formed
+  before its coefficient beta (2 gamma)^3 / 6 ~ 1e-12 brings it down, so it
+  overflows too. W_z and the norm take y, so they need its range.
+* RBF, fp16 or bf16: the same parts, for resolution: y is a per-group
+  constant (the p = 0 term c_0 (1 . g)) plus a position-dependent part 4e-4 of
+  its size, below bf16's resolution of 2^-8; the norm removes the constant and
+  scales the rest up (bf16 everywhere: g's gradient off by 110-420 % with
+  GN, the residual branch by 90-200 % with BN in eval mode).
 * RBF with BatchNorm: also the g convolution (the fused convolution is then
   split). BatchNorm subtracts a per-channel mean (the batch's, or in eval mode
   the running one) and divides by the spread of the small position-dependent
   part, so a rounding error in the constant c_0 (1 . g) is amplified about
-  2,500 times: with g from a bf16 convolution the residual branch was off by
-  110 % (eval mode; fp16: 2 %) and g's gradient by 8 % (train mode; fp16:
-  3 %). GroupNorm's spread includes the per-channel constants, so with GN
-  nothing is amplified and g stays in the autocast dtype.
+  2,500 times: with only g from a bf16 convolution the residual branch was
+  off by 110 % (eval mode; fp16: 2 %) and g's gradient by 8 % (train mode;
+  fp16: 3 %). GroupNorm's spread includes the per-channel constants, so with
+  GN nothing is amplified and g stays in the autocast dtype.
+* bf16 with dot or embedded Gaussian: nothing. bf16 has float32's range, and
+  y's position-dependent part is of the order of y; the worst error is 3 % (of
+  5 % allowed, embedded Gaussian, phi's gradient) with or without float32
+  parts, which would cost 12-36 % of the block's time.
 
-tests/test_blocks_amp.py checks every kernel and norm against float64; the
-cost is in benchmarks/RESULTS.md.
+The float32 inputs of Eq. 12 are one cast copy of theta/phi/g. W_z is
+grouped: 1/G of a dense convolution's work. tests/test_blocks_amp.py checks
+every kernel and norm against float64; the cost is in benchmarks/RESULTS.md.
 """
 
 import contextlib
@@ -58,6 +64,7 @@ from torch.autograd.function import once_differentiable
 
 CGNL_KERNELS = ("dot", "embedded_gaussian", "rbf")
 NORMS = ("bn", "gn")
+MAX_FLOAT32 = torch.finfo(torch.float32).max
 
 
 def taylor_coefficients(kernel: str, order: int = 3, gamma: float = 1e-4) -> Tuple[float, ...]:
@@ -207,9 +214,9 @@ def _scaled(coefficients: Sequence[float], length: int, use_scale: bool) -> Tupl
     return tuple(scaled)
 
 
-def at_least_float32(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float32 when it is a lower-precision float (fp16 / bf16 from autocast), else ``t``."""
-    return t.float() if t.is_floating_point() and t.element_size() < 4 else t
+def is_reduced_float(dtype: torch.dtype) -> bool:
+    """fp16 or bf16 (what autocast computes in)."""
+    return dtype.is_floating_point and dtype.itemsize < 4
 
 
 def autocast_enabled(x: torch.Tensor) -> bool:
@@ -240,14 +247,18 @@ def compact_generalized_nonlocal(
     per degree), so no power of a full tensor is kept. All samples and groups
     are computed at once; any strides work (no copies). The backward is written
     out (``_CompactGNL``), except under torch.compile (``_compact_expression``).
-    fp16 / bf16 inputs are computed in float32, and y is float32 (module docstring).
+    fp16 / bf16 inputs are computed in float32, and y is float32 (safe for every
+    kernel; ``CGNLBlock`` keeps bf16 where that is enough, module docstring).
     """
-    return _compact((theta, phi, g), coefficients, use_scale)
+    return _compact((theta, phi, g), coefficients, use_scale, float32=True)
 
 
-def _compact(inputs: Sequence[torch.Tensor], coefficients: Sequence[float], use_scale: bool) -> torch.Tensor:
-    """Eq. 12 for (theta, phi, g) or their (B, G, 3, C', ...) stacked view, in at least float32."""
-    inputs = [at_least_float32(t) for t in inputs]
+def _compact(inputs: Sequence[torch.Tensor], coefficients: Sequence[float], use_scale: bool,
+             float32: bool) -> torch.Tensor:
+    """Eq. 12 for (theta, phi, g) or their (B, G, 3, C', ...) stacked view; fp16 / bf16
+    inputs are cast to float32 first when ``float32``."""
+    if float32:
+        inputs = [t.float() if is_reduced_float(t.dtype) else t for t in inputs]
     coefficients = _scaled(coefficients, math.prod(_unstack(inputs)[0].shape[2:]), use_scale)
     if torch.compiler.is_compiling():
         return _compact_expression(*_unstack(inputs), coefficients)
@@ -380,19 +391,27 @@ class CGNLBlock(nn.Module):
     def aggregate(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """The compact GNL response y (B, C_inner, T, H, W), all groups at once."""
         grouped = [t.unflatten(1, (self.groups, -1)) for t in (theta, phi, g)]  # views in any layout
-        return _compact(grouped, self.coefficients, self.use_scale).flatten(1, 2)
+        return _compact(grouped, self.coefficients, self.use_scale, self._float32_eq12(theta)).flatten(1, 2)
 
     def _aggregate_stacked(self, stacked: torch.Tensor) -> torch.Tensor:
         """``aggregate`` for the fused convolution's (B, 3, C_inner, T, H, W) output; its
         gradient comes back as one tensor (no concatenation in the backward)."""
         grouped = stacked.unflatten(2, (self.groups, -1)).movedim(1, 2)  # (B, G, 3, C', T, H, W), a view
-        return _compact([grouped], self.coefficients, self.use_scale).flatten(1, 2)
+        return _compact([grouped], self.coefficients, self.use_scale, self._float32_eq12(stacked)).flatten(1, 2)
+
+    def _float32_eq12(self, theta: torch.Tensor) -> bool:
+        """Whether Eq. 12 runs in float32: under autocast, for fp16 (range) or for RBF
+        (resolution), module docstring."""
+        low = theta.dtype
+        return autocast_enabled(theta) and is_reduced_float(low) and (
+            self.kernel == "rbf" or torch.finfo(low).max < MAX_FLOAT32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and not self._full_precision_g(x):
             y = self._aggregate_stacked(self._embed_stacked(x))
         else:
             y = self.aggregate(*self.embed(x))
-        with autocast_off(x):  # y is float32 (beyond fp16's range, finer than bf16's resolution)
-            branch = self.norm(self.z(y.to(self.z.weight.dtype)))
+        # y computed in float32 under autocast: W_z and the norm keep it (its range, its resolution)
+        with autocast_off(x) if y.dtype == self.z.weight.dtype else contextlib.nullcontext():
+            branch = self.norm(self.z(y))
         return x + branch.to(x.dtype)
