@@ -64,7 +64,6 @@ from torch.autograd.function import once_differentiable
 
 CGNL_KERNELS = ("dot", "embedded_gaussian", "rbf")
 NORMS = ("bn", "gn")
-MAX_FLOAT32 = torch.finfo(torch.float32).max
 
 
 def taylor_coefficients(kernel: str, order: int = 3, gamma: float = 1e-4) -> Tuple[float, ...]:
@@ -402,9 +401,9 @@ class CGNLBlock(nn.Module):
     def _float32_eq12(self, theta: torch.Tensor) -> bool:
         """Whether Eq. 12 runs in float32: under autocast, for fp16 (range) or for RBF
         (resolution), module docstring."""
-        low = theta.dtype
-        return autocast_enabled(theta) and is_reduced_float(low) and (
-            self.kernel == "rbf" or torch.finfo(low).max < MAX_FLOAT32)
+        dtype = theta.dtype
+        return autocast_enabled(theta) and is_reduced_float(dtype) and (
+            self.kernel == "rbf" or dtype == torch.float16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and not self._full_precision_g(x):
