@@ -22,6 +22,14 @@ Blocks (fp32; ``--amp bf16`` runs them under autocast):
   with the N x M attention matrix materialised (einsum + softmax), as in the
   video non-local code.
 
+``--precision`` measures only the cost of mixed precision instead: CGNL dot /
+embedded Gaussian / rbf (fused, BN) and NL (softmax, pool (1,2,2)) at the res3
+and res4 inputs, each in fp32 (autocast off) and under autocast (``--amp-dtypes``,
+default bf16 on the CPU, bf16 and fp16 on CUDA), next to the same blocks with
+every op in the autocast dtype (``..., all in autocast``: the blocks before
+their float32 parts were added; fp16 then overflows, so these only price the
+float32 parts). Writes benchmarks/results/blocks_precision.json by default.
+
 Part 1, the res3 and res4 inputs of C2D R-50 for 32x224x224 clips (batch 8):
 (8, 512, 4, 28, 28) and (8, 1024, 4, 14, 14). For the CGNL blocks the kernel
 part (``aggregate``: everything except the 1x1x1 convolutions and the norm) is
@@ -55,7 +63,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402
 
-from cgnl_video.models.cgnl import CGNLBlock  # noqa: E402
+from cgnl_video.models.cgnl import CGNLBlock, _CompactGNL, _scaled  # noqa: E402
 from cgnl_video.models.nonlocal_block import NonLocalBlock  # noqa: E402
 
 RES_SHAPES = {"res3": (512, 4, 28, 28), "res4": (1024, 4, 14, 14)}  # C2D R-50, 32x224x224
@@ -93,6 +101,26 @@ class ExplicitNonLocal(NonLocalBlock):
         return torch.einsum("bnm,bcm->bcn", self.affinity(theta, phi), g)
 
 
+class AllInAutocastCGNL(CGNLBlock):
+    """The fused CGNL block with every op in the autocast dtype (no float32 parts):
+    the baseline that prices them. Overflows in fp16."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grouped = self._embed_stacked(x).unflatten(2, (self.groups, -1)).movedim(1, 2)
+        coefficients = _scaled(self.coefficients, math.prod(grouped.shape[3:]), self.use_scale)
+        return x + self.norm(self.z(_CompactGNL.apply(coefficients, grouped).flatten(1, 2)))
+
+
+class AllInAutocastNL(NonLocalBlock):
+    """The NL block with every op in the autocast dtype (no float32 parts)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.theta(x)
+        source = self.pool(x) if self.pool is not None else x
+        y = self.attend(theta.flatten(2), self.phi(source).flatten(2), self.g(source).flatten(2))
+        return x + self.norm(self.z(y.unflatten(2, theta.shape[2:])))
+
+
 BLOCKS: Dict[str, Callable[[int], torch.nn.Module]] = {
     "CGNL dot": lambda c: CGNLBlock(c, groups=8, kernel="dot", fused=True),
     "CGNL dot, unfused": lambda c: CGNLBlock(c, groups=8, kernel="dot", fused=False),
@@ -104,6 +132,21 @@ BLOCKS: Dict[str, Callable[[int], torch.nn.Module]] = {
     "NL explicit": lambda c: ExplicitNonLocal(c, pool_size=(1, 1, 1)),
     "NL explicit, pool (1,2,2)": lambda c: ExplicitNonLocal(c, pool_size=(1, 2, 2)),
 }
+#: --precision: block -> its "all in autocast" baseline
+PRECISION_BLOCKS: Dict[str, Callable[[int], torch.nn.Module]] = {
+    "CGNL dot": BLOCKS["CGNL dot"],
+    "CGNL embedded_gaussian P=3": lambda c: CGNLBlock(c, groups=8, kernel="embedded_gaussian", order=3, fused=True),
+    "CGNL rbf P=3": BLOCKS["CGNL rbf P=3"],
+    "NL, pool (1,2,2)": BLOCKS["NL, pool (1,2,2)"],
+}
+ALL_IN_AUTOCAST = {
+    "CGNL dot": lambda c: AllInAutocastCGNL(c, groups=8, kernel="dot", fused=True),
+    "CGNL embedded_gaussian P=3": lambda c: AllInAutocastCGNL(c, groups=8, kernel="embedded_gaussian", order=3,
+                                                              fused=True),
+    "CGNL rbf P=3": lambda c: AllInAutocastCGNL(c, groups=8, kernel="rbf", order=3, fused=True),
+    "NL, pool (1,2,2)": lambda c: AllInAutocastNL(c, pool_size=(1, 2, 2)),
+}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILED = ["CGNL dot, compiled", "CGNL rbf P=3, compiled"]  # torch.compile of the fused blocks (--compile)
 SWEEP_BLOCKS = ["CGNL dot", "NL", "NL explicit"]
 #: block -> the block of the same flavour it is compared with
@@ -114,7 +157,12 @@ KERNEL_BASELINE = {"CGNL dot": "per-group reference dot", "CGNL dot, unfused": "
 
 def make_block(name: str, channels: int, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
-    block = BLOCKS[name.replace(", compiled", "")](channels).to(device).train()
+    base = name.replace(", compiled", "")
+    if base.endswith(", all in autocast"):
+        factory = ALL_IN_AUTOCAST[base[: -len(", all in autocast")]]
+    else:
+        factory = {**BLOCKS, **PRECISION_BLOCKS}[base]
+    block = factory(channels).to(device).train()
     with torch.no_grad():  # a trained block: the zero-initialised norm would stop the gradient
         block.norm.weight.fill_(1.0)
     return block
@@ -155,7 +203,7 @@ class Case:
     """One block at one input size: its fwd+bwd callable and its kernel-only callable."""
 
     def __init__(self, name: str, batch: int, channels: int, shape: Tuple[int, int, int],
-                 device: torch.device, amp: Optional[torch.dtype]) -> None:
+                 device: torch.device, amp: Optional[torch.dtype], kernel: bool = True) -> None:
         self.name, self.device, self.amp = name, device, amp
         self.block = make_block(name, channels, device)
         self.compiled = name.endswith(", compiled")
@@ -168,7 +216,7 @@ class Case:
         self.x = torch.randn((batch, channels, *shape), generator=generator).to(device).requires_grad_()
         self.dy = torch.randn((batch, channels, *shape), generator=generator).to(device)
         self.kernel_inputs = None
-        if isinstance(self.block, CGNLBlock):
+        if kernel and isinstance(self.block, CGNLBlock):
             with torch.no_grad(), self.autocast():
                 if self.block.fused:
                     stacked = self.block._embed_stacked(self.x).detach().requires_grad_()
@@ -272,6 +320,34 @@ def measure_group(names: List[str], batch: int, channels: int, shape: Tuple[int,
     return results
 
 
+def measure_precision(batch: int, channels: int, shape: Tuple[int, int, int], args: argparse.Namespace,
+                      device: torch.device) -> Dict[str, Dict]:
+    """fwd+bwd time of each ``PRECISION_BLOCKS`` block in fp32 and under each autocast
+    dtype, and of its all-in-autocast baseline, all measured round-robin."""
+    cases: Dict[Tuple[str, str], Case] = {}
+    for name in PRECISION_BLOCKS:
+        cases[name, "fp32"] = Case(name, batch, channels, shape, device, None, kernel=False)
+        for label in args.amp_dtypes:
+            dtype = AMP_DTYPES[label]
+            cases[name, label] = Case(name, batch, channels, shape, device, dtype, kernel=False)
+            cases[name, f"{label}, all in autocast"] = Case(f"{name}, all in autocast", batch, channels, shape,
+                                                            device, dtype, kernel=False)
+    timings = common.time_interleaved({f"{name} [{label}]": case.step for (name, label), case in cases.items()},
+                                      args.repeats, args.warmup, device)
+    rows: Dict[str, Dict] = {}
+    for name, label in cases:
+        timing = timings[f"{name} [{label}]"]
+        row = rows.setdefault(name, {"input": f"{batch}x{channels}x{'x'.join(map(str, shape))}"})
+        row[label] = {"time_s": timing["median_s"], "time_min_s": timing["min_s"], "time_max_s": timing["max_s"],
+                      "wall_time_s": timing["wall_median_s"], "cpu_time_s": timing["cpu_median_s"],
+                      "repeats": timing["repeats"], "clock": timing["clock"]}
+    for row in rows.values():
+        for label in args.amp_dtypes:
+            row[f"fp32_over_{label}"] = row["fp32"]["time_s"] / row[label]["time_s"]
+            row[f"float32_parts_cost_{label}"] = row[label]["time_s"] / row[f"{label}, all in autocast"]["time_s"]
+    return rows
+
+
 # ----------------------------------------------------------------------------- analysis
 
 
@@ -354,6 +430,42 @@ def sweep_table(sweep: Dict[str, Dict[str, Dict]]) -> str:
                                  + ["CGNL / NL explicit", "CGNL / NL"], table)
 
 
+def precision_table(rows: Dict[str, Dict], labels: List[str]) -> str:
+    header = ["block", "fp32 ms"]
+    for label in labels:
+        header += [f"{label} ms", f"{label} speed-up", f"{label} all in autocast ms", f"cost of the float32 parts ({label})"]
+    table = []
+    for name, row in rows.items():
+        cells = [name, common.fmt_ms(row["fp32"]["time_s"])]
+        for label in labels:
+            cells += [common.fmt_ms(row[label]["time_s"]), f"{row[f'fp32_over_{label}']:.2f}x",
+                      common.fmt_ms(row[f"{label}, all in autocast"]["time_s"]),
+                      f"{100 * (row[f'float32_parts_cost_{label}'] - 1):+.0f} %"]
+        table.append(cells)
+    return common.markdown_table(header, table)
+
+
+def main_precision(args: argparse.Namespace, device: torch.device, machine: Dict) -> int:
+    """``--precision``: the cost of mixed precision and of the blocks' float32 parts."""
+    res = {}
+    for stage, (channels, *shape) in RES_SHAPES.items():
+        print(f"measuring {stage} ...", flush=True)
+        res[stage] = measure_precision(args.batch, channels, tuple(shape), args, device)
+    if args.json == os.path.join(common.RESULTS, "blocks.json"):
+        args.json = os.path.join(common.RESULTS, "blocks_precision.json")
+    result = {"machine": machine, "command": common.command_line(),
+              "load_average_1min_at_start": common.load_average(), "clock": common.default_clock(device),
+              "settings": {"batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "groups": 8,
+                           "amp_dtypes": args.amp_dtypes},
+              "precision": res, "load_average_1min_at_end": common.load_average()}
+    common.write_json(args.json, result)
+    for stage, rows in res.items():
+        print(f"\n{stage}: input {next(iter(rows.values()))['input']}, forward + backward\n")
+        print(precision_table(rows, args.amp_dtypes))
+    print(f"\nresults written to {args.json}")
+    return 0
+
+
 def main() -> int:
     parser = common.base_parser(__doc__, "blocks", "batch 2, three sweep points, 2 repeats")
     parser.add_argument("--batch", type=int, default=8, help="batch of the res3/res4 inputs")
@@ -364,6 +476,10 @@ def main() -> int:
                         "at most 3 on cpu)")
     parser.add_argument("--warmup", type=int, default=0, help="warm-up passes (default: 3 on cuda, 1 on cpu)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype")
+    parser.add_argument("--precision", action="store_true",
+                        help="only the mixed-precision costs: fp32 vs autocast, and the blocks' float32 parts")
+    parser.add_argument("--amp-dtypes", nargs="+", choices=list(AMP_DTYPES), default=None,
+                        help="--precision: autocast dtypes (default: bf16 on cpu, bf16 fp16 on cuda)")
     parser.add_argument("--mem-cap-gb", type=float, default=4.0, help="cpu: skip cases estimated above this")
     parser.add_argument("--max-tflop", type=float, default=0.3, help="cpu: skip cases estimated above this")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
@@ -381,9 +497,12 @@ def main() -> int:
     args.sweep_batch = args.sweep_batch or (8 if cuda else 1)
     args.compile_on = args.compile == "on" or (args.compile == "auto" and cuda)
     args.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    args.amp_dtypes = args.amp_dtypes or (["bf16", "fp16"] if cuda else ["bf16"])
     machine = common.machine_info(device)
     print(f"# bench_blocks on {machine.get('gpu', machine['cpu'])} ({device.type}), torch {torch.__version__}",
           flush=True)
+    if args.precision:
+        return main_precision(args, device, machine)
 
     res: Dict[str, Dict] = {}
     for stage, (channels, *shape) in RES_SHAPES.items():

@@ -17,10 +17,45 @@ grouped 1x1x1 W_z and a zero-initialised norm, so a new block is the identity.
 
 ``exact_generalized_nonlocal`` builds the L x L matrix explicitly; it exists
 to check the compact form on small shapes.
+
+Mixed precision. Under autocast (fp16 or bf16) the theta/phi/g convolutions
+run in the autocast dtype; what else runs in float32 (autocast off, in the
+parameters' dtype) was measured at trained-model magnitudes (ReLU'd inputs,
+theta/phi/g weights of std 0.05, non-zero norm; res4 input (2, 1024, 4, 14, 14),
+G = 8). The output has the input's dtype.
+
+* fp16, every kernel: Eq. 12, W_z and the norm. Each group scalar sums
+  phi^p g over L = C'THW elements (50,176 here, 524,288 for R-101 at the
+  256-pixel test size), and y reaches 7e4 (dot) and 6e6 (embedded Gaussian):
+  beyond fp16's largest value, 65,504. For RBF the sum of phi^3 g is formed
+  before its coefficient beta (2 gamma)^3 / 6 ~ 1e-12 brings it down, so it
+  overflows too. W_z and the norm take y, so they need its range.
+* RBF, fp16 or bf16: the same parts, for resolution: y is a per-group
+  constant (the p = 0 term c_0 (1 . g)) plus a position-dependent part 4e-4 of
+  its size, below bf16's resolution of 2^-8; the norm removes the constant and
+  scales the rest up (bf16 everywhere: g's gradient off by 110-420 % with
+  GN, the residual branch by 90-200 % with BN in eval mode).
+* RBF with BatchNorm: also the g convolution (the fused convolution is then
+  split). BatchNorm subtracts a per-channel mean (the batch's, or in eval mode
+  the running one) and divides by the spread of the small position-dependent
+  part, so a rounding error in the constant c_0 (1 . g) is amplified about
+  2,500 times: with only g from a bf16 convolution the residual branch was
+  off by 110 % (eval mode; fp16: 2 %) and g's gradient by 8 % (train mode;
+  fp16: 3 %). GroupNorm's spread includes the per-channel constants, so with
+  GN nothing is amplified and g stays in the autocast dtype.
+* bf16 with dot or embedded Gaussian: nothing. bf16 has float32's range, and
+  y's position-dependent part is of the order of y; the worst error is 3 % (of
+  5 % allowed, embedded Gaussian, phi's gradient) with or without float32
+  parts, which would cost 12-36 % of the block's time.
+
+The float32 inputs of Eq. 12 are one cast copy of theta/phi/g. W_z is
+grouped: 1/G of a dense convolution's work. tests/test_blocks_amp.py checks
+every kernel and norm against float64; the cost is in benchmarks/RESULTS.md.
 """
 
+import contextlib
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import ContextManager, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -113,50 +148,41 @@ def _compact_backward(grad, theta, phi, g, scalars, coefficients, out=(None, Non
     return d_theta, d_phi, d_g
 
 
+def _unstack(inputs: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+    """theta, phi, g from either themselves or one (B, G, 3, C', ...) stacked tensor."""
+    return inputs[0].unbind(2) if len(inputs) == 1 else inputs
+
+
 class _CompactGNL(torch.autograd.Function):
-    """Eq. 12 with a hand-written backward: saves only theta, phi, g (which the
+    """Eq. 12 with a hand-written backward: saves only its inputs (which the
     convolutions produced anyway) and the scalars, and makes 2P full-size passes
     forward and 4P backward (autograd of the plain expression: about twice as many,
-    and it keeps every intermediate power alive until the backward)."""
+    and it keeps every intermediate power alive until the backward).
+
+    The inputs are theta, phi and g, or one (B, G, 3, C', T, H, W) view of the fused
+    convolution's output with the three stacked along dim 2: then the gradient is
+    written straight into one buffer of that tensor's layout, so the backward needs
+    no concatenation.
+    """
 
     @staticmethod
-    def forward(ctx, theta, phi, g, coefficients):
-        y, scalars = _compact_forward(theta, phi, g, coefficients)
+    def forward(ctx, coefficients, *inputs):
+        y, scalars = _compact_forward(*_unstack(inputs), coefficients)
         ctx.coefficients = coefficients
-        ctx.save_for_backward(theta, phi, g, *[s for s in scalars if s is not None])
+        ctx.num_inputs = len(inputs)
+        ctx.save_for_backward(*inputs, *[s for s in scalars if s is not None])
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        theta, phi, g, *saved = ctx.saved_tensors
-        saved_iter = iter(saved)
-        scalars = [next(saved_iter) if c else None for c in ctx.coefficients]
-        return (*_compact_backward(grad, theta, phi, g, scalars, ctx.coefficients), None)
-
-
-class _FusedCompactGNL(torch.autograd.Function):
-    """The same for theta, phi and g stacked along dim 2 of one (B, G, 3, C', T, H, W)
-    view of the fused convolution's output: the gradient is written straight into
-    one buffer of that tensor's layout, so the backward needs no concatenation."""
-
-    @staticmethod
-    def forward(ctx, stacked, coefficients):
-        theta, phi, g = stacked.unbind(2)
-        y, scalars = _compact_forward(theta, phi, g, coefficients)
-        ctx.coefficients = coefficients
-        ctx.save_for_backward(stacked, *[s for s in scalars if s is not None])
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        stacked, *saved = ctx.saved_tensors
-        saved_iter = iter(saved)
-        scalars = [next(saved_iter) if c else None for c in ctx.coefficients]
-        d_stacked = torch.empty_like(stacked)
-        _compact_backward(grad, *stacked.unbind(2), scalars, ctx.coefficients, out=d_stacked.unbind(2))
-        return d_stacked, None
+        inputs, saved = ctx.saved_tensors[:ctx.num_inputs], iter(ctx.saved_tensors[ctx.num_inputs:])
+        scalars = [next(saved) if c else None for c in ctx.coefficients]
+        if len(inputs) == 3:
+            return (None, *_compact_backward(grad, *inputs, scalars, ctx.coefficients))
+        d_stacked = torch.empty_like(inputs[0])
+        _compact_backward(grad, *_unstack(inputs), scalars, ctx.coefficients, out=d_stacked.unbind(2))
+        return None, d_stacked
 
 
 def _compact_expression(theta, phi, g, coefficients):
@@ -186,6 +212,24 @@ def _scaled(coefficients: Sequence[float], length: int, use_scale: bool) -> Tupl
     return tuple(scaled)
 
 
+def is_reduced_float(dtype: torch.dtype) -> bool:
+    """fp16 or bf16 (what autocast computes in)."""
+    return dtype.is_floating_point and dtype.itemsize < 4
+
+
+def autocast_enabled(x: torch.Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device."""
+    return torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type)
+
+
+def autocast_off(x: torch.Tensor) -> ContextManager:
+    """A context turning autocast off on ``x``'s device: the parts of a block kept in
+    full precision run in the dtype of its parameters (float32 under autocast)."""
+    if not torch.amp.is_autocast_available(x.device.type):  # e.g. "meta"
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def compact_generalized_nonlocal(
     theta: torch.Tensor,
     phi: torch.Tensor,
@@ -201,11 +245,22 @@ def compact_generalized_nonlocal(
     per degree), so no power of a full tensor is kept. All samples and groups
     are computed at once; any strides work (no copies). The backward is written
     out (``_CompactGNL``), except under torch.compile (``_compact_expression``).
+    fp16 / bf16 inputs are computed in float32, and y is float32 (safe for every
+    kernel; ``CGNLBlock`` keeps bf16 where that is enough, module docstring).
     """
-    coefficients = _scaled(coefficients, math.prod(theta.shape[2:]), use_scale)
+    return _compact((theta, phi, g), coefficients, use_scale, float32=True)
+
+
+def _compact(inputs: Sequence[torch.Tensor], coefficients: Sequence[float], use_scale: bool,
+             float32: bool) -> torch.Tensor:
+    """Eq. 12 for (theta, phi, g) or their (B, G, 3, C', ...) stacked view; fp16 / bf16
+    inputs are cast to float32 first when ``float32``."""
+    if float32:
+        inputs = [t.float() if is_reduced_float(t.dtype) else t for t in inputs]
+    coefficients = _scaled(coefficients, math.prod(_unstack(inputs)[0].shape[2:]), use_scale)
     if torch.compiler.is_compiling():
-        return _compact_expression(theta, phi, g, coefficients)
-    return _CompactGNL.apply(theta, phi, g, coefficients)
+        return _compact_expression(*_unstack(inputs), coefficients)
+    return _CompactGNL.apply(coefficients, *inputs)
 
 
 def exact_generalized_nonlocal(
@@ -298,6 +353,7 @@ class CGNLBlock(nn.Module):
         self.coefficients = taylor_coefficients(kernel, order, gamma)
         self.use_scale = use_scale
         self.fused = fused
+        self._rbf_bn = kernel == "rbf" and norm == "bn"
         self.theta = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
         self.phi = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
         self.g = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
@@ -310,10 +366,19 @@ class CGNLBlock(nn.Module):
         return f"kernel={self.kernel}, order={order}, groups={self.groups}, use_scale={self.use_scale}, fused={self.fused}"
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """theta(x), phi(x), g(x), each (B, C_inner, T, H, W)."""
+        """theta(x), phi(x), g(x), each (B, C_inner, T, H, W); under autocast g is
+        computed in full precision for RBF with BatchNorm (module docstring)."""
+        if self._full_precision_g(x):
+            with autocast_off(x):
+                g = self.g(x.to(self.g.weight.dtype))
+            return self.theta(x), self.phi(x), g
         if not self.fused:
             return self.theta(x), self.phi(x), self.g(x)
         return self._embed_stacked(x).unbind(1)
+
+    def _full_precision_g(self, x: torch.Tensor) -> bool:
+        """Whether the g convolution leaves autocast: RBF with BatchNorm (module docstring)."""
+        return self._rbf_bn and autocast_enabled(x)
 
     def _embed_stacked(self, x: torch.Tensor) -> torch.Tensor:
         """theta, phi and g from one convolution with the concatenated weights,
@@ -324,23 +389,27 @@ class CGNLBlock(nn.Module):
     def aggregate(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """The compact GNL response y (B, C_inner, T, H, W), all groups at once."""
         grouped = [t.unflatten(1, (self.groups, -1)) for t in (theta, phi, g)]  # views in any layout
-        y = compact_generalized_nonlocal(*grouped, self.coefficients, self.use_scale)
-        return y.flatten(1, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            y = self._aggregate_stacked(self._embed_stacked(x))
-        else:
-            y = self.aggregate(*self.embed(x))
-        return x + self.norm(self.z(y))
+        return _compact(grouped, self.coefficients, self.use_scale, self._float32_eq12(theta)).flatten(1, 2)
 
     def _aggregate_stacked(self, stacked: torch.Tensor) -> torch.Tensor:
         """``aggregate`` for the fused convolution's (B, 3, C_inner, T, H, W) output; its
         gradient comes back as one tensor (no concatenation in the backward)."""
         grouped = stacked.unflatten(2, (self.groups, -1)).movedim(1, 2)  # (B, G, 3, C', T, H, W), a view
-        coefficients = _scaled(self.coefficients, math.prod(grouped.shape[3:]), self.use_scale)
-        if torch.compiler.is_compiling():
-            y = _compact_expression(*grouped.unbind(2), coefficients)
+        return _compact([grouped], self.coefficients, self.use_scale, self._float32_eq12(stacked)).flatten(1, 2)
+
+    def _float32_eq12(self, theta: torch.Tensor) -> bool:
+        """Whether Eq. 12 runs in float32: under autocast, for fp16 (range) or for RBF
+        (resolution), module docstring."""
+        dtype = theta.dtype
+        return autocast_enabled(theta) and is_reduced_float(dtype) and (
+            self.kernel == "rbf" or dtype == torch.float16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and not self._full_precision_g(x):
+            y = self._aggregate_stacked(self._embed_stacked(x))
         else:
-            y = _FusedCompactGNL.apply(grouped, coefficients)
-        return y.flatten(1, 2)
+            y = self.aggregate(*self.embed(x))
+        # y computed in float32 under autocast: W_z and the norm keep it (its range, its resolution)
+        with autocast_off(x) if y.dtype == self.z.weight.dtype else contextlib.nullcontext():
+            branch = self.norm(self.z(y))
+        return x + branch.to(x.dtype)

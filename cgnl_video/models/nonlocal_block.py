@@ -7,6 +7,30 @@ Table 3 / Fig. 4, i.e. a CGNL block without the kernel scalars:
 Z = norm(W_z(theta(X))) + X.
 
 Both end in a zero-initialised norm, so a newly inserted block is the identity.
+
+Mixed precision. Under autocast (fp16 or bf16) the NL block runs theta's and
+phi's convolutions in the autocast dtype, and g's convolution, the attention,
+W_z and BN in float32 (autocast off); the output has the input's dtype. y is
+a weighted sum of g over the M positions (an average for softmax), so its
+per-channel mean is 3-14 times its spread over positions (res4 / res3 inputs at trained-model
+magnitudes), and BN removes that mean and scales up the rest, amplifying any
+rounding of y or of what it is made of. Measured against float64 (gradients of
+the input and of every parameter, tolerance 1e-2 fp16 / 5e-2 bf16):
+
+* everything in the autocast dtype: in bf16, errors of 8 % in W_z's and g's
+  weight gradients (softmax) and 11 % in theta's bias gradient (dot product),
+  res4, train mode; in fp16, W_z's weight gradient (a sum over all B x T x H x W
+  positions) overflows at res3;
+* W_z and BN in float32 but the attention in bf16: up to 4.7 % (softmax) and
+  5.1 % (dot product) at res3;
+* g's convolution in fp16 (dot product, res3, train mode): 1.1-1.2 % in the
+  gradients of W_z and g.
+
+The logits theta^T phi stay below 500 at these magnitudes (no fp16 overflow);
+they are float32 anyway. Rounding theta and phi only perturbs the attention
+weights, within the bounds above, so their convolutions stay in the autocast
+dtype. With the default (1, 2, 2) pooling the g convolution costs a quarter
+of theta's. Cost: benchmarks/RESULTS.md.
 """
 
 from typing import Sequence
@@ -16,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgnl_video.config.choices import NL_INSTANTIATIONS
-from cgnl_video.models.cgnl import check_groups, init_block_convs, make_zero_norm
+from cgnl_video.models.cgnl import autocast_off, check_groups, init_block_convs, make_zero_norm
 
 
 class NonLocalBlock(nn.Module):
@@ -85,8 +109,12 @@ class NonLocalBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         theta = self.theta(x)
         source = self.pool(x) if self.pool is not None else x
-        y = self.attend(theta.flatten(2), self.phi(source).flatten(2), self.g(source).flatten(2))
-        return x + self.norm(self.z(y.unflatten(2, theta.shape[2:])))
+        phi = self.phi(source)
+        with autocast_off(x):  # g, the attention, W_z and BN in full precision (module docstring)
+            g = self.g(source.to(self.g.weight.dtype)).flatten(2)
+            y = self.attend(theta.flatten(2).to(g.dtype), phi.flatten(2).to(g.dtype), g)
+            branch = self.norm(self.z(y.unflatten(2, theta.shape[2:])))
+        return x + branch.to(x.dtype)
 
 
 class SimpleResidualBlock(nn.Module):
