@@ -9,8 +9,8 @@
   an optimizer hook) against the warmup + steps schedule worked out by hand; the
   clips each epoch trains on (read by a forward hook) against the dataset's items
   of that epoch; validation and checkpoints on the period and at the last epoch.
-* A run killed after epoch 1 and resumed, with dropout drawing from the global RNG,
-  ends with the weights of an uninterrupted run.
+* A run killed in epoch 2 (after the epoch-1 checkpoint) and resumed, with dropout
+  drawing from the global RNG, ends with the weights of an uninterrupted run.
 * Test-only mode scores the checkpoint it is given: its predictions are the
   checkpoint model's mean view probabilities (computed here) and not those of a
   freshly initialised model.
@@ -122,7 +122,7 @@ def three_epochs(data_root, tmp_path_factory):
 
 
 def test_optimizer_lr_follows_warmup_and_steps_at_every_iteration(three_epochs):
-    _cfg_, seen, _clips = three_epochs
+    _, seen, _ = three_epochs
     by_hand = [0.005, 0.02, 0.035,  # 0.005 + 0.045 * i / 3
                0.05, 0.05, 0.05,
                0.005, 0.005, 0.005]
@@ -132,7 +132,7 @@ def test_optimizer_lr_follows_warmup_and_steps_at_every_iteration(three_epochs):
 
 
 def test_each_epoch_trains_on_that_epochs_clips_in_a_new_order(three_epochs):
-    cfg, _lrs, clips = three_epochs
+    cfg, _, clips = three_epochs
     dataset = build_dataset(cfg, "train")
     assert len(clips) == 3 * len(dataset)
     orders = []
