@@ -1,0 +1,80 @@
+"""Frame extraction keeps the right source frames when it changes the frame rate.
+
+The source video shows a bright bar that moves 1 pixel per frame, so the bar's
+position in an extracted JPEG says which source frame it is. Output frame k sits at
+time k / fps and shows the source frame on screen then: source frame
+floor(k * rate / fps) (frames dropped to lower the rate, repeated to raise it).
+"""
+
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cgnl_video.prep import extract as ex
+from cgnl_video.prep.synthetic import encode_mp4
+
+SOURCE_FPS, SOURCE_FRAMES, BAR = 30, 30, 4  # the bar covers columns i .. i + 3 in frame i
+WIDTH, HEIGHT = 64, 16
+
+
+def _bar_video(path: str) -> None:
+    frames = np.full((SOURCE_FRAMES, HEIGHT, WIDTH, 3), 20, np.uint8)
+    for i in range(SOURCE_FRAMES):
+        frames[i, :, i:i + BAR] = 235
+    encode_mp4(path, frames, SOURCE_FPS, crf=8)
+
+
+def _bar_position(path: str) -> int:
+    """Left column of the bar: the centroid of the brightness above the background."""
+    with Image.open(path) as image:
+        profile = np.asarray(image.convert("L"), dtype=np.float64).mean(axis=0) - 20.0
+    profile = profile.clip(min=0.0)
+    centroid = float((profile * np.arange(WIDTH)).sum() / profile.sum())
+    return round(centroid - (BAR - 1) / 2)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    src = tmp_path_factory.mktemp("bar")
+    _bar_video(str(src / "bar.mp4"))
+    return src
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+@pytest.mark.parametrize("fps", [12, 45])
+def test_extracted_frames_show_the_source_frame_on_screen_at_their_time(source, tmp_path, monkeypatch,
+                                                                        decoder, fps):
+    if decoder == "pyav":  # decord unusable: the extraction (in this process) falls back to PyAV
+        import decord
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("decord cannot open this")
+
+        monkeypatch.setattr(decord, "VideoReader", broken)
+    dst = tmp_path / "frames"
+    outcome = ex.extract_video(ex.Task(str(source), str(dst), "bar.mp4", ex.ExtractOptions(short_side=0, fps=fps)))
+    count = math.ceil(SOURCE_FRAMES * fps / SOURCE_FPS)  # 12 fps: 12 frames; 45 fps: 45
+    assert outcome.problem is None and outcome.entry.num_frames == count
+    names = sorted(os.listdir(dst / "bar"))
+    assert len(names) == count
+    positions = [_bar_position(str(dst / "bar" / name)) for name in names]
+    # 12 fps: every 2.5 source frames; 45 fps: every 2/3 of a source frame.
+    expected = [math.floor(k * SOURCE_FPS / fps + 1e-9) for k in range(count)]
+    by_hand = {12: [0, 2, 5, 7, 10, 12, 15, 17, 20, 22, 25, 27], 45: [0, 0, 1, 2, 2, 3, 4, 4, 5, 6, 6, 7]}
+    assert expected[:12] == by_hand[fps]
+    assert positions == expected
+
+
+def test_a_video_whose_frame_folder_was_deleted_is_extracted_again(source, tmp_path):
+    dst = tmp_path / "frames"
+    options = ex.ExtractOptions(short_side=0, fps=12)
+    first = ex.extract_all(str(source), str(dst), options=options, progress=False)
+    assert (first.done, first.skipped) == (1, 0)
+    shutil.rmtree(dst / "bar")  # still listed in the index
+    again = ex.extract_all(str(source), str(dst), options=options, progress=False)
+    assert (again.done, again.skipped, again.failed) == (1, 0, 0)
+    assert len(os.listdir(dst / "bar")) == 12
