@@ -35,26 +35,12 @@ from cgnl_video.config import load_config
 from cgnl_video.data import ManifestEntry, build_dataset, build_loader, write_classes, write_manifest
 from cgnl_video.data.manifest import frame_file_name
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.engine.evaluate import run_test
+from cgnl_video.engine.multiview import run_test
 from cgnl_video.engine.launch import run
-from cgnl_video.engine.train import fit
+from cgnl_video.engine.trainer import fit
 from cgnl_video.models import C2DResNet, build_model
 from cgnl_video.utils.logging import read_json_stats
 from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _package_logger_restored():
-    """``run`` points the package logger at OUTPUT_DIR and stops its propagation; put it
-    back afterwards, so later tests (pytest's caplog) still see the package's records."""
-    logger = logging.getLogger("cgnl_video")
-    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
-    yield
-    for handler in logger.handlers:
-        if handler not in handlers:
-            handler.close()
-    logger.handlers[:] = handlers
-    logger.propagate, logger.level = propagate, level
 
 
 @pytest.fixture(autouse=True)
@@ -354,3 +340,13 @@ def test_multi_view_test_metrics_and_mean_class_accuracy(lookup_run):
     # Per class: 3/3, 1/2, 0/2, 1/2, 2/2, 0/1 -> mean of 100, 50, 0, 50, 100, 0.
     assert [v["top1"] for v in metrics["per_class"].values()] == pytest.approx([100, 50, 0, 50, 100, 0])
     assert metrics["mean_class_acc"] == pytest.approx(50.0)
+
+
+def test_run_leaves_package_logging_as_it_found_it(data_root, tmp_path):
+    """A run called from Python closes its log file and gives the package logger back
+    (handlers, level, propagation): later code, pytest's caplog included, still sees
+    the package's records."""
+    logger = logging.getLogger("cgnl_video")
+    before = (list(logger.handlers), logger.propagate, logger.level)
+    run(_cfg(data_root, tmp_path, SOLVER__MAX_EPOCH=1, TEST__ENABLE=False))
+    assert (list(logger.handlers), logger.propagate, logger.level) == before

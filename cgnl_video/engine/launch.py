@@ -19,7 +19,7 @@ from cgnl_video.engine.trainer import fit
 from cgnl_video.models import build_model, prepare_for_speed
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
-from cgnl_video.utils.logging import setup_logging
+from cgnl_video.utils.logging import package_logging_restored, setup_logging
 from cgnl_video.utils.tensorboard import check_tensorboard
 
 CONFIG_DUMP = "config.yaml"
@@ -74,7 +74,7 @@ def run(cfg: CfgNode) -> Optional[Dict]:
     """
     rank, world_size = du.init_distributed(cfg.DIST.BACKEND)
     try:
-        with _torch_settings_restored():
+        with _torch_settings_restored(), package_logging_restored():
             _prepare(cfg, rank, world_size)
             if cfg.NUM_THREADS > 0:
                 torch.set_num_threads(cfg.NUM_THREADS)

@@ -5,10 +5,11 @@ Other ranks log warnings and errors to the console only, so a failure on any
 process is still visible.
 """
 
+import contextlib
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 import simplejson
 import tqdm
@@ -40,6 +41,23 @@ def setup_logging(output_dir: Optional[str], rank: int = 0) -> logging.Logger:
         file_handler.setFormatter(formatter)
         logger.addHandler(file_handler)
     return logger
+
+
+@contextlib.contextmanager
+def package_logging_restored() -> Iterator[None]:
+    """Put the package logger back as it was (handlers, level, propagation) and close
+    the handlers added meanwhile: a run called from Python leaves no log file open and
+    its caller's logging (pytest's caplog, an application's handlers) as it found it."""
+    logger = logging.getLogger(LOGGER_NAME)
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    try:
+        yield
+    finally:
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.propagate, logger.level = propagate, level
 
 
 def get_logger() -> logging.Logger:
