@@ -31,7 +31,6 @@ import bench_blocks as blocks
 import bench_end_to_end as e2e
 import bench_train_step as bts
 
-from cgnl_video.config import get_cfg
 from cgnl_video.data import build_loader, set_loader_epoch, write_manifest
 from cgnl_video.data import gpu_augment
 from cgnl_video.data.manifest import read_manifest
@@ -285,23 +284,11 @@ def encoded_frames(count: int) -> List[bytes]:
 
 
 def jpeg_decode(ctx: Context) -> None:
-    """torchvision.io.decode_jpeg on the device (nvJPEG on CUDA, batched) against one CPU
-    thread, and the device decode plus the training crop / resize / normalisation
-    (data/gpu_augment.py), round-robin."""
+    """torchvision.io.decode_jpeg on the device (data/gpu_augment.py ``decode_frames``: one
+    batched nvJPEG call on CUDA) against one CPU thread, round-robin."""
     s, device = ctx.sizes, ctx.device
     encoded = encoded_frames(s.decode_frames)
-    clips = s.decode_frames // s.frames
-    mean, std = get_cfg().DATA.MEAN, get_cfg().DATA.STD
-
-    def decode_augment() -> torch.Tensor:
-        frames = gpu_augment.decode_frames(encoded[:clips * s.frames], device).split(s.frames)
-        height, width = frames[0].shape[-2:]
-        side = min(height, width)
-        box = ((height - side) // 2, (width - side) // 2, side, side)
-        return gpu_augment.train_batch(frames, [box] * clips, [False] * clips, s.size, mean, std)
-
-    cases = {f"decode on {device.type}": lambda: gpu_augment.decode_frames(encoded, device),
-             f"decode + crop/resize/normalise on {device.type}": decode_augment}
+    cases = {f"decode on {device.type}": lambda: gpu_augment.decode_frames(encoded, device)}
     if device.type != "cpu":
         cases["decode on the CPU, 1 thread"] = lambda: gpu_augment.decode_frames(encoded, torch.device("cpu"))
     threads = torch.get_num_threads()
@@ -310,13 +297,10 @@ def jpeg_decode(ctx: Context) -> None:
         timings = common.time_interleaved(cases, s.repeats, 1, device, clock="wall", max_seconds=0.6 * ctx.left())
     finally:
         torch.set_num_threads(threads)
-    rows = {}
-    for name, timing in timings.items():
-        count = clips * s.frames if "crop" in name else len(encoded)
-        rows[name] = {"frames": count, "seconds": timing["median_s"], "frames_per_s": count / timing["median_s"],
-                      "repeats": timing["repeats"]}
     ctx.put("frame_size", "340x256 (synthetic, quality 90)")
-    ctx.put("batches", rows)
+    ctx.put("batches", {name: {"frames": len(encoded), "seconds": t["median_s"],
+                               "frames_per_s": len(encoded) / t["median_s"], "repeats": t["repeats"]}
+                        for name, t in timings.items()})
 
 
 def render_jpeg_decode(result: Dict) -> str:
