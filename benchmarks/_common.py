@@ -14,6 +14,8 @@
   storage is freed: the peak of live tensor bytes allocated by the call, the same
   quantity as the CUDA figure without the allocator's rounding and caching
   (it does not see memory a kernel uses internally, e.g. oneDNN scratch buffers).
+* ``GPU_PEAK_TFLOPS`` / ``peak_tflops(device, precision)``: dense datasheet peaks per
+  GPU and precision, the denominator of the model-FLOP utilisation (MFU).
 * ``write_json(path, result)``, ``markdown_table(header, rows)``.
 
 bench_extract.py and bench_loader.py predate this module and keep their own copies
@@ -25,12 +27,13 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import time
 import weakref
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -152,11 +155,14 @@ def default_clock(device: torch.device) -> str:
 
 
 def time_interleaved(cases: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                     device: Optional[torch.device] = None, clock: str = "auto") -> Dict[str, Dict[str, float]]:
+                     device: Optional[torch.device] = None, clock: str = "auto",
+                     max_seconds: Optional[float] = None) -> Dict[str, Dict[str, float]]:
     """Seconds per call of each case, the cases run round-robin.
 
     Returns median_s / min_s / max_s of the chosen ``clock`` ("wall", "cpu" or "auto"
     = ``default_clock``) plus wall_median_s and cpu_median_s, repeats and clock.
+    ``max_seconds``: stop after the round in which the timed rounds' wall time
+    passes it (at least 2 rounds), so a time budget caps the repeats.
     """
     device = device or torch.device("cpu")
     clock = default_clock(device) if clock == "auto" else clock
@@ -166,7 +172,8 @@ def time_interleaved(cases: Dict[str, Callable[[], object]], repeats: int, warmu
     synchronize(device)
     wall: Dict[str, List[float]] = {name: [] for name in cases}
     cpu: Dict[str, List[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
+    start_rounds = time.perf_counter()
+    for done in range(1, repeats + 1):
         for name, fn in cases.items():
             synchronize(device)
             start, start_cpu = time.perf_counter(), time.process_time()
@@ -174,6 +181,8 @@ def time_interleaved(cases: Dict[str, Callable[[], object]], repeats: int, warmu
             synchronize(device)
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
+        if max_seconds is not None and done >= 2 and time.perf_counter() - start_rounds > max_seconds:
+            break
     out = {}
     for name in cases:
         chosen = cpu[name] if clock == "cpu" else wall[name]
@@ -244,6 +253,80 @@ MEMORY_NOTE = {
     "cpu": "peak bytes of live tensors allocated by the call, tracked with a TorchDispatchMode "
            "(CPU has no allocator statistics; excludes kernels' internal scratch buffers)",
 }
+
+
+# ----------------------------------------------------------------------------- peak FLOP/s (MFU)
+
+
+def _peaks(half: Optional[float], tf32: Optional[float], fp32: float, bf16: bool = True) -> Dict[str, Optional[float]]:
+    """Dense peaks: tensor-core bf16 (None without native bf16) and fp16, tf32, fp32 CUDA cores."""
+    return {"bf16": half if bf16 else None, "fp16": half, "tf32": tf32, "fp32": fp32}
+
+
+#: Dense (no structured sparsity) peak TFLOP/s per GPU, from the vendor datasheets
+#: (their "with sparsity" figures halved), matched in order against the device name
+#: (case-insensitive regular expressions; the first match wins, so NVL / PCIe
+#: boards come before their SXM namesakes and A100 before A10).
+GPU_PEAK_TFLOPS: List[Tuple[str, str, Dict[str, Optional[float]]]] = [
+    # NVIDIA H200 Tensor Core GPU datasheet: H200 SXM FP32 67, TF32 989*, BF16/FP16 1,979*;
+    # H200 NVL FP32 60, TF32 835*, BF16/FP16 1,671* (* with sparsity).
+    (r"H200 NVL", "H200 NVL", _peaks(835.5, 417.5, 60.0)),
+    (r"\bH200\b", "H200 SXM", _peaks(989.5, 494.5, 67.0)),
+    # NVIDIA H100 Tensor Core GPU datasheet: H100 SXM FP32 67, TF32 989*, BF16/FP16 1,979*;
+    # H100 NVL FP32 60, TF32 835*, BF16/FP16 1,671*; H100 PCIe FP32 51, TF32 756*, BF16/FP16 1,513*.
+    (r"H100 NVL", "H100 NVL", _peaks(835.5, 417.5, 60.0)),
+    (r"H100.*PCIe", "H100 PCIe", _peaks(756.5, 378.0, 51.0)),
+    (r"\bH100\b", "H100 SXM", _peaks(989.5, 494.5, 67.0)),  # the SXM5 board reports "H100 80GB HBM3"
+    # NVIDIA A100 Tensor Core GPU datasheet (SXM4 and PCIe alike): FP32 19.5, TF32 156, BF16/FP16 312.
+    (r"\bA100\b", "A100", _peaks(312.0, 156.0, 19.5)),
+    # NVIDIA L40S datasheet: FP32 91.6, TF32 183, BF16/FP16 362.05.
+    (r"\bL40S\b", "L40S", _peaks(362.05, 183.0, 91.6)),
+    # NVIDIA L4 datasheet: FP32 30.3, TF32 120*, BF16/FP16 242*.
+    (r"\bL4\b", "L4", _peaks(121.0, 60.0, 30.3)),
+    # NVIDIA A10 datasheet: FP32 31.2, TF32 62.5, BF16/FP16 125.
+    (r"\bA10\b", "A10", _peaks(125.0, 62.5, 31.2)),
+    # NVIDIA Ada Lovelace architecture whitepaper, GeForce RTX 4090: FP32 82.6, TF32 82.6,
+    # BF16/FP16 with FP32 accumulate 165.2.
+    (r"RTX 4090", "RTX 4090", _peaks(165.2, 82.6, 82.6)),
+    # NVIDIA V100 datasheet: SXM2 FP32 15.7, tensor (FP16) 125; V100S PCIe 16.4, 130; PCIe 14, 112.
+    # No bf16 (the engine autocasts to fp16 there, engine/precision.py) and no tf32.
+    (r"V100S", "V100S PCIe", _peaks(130.0, None, 16.4, bf16=False)),
+    (r"V100.*SXM", "V100 SXM2", _peaks(125.0, None, 15.7, bf16=False)),
+    (r"V100", "V100 PCIe", _peaks(112.0, None, 14.0, bf16=False)),
+    # NVIDIA T4 datasheet: FP32 8.1, mixed precision (FP16/FP32) 65.
+    (r"\bT4\b", "T4", _peaks(65.0, None, 8.1, bf16=False)),
+]
+
+
+def gpu_peaks(name: str) -> Optional[Tuple[str, Dict[str, Optional[float]]]]:
+    """(board, peaks) of ``GPU_PEAK_TFLOPS`` for a device name, or None if it is not listed."""
+    for pattern, board, peaks in GPU_PEAK_TFLOPS:
+        if re.search(pattern, name, re.IGNORECASE):
+            return board, peaks
+    return None
+
+
+def compute_precision(amp: Optional[torch.dtype]) -> str:
+    """The arithmetic a training step runs in: the autocast dtype ("bf16" / "fp16"), or
+    "tf32" for fp32 on CUDA with cuDNN's TF32 convolutions on (PyTorch's default, which
+    the convolutions of C2D nearly all use), else "fp32"."""
+    if amp is not None:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "fp32"
+
+
+def peak_tflops(device: torch.device, precision: str, override: float = 0.0) -> Optional[float]:
+    """The device's dense peak for ``precision`` (tf32 falls back to fp32 on GPUs without
+    it); ``override`` if given; None on the CPU or an unlisted GPU (MFU not reported)."""
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    found = gpu_peaks(torch.cuda.get_device_name(device))
+    if found is None:
+        return None
+    peaks = found[1]
+    return peaks[precision] or (peaks["fp32"] if precision == "tf32" else None)
 
 
 # ----------------------------------------------------------------------------- output

@@ -252,8 +252,10 @@ def is_oom(error: BaseException) -> bool:
 
 
 def measure_group(names: List[str], batch: int, channels: int, shape: Tuple[int, int, int],
-                  args: argparse.Namespace, device: torch.device, repeats: int = 0) -> Dict[str, Dict]:
-    """Time and memory of several blocks at one input size, measured round-robin."""
+                  args: argparse.Namespace, device: torch.device, repeats: int = 0,
+                  max_seconds: Optional[float] = None) -> Dict[str, Dict]:
+    """Time and memory of several blocks at one input size, measured round-robin
+    (``max_seconds``: the timing's budget, see ``_common.time_interleaved``)."""
     results: Dict[str, Dict] = {}
     cases: Dict[str, Case] = {}
     for name in names:
@@ -289,14 +291,16 @@ def measure_group(names: List[str], batch: int, channels: int, shape: Tuple[int,
     callables.update({f"{name} [kernel]": case.kernel_step for name, case in cases.items()
                       if case.kernel_inputs is not None})
     try:
-        timings = common.time_interleaved(callables, repeats or args.repeats, max(args.warmup - 1, 0), device)
+        timings = common.time_interleaved(callables, repeats or args.repeats, max(args.warmup - 1, 0), device,
+                                          max_seconds=max_seconds)
     except RuntimeError as error:  # OOM while timing several at once: time them one by one
         if not is_oom(error):
             raise
         timings = {}
         for key, fn in callables.items():
             try:
-                timings.update(common.time_interleaved({key: fn}, repeats or args.repeats, 0, device))
+                timings.update(common.time_interleaved({key: fn}, repeats or args.repeats, 0, device,
+                                                       max_seconds=max_seconds))
             except RuntimeError as inner:
                 if not is_oom(inner):
                     raise

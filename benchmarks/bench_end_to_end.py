@@ -45,7 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -137,8 +137,9 @@ def bench_train(args, data, device) -> Dict:
     return result
 
 
-def bench_test(args, data, device) -> Dict:
-    case = Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data))
+def bench_test(args, data, device, extra: Sequence[str] = ()) -> Dict:
+    """Multi-view test videos/s end to end and of the model alone; ``extra``: more config overrides."""
+    case = Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data) + list(extra))
     cfg = case.cfg
     model = case.model.eval()
     loader = build_loader(cfg, "test")
@@ -149,10 +150,10 @@ def bench_test(args, data, device) -> Dict:
     start = time.perf_counter()
     metrics, _ = run_test(model, loader, cfg, device)
     seconds = time.perf_counter() - start
-    # uint8 like the test loader's views where they are uint8 (normalised on the device by to_device)
-    sample = loader.dataset[0][0]
-    views = torch.randint(0, 256, sample.shape, dtype=torch.uint8) if sample.dtype == torch.uint8 else torch.randn(
-        sample.shape)
+    # uint8 views of the configured shape, like the test loader's (normalised on the device by forward_views)
+    shape = (cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS, 3, cfg.DATA.NUM_FRAMES,
+             cfg.DATA.TEST_CROP_SIZE, cfg.DATA.TEST_CROP_SIZE)
+    views = torch.randint(0, 256, shape, dtype=torch.uint8)
     with torch.no_grad():
         forward_views(model, views, cfg.TEST.VIEWS_PER_FORWARD, device, cfg)  # warm-up
         timing = common.time_interleaved(

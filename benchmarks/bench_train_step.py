@@ -21,6 +21,7 @@ Modes, each a set of config switches:
 * ``eager``: fp32, contiguous, three theta/phi/g convolutions, no compile (the baseline).
 * ``fast``: TRAIN.MIXED_PRECISION (bf16), MODEL.CHANNELS_LAST, CGNL.FUSED and, on CUDA,
   MODEL.COMPILE. The engine autocasts on the CPU too, so there ``fast`` runs bf16.
+* ``fast-nocompile``: ``fast`` without MODEL.COMPILE.
 * ``fast+cpu_bf16`` (CPU only): ``fast`` with ``torch.autocast("cpu", bfloat16)``
   forced; the same as ``fast`` now that the engine autocasts on the CPU (it was
   fp32 there when benchmarks/RESULTS.md's CPU table was measured).
@@ -31,7 +32,9 @@ All cases of one depth are measured round-robin (median of ``--repeats`` steps a
 ``--warmup``), so ratios within a depth come from the same minutes of the same run.
 Model FLOPs per step come from ``torch.utils.flop_counter.FlopCounterMode`` on the
 eager model (forward + backward; convolutions, matrix products and attention);
-MFU = achieved FLOP/s / the GPU's dense bf16 peak (``--peak-tflops`` to override).
+MFU = achieved FLOP/s / the GPU's dense peak for the precision the mode runs in
+(bf16 / fp16 under autocast, TF32 for fp32 since cuDNN convolutions use it by default;
+``_common.GPU_PEAK_TFLOPS``; ``--peak-tflops`` to override; not reported on an unlisted GPU).
 Peak memory: ``_common.peak_memory_bytes`` of one step (CUDA allocator peak; on
 the CPU live tensor bytes; not measured for compiled models on the CPU).
 Prints a markdown table and writes benchmarks/results/train_step.json.
@@ -40,7 +43,7 @@ Prints a markdown table and writes benchmarks/results/train_step.json.
 import argparse
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,38 +54,23 @@ import _common as common  # noqa: E402
 from cgnl_video.config import load_config  # noqa: E402
 from cgnl_video.engine.inputs import to_device  # noqa: E402
 from cgnl_video.engine.optim import build_optimizer  # noqa: E402
-from cgnl_video.engine.precision import autocast_context, build_grad_scaler  # noqa: E402
+from cgnl_video.engine.precision import amp_dtype, autocast_context, build_grad_scaler  # noqa: E402
 from cgnl_video.models import build_model, prepare_for_speed  # noqa: E402
 
 VARIANTS = {"baseline": "", "+1 NL": "_NL", "+1 CGNL": "_CGNL8", "+5 CGNL": "_CGNL8_5B"}
+FAST = ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "MODEL.CHANNELS_LAST", "True",
+        "CGNL.FUSED", "True"]
 MODES: Dict[str, List[str]] = {
     "eager": [],
-    "fast": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "MODEL.CHANNELS_LAST", "True",
-             "CGNL.FUSED", "True", "MODEL.COMPILE", "True"],
-    "fast+cpu_bf16": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "MODEL.CHANNELS_LAST", "True",
-                      "CGNL.FUSED", "True"],
+    "fast": FAST + ["MODEL.COMPILE", "True"],
+    "fast+cpu_bf16": FAST,
+    "fast-nocompile": FAST,
     "amp": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
     "cpu_bf16": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
     "channels_last": ["MODEL.CHANNELS_LAST", "True"],
     "fused": ["CGNL.FUSED", "True"],
     "compile": ["MODEL.COMPILE", "True"],
 }
-#: dense bf16 tensor-core peak TFLOP/s (no sparsity), by a substring of the device name
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0,
-                    "H100 PCIe": 756.0, "H100": 756.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
-                    "A10": 125.0, "4090": 165.2}
-
-
-def peak_tflops(device: torch.device, override: float) -> Optional[float]:
-    if override:
-        return override
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, value in PEAK_BF16_TFLOPS.items():
-        if key in name:
-            return value
-    return None
 
 
 def make_cfg(depth: int, variant: str, mode: str, args: argparse.Namespace, extra: Sequence[str] = ()):
@@ -91,8 +79,7 @@ def make_cfg(depth: int, variant: str, mode: str, args: argparse.Namespace, extr
             "DATA.TRAIN_CROP_SIZE", str(args.size), "TRAIN.BATCH_SIZE", str(args.batch)]
     switches = list(MODES[mode])
     if mode == "fast" and not args.compile_on:
-        i = switches.index("MODEL.COMPILE")
-        del switches[i:i + 2]
+        switches = list(FAST)
     opts += switches + list(extra)
     return load_config(os.path.join(common.REPO, "configs", "minikinetics", f"R{depth}{VARIANTS[variant]}.yaml"), opts)
 
@@ -113,6 +100,11 @@ class Case:
         self.clips = torch.randn((args.batch, 3, args.frames, args.size, args.size), generator=generator).to(device)
         self.labels = torch.randint(cfg.MODEL.NUM_CLASSES, (args.batch,), generator=generator).to(device)
         self.force_cpu_bf16 = mode.endswith("cpu_bf16") and device.type == "cpu"
+
+    @property
+    def amp(self) -> Optional[torch.dtype]:
+        """The autocast dtype of the step (None: fp32)."""
+        return torch.bfloat16 if self.force_cpu_bf16 else amp_dtype(self.cfg, self.device)
 
     def autocast(self):
         if self.force_cpu_bf16:
@@ -141,38 +133,56 @@ def model_flops(depth: int, variant: str, args: argparse.Namespace, device: torc
     return int(counter.get_total_flops())
 
 
-def measure_depth(depth: int, args: argparse.Namespace, device: torch.device, peak: Optional[float]) -> Dict:
+def build_case(depth: int, variant: str, mode: str, args: argparse.Namespace, device: torch.device,
+               flops: int, extra_opts: Sequence[str] = ()) -> Tuple[Case, Dict]:
+    """A case and its row: switches, FLOPs per step and the peak memory of its first step
+    (on CUDA that step also compiles; a compiled model's first step on the CPU is not tracked)."""
+    print(f"  building R-{depth} {variant} | {mode}", flush=True)
+    case = Case(depth, variant, mode, args, device, extra_opts)
+    row = {"depth": depth, "variant": variant, "mode": mode, "flops_per_step": flops,
+           "switches": {"MIXED_PRECISION": bool(case.cfg.TRAIN.MIXED_PRECISION),
+                        "CHANNELS_LAST": bool(case.cfg.MODEL.CHANNELS_LAST),
+                        "FUSED": bool(case.cfg.CGNL.FUSED), "COMPILE": case.compiled}}
+    if case.compiled and device.type == "cpu":
+        case.step()  # compile outside the tracker
+    else:
+        row["peak_mem_bytes"] = common.peak_memory_bytes(case.step, device)
+    return case, row
+
+
+def time_cases(cases: Dict[str, Case], rows: Dict[str, Dict], args: argparse.Namespace, device: torch.device,
+               max_seconds: Optional[float] = None) -> None:
+    """Time ``cases`` round-robin and fill their ``rows`` (keys "variant | mode"): clips/s,
+    TFLOP/s, the MFU against the peak of the precision each runs in, and the ratios."""
+    print(f"  timing {len(cases)} cases round-robin ...", flush=True)
+    timings = common.time_interleaved({k: c.step for k, c in cases.items()}, args.repeats,
+                                      max(args.warmup - 1, 0), device, max_seconds=max_seconds)
+    for key, timing in timings.items():
+        row = rows[key]
+        row.update(step_s=timing["median_s"], step_min_s=timing["min_s"], step_max_s=timing["max_s"],
+                   repeats=timing["repeats"], clips_per_s=args.batch / timing["median_s"])
+        row["achieved_tflops"] = row["flops_per_step"] / timing["median_s"] / 1e12
+        row["precision"] = common.compute_precision(cases[key].amp)
+        row["peak_tflops"] = common.peak_tflops(device, row["precision"], args.peak_tflops)
+        row["mfu"] = row["achieved_tflops"] / row["peak_tflops"] if row["peak_tflops"] else None
+    for row in rows.values():
+        if "clips_per_s" not in row:
+            continue
+        base = rows.get(f"baseline | {row['mode']}", {})
+        eager = rows.get(f"{row['variant']} | eager", {})
+        row["vs_baseline_same_mode"] = row["clips_per_s"] / base["clips_per_s"] if "clips_per_s" in base else None
+        row["vs_eager_same_model"] = row["clips_per_s"] / eager["clips_per_s"] if "clips_per_s" in eager else None
+
+
+def measure_depth(depth: int, args: argparse.Namespace, device: torch.device) -> Dict:
     cases: Dict[str, Case] = {}
     rows: Dict[str, Dict] = {}
     for variant in args.variants:
         flops = model_flops(depth, variant, args, device)
         for mode in args.modes:
             key = f"{variant} | {mode}"
-            print(f"  building R-{depth} {key}", flush=True)
-            case = Case(depth, variant, mode, args, device)
-            row = {"depth": depth, "variant": variant, "mode": mode, "flops_per_step": flops,
-                   "switches": {"MIXED_PRECISION": bool(case.cfg.TRAIN.MIXED_PRECISION),
-                                "CHANNELS_LAST": bool(case.cfg.MODEL.CHANNELS_LAST),
-                                "FUSED": bool(case.cfg.CGNL.FUSED), "COMPILE": case.compiled}}
-            if case.compiled and device.type == "cpu":
-                case.step()  # compile outside the tracker
-            else:
-                row["peak_mem_bytes"] = common.peak_memory_bytes(case.step, device)
-            rows[key], cases[key] = row, case
-    print(f"  timing {len(cases)} cases round-robin ...", flush=True)
-    timings = common.time_interleaved({k: c.step for k, c in cases.items()}, args.repeats,
-                                      max(args.warmup - 1, 0), device)
-    for key, timing in timings.items():
-        row = rows[key]
-        row.update(step_s=timing["median_s"], step_min_s=timing["min_s"], step_max_s=timing["max_s"],
-                   repeats=timing["repeats"], clips_per_s=args.batch / timing["median_s"])
-        row["achieved_tflops"] = row["flops_per_step"] / timing["median_s"] / 1e12
-        row["mfu"] = row["achieved_tflops"] / peak if peak else None
-    for row in rows.values():
-        base = rows.get(f"baseline | {row['mode']}")
-        eager = rows.get(f"{row['variant']} | eager")
-        row["vs_baseline_same_mode"] = row["clips_per_s"] / base["clips_per_s"] if base else None
-        row["vs_eager_same_model"] = row["clips_per_s"] / eager["clips_per_s"] if eager else None
+            cases[key], rows[key] = build_case(depth, variant, mode, args, device, flops)
+    time_cases(cases, rows, args, device)
     del cases
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -180,15 +190,21 @@ def measure_depth(depth: int, args: argparse.Namespace, device: torch.device, pe
 
 
 def table(rows: List[Dict]) -> str:
+    """One line per row; a row that was not timed shows its "skipped" reason."""
     out = []
     for r in rows:
-        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "n/a"
-        cost = f"{100 * (1 - r['vs_baseline_same_mode']):+.1f}%" if r["variant"] != "baseline" else ""
-        out.append([f"R-{r['depth']}", r["variant"], r["mode"], f"{r['clips_per_s']:.2f}",
-                    f"{r['vs_eager_same_model']:.2f}x", cost, common.fmt_mb(r.get("peak_mem_bytes")),
-                    f"{r['flops_per_step'] / 1e9:.0f}", f"{r['achieved_tflops']:.3f}", mfu])
+        if "clips_per_s" not in r:
+            out.append([f"R-{r['depth']}", r["variant"], r["mode"], r.get("skipped", "not timed")] + [""] * 6)
+            continue
+        mfu = f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:g} ({r['precision']})" if r.get("mfu") else "n/a"
+        cost = (f"{100 * (1 - r['vs_baseline_same_mode']):+.1f}%"
+                if r["variant"] != "baseline" and r.get("vs_baseline_same_mode") else "")
+        vs_eager = f"{r['vs_eager_same_model']:.2f}x" if r.get("vs_eager_same_model") else ""
+        out.append([f"R-{r['depth']}", r["variant"], r["mode"], f"{r['clips_per_s']:.2f}", vs_eager, cost,
+                    common.fmt_mb(r.get("peak_mem_bytes")), f"{r['flops_per_step'] / 1e9:.0f}",
+                    f"{r['achieved_tflops']:.3f}", mfu])
     return common.markdown_table(["model", "variant", "mode", "clips/s", "vs eager", "clips/s cost vs baseline",
-                                  "peak MB", "GFLOP/step", "TFLOP/s", "MFU"], out)
+                                  "peak MB", "GFLOP/step", "TFLOP/s", "MFU (of peak TFLOP/s)"], out)
 
 
 def main() -> int:
@@ -220,20 +236,19 @@ def main() -> int:
     if args.quick:
         args.depths, args.variants, args.repeats = [50], ["baseline", "+1 CGNL"], 2
     machine = common.machine_info(device)
-    peak = peak_tflops(device, args.peak_tflops)
     print(f"# bench_train_step on {machine.get('gpu', machine['cpu'])} ({device.type}), batch {args.batch}, "
           f"{args.frames}x{args.size}x{args.size}", flush=True)
     rows: List[Dict] = []
     load_start = common.load_average()
     for depth in args.depths:
         print(f"R-{depth}:", flush=True)
-        rows += list(measure_depth(depth, args, device, peak).values())
+        rows += list(measure_depth(depth, args, device).values())
     result = {
         "machine": machine, "command": common.command_line(),
         "load_average_1min": [load_start, common.load_average()],
         "settings": {"batch": args.batch, "frames": args.frames, "size": args.size, "repeats": args.repeats,
                      "warmup": args.warmup, "modes": {m: MODES[m] for m in args.modes},
-                     "compile_in_fast": args.compile_on, "peak_tflops": peak},
+                     "compile_in_fast": args.compile_on, "peak_tflops_override": args.peak_tflops or None},
         "memory_measure": common.MEMORY_NOTE[device.type],
         "rows": rows,
     }
