@@ -8,7 +8,8 @@ them (``StandIns.get(name)`` builds on first use):
 * ``synthetic``: the demo's data (``make_synthetic`` -> ``extract_frames`` ->
   ``build_manifests generic``), 6 classes x (3 train + 2 test) videos of 24 frames.
 * ``tools_demo``: ``output/tools_demo/{data,demo_cgnl,demo_nl}``: the two demo runs of
-  docs/TOOLS.md (the demo config as shipped, 40 epochs, on ``synthetic``).
+  docs/TOOLS.md (the demo config as shipped, 40 epochs, on ``synthetic``; a checkpoint at
+  the end only).
 * ``ucf101``: ``UCF-101/<Class>/v_<Class>_gGG_cCC.avi`` (what ``unrar x UCF101.rar``
   gives), ``UCF101TrainTestSplits-RecognitionTask.zip`` (classInd.txt with 101
   classes and the train/test lists of 3 splits, CRLF line ends, as published), and
@@ -19,6 +20,7 @@ them (``StandIns.get(name)`` builds on first use):
   (most listed clips are not downloaded: they are "no longer on YouTube"), and
   ``frames/``, ``manifests/`` made from them.
 * ``generic``: ``my_videos/`` and ``my_lists/`` of DATA_PREP.md's "your own videos".
+* ``get(name, builder)``: any other stand-in, e.g. the checkpoint a test-only command reads.
 * ``torch_home``: torchvision's cache (``TORCH_HOME``); ``imagenet_standin(arch, name)``
   puts a state dict of torchvision's ``arch`` (random weights) under the file name of
   the weights' URL, where ``torchvision.models.<arch>(weights=name)`` looks first, so
@@ -80,13 +82,12 @@ def _write(path: str, text: str, newline: str = "\n") -> None:
 class StandIns:
     """The session's stand-ins under ``root``; ``get(name)`` makes one on first use."""
 
-    def __init__(self, root: str, env: Dict[str, str], extra: Optional[Dict[str, Callable[[str], None]]] = None):
+    def __init__(self, root: str, env: Dict[str, str]):
         self.root, self.env = root, env
         self.builders: Dict[str, Callable[[str], None]] = {
             "synthetic": self._synthetic, "tools_demo": self._tools_demo, "ucf101": self._ucf101,
             "kinetics": self._kinetics, "generic": self._generic, "torch_home": os.makedirs,
         }
-        self.builders.update(extra or {})
         self._locks: Dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
@@ -95,13 +96,14 @@ class StandIns:
         with self._locks_lock:
             return self._locks.setdefault(key, threading.Lock())
 
-    def get(self, name: str) -> str:
-        """The folder of stand-in ``name`` (made now if it does not exist yet)."""
+    def get(self, name: str, builder: Optional[Callable[[str], None]] = None) -> str:
+        """The folder of stand-in ``name`` (made now by ``builder``, default the one of
+        that name, if it does not exist yet)."""
         folder = os.path.join(self.root, name)
         with self._lock(name):
             if not os.path.exists(folder + ".done"):
                 shutil.rmtree(folder, ignore_errors=True)
-                self.builders[name](folder)
+                (builder or self.builders[name])(folder)
                 open(folder + ".done", "w").close()
         return folder
 
@@ -132,7 +134,8 @@ class StandIns:
         for name, extra in runs.items():
             command = [sys.executable, os.path.join(REPO, "tools", "run_net.py"),
                        "--cfg", os.path.join(REPO, "configs", "demo", "C2D_CGNL_synthetic.yaml"),
-                       *data, *extra, "OUTPUT_DIR", f"output/tools_demo/{name}"]
+                       *data, *extra, "OUTPUT_DIR", f"output/tools_demo/{name}",
+                       "TRAIN.CHECKPOINT_PERIOD", "40"]  # the same run, without 38 checkpoints deleted again
             log = open(os.path.join(folder, f"{name}.log"), "w")
             processes.append((name, log, subprocess.Popen(command, cwd=folder, env=self.env, stdout=log,
                                                           stderr=subprocess.STDOUT)))

@@ -150,8 +150,6 @@ PROVIDED: List[Provided] = [
              "kinetics/minikinetics200/val_ytid_list.txt"),
     Provided(r"--root data/kinetics/frames\b|configs/minikinetics/", "data/kinetics/frames", "kinetics/frames"),
     Provided(r"configs/minikinetics/", "data/minikinetics200/manifests", "kinetics/manifests"),
-    Provided(r"output/minikinetics/R101_CGNL8/checkpoints/checkpoint_epoch_00080\.pyth",
-             "output/minikinetics/R101_CGNL8/checkpoints/checkpoint_epoch_00080.pyth", "r101_cgnl8_tiny/weights.pyth"),
     # "your own videos"
     Provided(r"--src my_videos\b", "my_videos", "generic/my_videos"),
     Provided(r"--list-dir my_lists\b", "my_lists", "generic/my_lists"),
@@ -159,6 +157,9 @@ PROVIDED: List[Provided] = [
 
 #: torchvision ImageNet weights named in a command: a stand-in goes into torchvision's cache (TORCH_HOME)
 IMAGENET_WEIGHTS = re.compile(r"\b(IMAGENET1K_V\d)\b")
+#: a checkpoint of a paper config's run named in a command (to test, or to start from): the untrained
+#: weights of that config's network with TINY_RUN are put there
+RUN_CHECKPOINT = re.compile(r"\boutput/(minikinetics|ucf101)/(\w+)/checkpoints/checkpoint_epoch_(\d+)\.pyth\b")
 
 #: block pattern -> (text its failure output must contain, the bug): run, and must fail so
 KNOWN_FAILURES: Dict[str, Tuple[str, str]] = {
@@ -275,6 +276,13 @@ class Runner:
             if re.search(entry.trigger, command) and not re.search(entry.unless, block.text) \
                     and not os.path.lexists(target):
                 provide(self.standins.source(entry.source), target)
+        for match in RUN_CHECKPOINT.finditer(command):
+            target = os.path.join(sandbox, match.group(0))
+            if not os.path.lexists(target):
+                dataset, name, epoch = match.groups()
+                weights = self.standins.get(f"checkpoint_{dataset}_{name}",
+                                            lambda folder: tiny_checkpoint(folder, dataset, name, int(epoch)))
+                provide(os.path.join(weights, "weights.pyth"), target)
         for weights in IMAGENET_WEIGHTS.findall(command):
             archs = re.findall(r"\b(resnet(?:50|101))\(", command) or ["resnet50", "resnet101"]
             for arch in archs:
@@ -414,9 +422,9 @@ def describe(block: Block, steps: List[Step]) -> str:
 # ----------------------------------------------------------------------------- stand-ins and pool
 
 
-def tiny_checkpoint(folder: str) -> None:
-    """The weights a test-only command of the docs reads, for its network with TINY_RUN
-    (untrained: the command scores them, nothing else)."""
+def tiny_checkpoint(folder: str, dataset: str, name: str, epoch: int) -> None:
+    """``folder/weights.pyth``: a checkpoint of ``configs/<dataset>/<name>.yaml``'s network with
+    TINY_RUN (untrained: a test-only command scores it, a fine-tuning one starts from it)."""
     import shlex
 
     import torch
@@ -424,17 +432,16 @@ def tiny_checkpoint(folder: str) -> None:
     from cgnl_video.config import load_config
     from cgnl_video.models import build_model
 
-    cfg = load_config(os.path.join(REPO, "configs", "minikinetics", "R101_CGNL8.yaml"), shlex.split(TINY_RUN))
+    cfg = load_config(os.path.join(REPO, "configs", dataset, f"{name}.yaml"), shlex.split(TINY_RUN))
     torch.manual_seed(0)
     os.makedirs(folder)
-    torch.save({"model": build_model(cfg).state_dict(), "epoch": 80}, os.path.join(folder, "weights.pyth"))
+    torch.save({"model": build_model(cfg).state_dict(), "epoch": epoch}, os.path.join(folder, "weights.pyth"))
 
 
 def docs_env(torch_home: str) -> Dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([REPO] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env.update(TORCH_HOME=torch_home, MPLBACKEND="Agg", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
-               PYTHONDONTWRITEBYTECODE="1")
+    env.update(TORCH_HOME=torch_home, MPLBACKEND="Agg", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     env.pop("PYTEST_CURRENT_TEST", None)
     return env
 
@@ -449,7 +456,7 @@ def docs_runs(request, tmp_path_factory):
                 and "block" in item.callspec.params]
     standins_root = str(tmp_path_factory.mktemp("docs_standins"))
     env = docs_env(os.path.join(standins_root, "torch_home"))
-    standins = StandIns(standins_root, env, {"r101_cgnl8_tiny": tiny_checkpoint})
+    standins = StandIns(standins_root, env)
     runner = Runner(str(tmp_path_factory.mktemp("docs_sandboxes")), standins, env)
     pool = ThreadPoolExecutor(max_workers=2)
     futures: Dict[str, Future] = {block.id: pool.submit(runner.run_block, block) for block in selected}
@@ -498,6 +505,8 @@ def test_every_table_entry_matches_the_docs():
              for pattern in table if not any(re.search(pattern, command) for command in commands)]
     stale += [f"PROVIDED: {entry.trigger} -> {entry.target}" for entry in PROVIDED
               if not any(re.search(entry.trigger, command) for command in commands)]
+    stale += [f"provider: {pattern.pattern}" for pattern in (RUN_CHECKPOINT, IMAGENET_WEIGHTS)
+              if not any(pattern.search(command) for command in commands)]
     stale += [f"{name}: {pattern}" for name, table in (("KNOWN_FAILURES", KNOWN_FAILURES),
                                                       ("FOLLOWING_OUTPUT", FOLLOWING_OUTPUT))
               for pattern in table if not any(re.search(pattern, text) for text in texts)]
