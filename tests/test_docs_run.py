@@ -327,11 +327,14 @@ class Runner:
         return steps
 
     def _commands(self, block: Block, sandbox: str) -> List[Step]:
+        """The commands of a shell or console block in order, until one has a problem;
+        ``NAME=value`` assignments stay in effect for the commands after them."""
         steps: List[Step] = []
         assignments: List[str] = []
         status = 0
         for number, command in enumerate(block.commands):
             parts = split_and(strip_comment(command.text))
+            following = block.commands[number + 1].text if number + 1 < len(block.commands) else ""
             for index, part in enumerate(parts):
                 step = plan(part)
                 steps.append(step)
@@ -340,32 +343,35 @@ class Runner:
                 self.provide_for(part, block, sandbox)
                 if step.note.startswith("usage synopsis"):
                     self.synopsis(step, sandbox)
-                    continue
-                if part.startswith("echo $?") and command.output:
+                elif part.startswith("echo $?") and command.output:
                     self.shell(step, step.run, sandbox, status)
                     if step.stdout.split() != [line.strip() for line in command.output if line.strip()]:
                         step.problems.append(f"the docs show {command.output}, the exit status was {status}")
-                    continue
-                self.shell(step, "\n".join(assignments + [step.run]), sandbox, status)
-                status = step.rc
-                if re.match(r"^[A-Za-z_]\w*=", part):
-                    assignments.append(part)
-                last = index == len(parts) - 1
-                shows_status = last and number + 1 < len(block.commands) and \
-                    block.commands[number + 1].text.startswith("echo $?")
-                if step.rc != 0 and not shows_status:
-                    step.problems.append(f"exit status {step.rc}")
-                if last and command.output:
-                    self._compare(step, command.output)
-                pattern = first_match(NOT_IN_OUTPUT, part)
-                if pattern and re.search(NOT_IN_OUTPUT[pattern][0], step.output):
-                    step.problems.append(f"the output has {NOT_IN_OUTPUT[pattern][0]!r}: {NOT_IN_OUTPUT[pattern][1]}")
-                self._check_rows(step, block)
+                else:
+                    self.shell(step, "\n".join(assignments + [step.run]), sandbox, status)
+                    status = step.rc
+                    if re.match(r"^[A-Za-z_]\w*=", part):
+                        assignments.append(part)
+                    last = index == len(parts) - 1
+                    self._check(step, block, command.output if last else [],
+                                shows_status=last and following.startswith("echo $?"))
             if any(step.problems for step in steps):
                 break
         if steps and steps[-1].run is not None and not steps[-1].problems:
             self._following_output(block, steps[-1])
         return steps
+
+    def _check(self, step: Step, block: Block, shown: List[str], shows_status: bool) -> None:
+        """Exit status 0 (unless the docs show it), the output the docs show, and the
+        OUTPUT_IN_FILE / NOT_IN_OUTPUT rules."""
+        if step.rc != 0 and not shows_status:
+            step.problems.append(f"exit status {step.rc}")
+        if shown:
+            self._compare(step, shown)
+        pattern = first_match(NOT_IN_OUTPUT, step.docs)
+        if pattern and re.search(NOT_IN_OUTPUT[pattern][0], step.output):
+            step.problems.append(f"the output has {NOT_IN_OUTPUT[pattern][0]!r}: {NOT_IN_OUTPUT[pattern][1]}")
+        self._check_rows(step, block)
 
     def _python(self, block: Block, sandbox: str) -> Step:
         self.provide_for(block.text, block, sandbox)
