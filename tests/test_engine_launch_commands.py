@@ -5,7 +5,6 @@ test batch need not divide the number of processes."""
 
 import glob
 import os
-import re
 import shlex
 from typing import List, NamedTuple
 
@@ -15,6 +14,7 @@ import torch
 from cgnl_video.config import load_config
 from cgnl_video.data.loader import build_loader
 from cgnl_video.engine.preflight import check_run, run_warnings
+from docs_blocks import extract_blocks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = "tools/run_net.py"
@@ -28,21 +28,10 @@ class Launch(NamedTuple):
 
 
 def bash_commands(text: str) -> List[tuple]:
-    """(line number, command) of every ```bash block's commands, continuation lines joined."""
-    commands = []
-    for match in re.finditer(r"^```bash\n(.*?)^```", text, re.S | re.M):
-        first_line = text[:match.start(1)].count("\n") + 1
-        pending, start = "", None
-        for offset, line in enumerate(match.group(1).splitlines()):
-            start = first_line + offset if start is None else start
-            if line.rstrip().endswith("\\"):
-                pending += line.rstrip()[:-1] + " "
-                continue
-            command = (pending + line).strip()
-            if command and not command.startswith("#"):
-                commands.append((start, command))
-            pending, start = "", None
-    return commands
+    """(line number, command) of every shell block's commands, continuation lines joined
+    (read as tests/test_docs_run.py reads them: tests/docs_blocks.py)."""
+    return [(command.line, command.text) for block in extract_blocks(text, "") if block.kind == "shell"
+            for command in block.commands]
 
 
 def parse_torchrun(where: str, command: str) -> Launch:
