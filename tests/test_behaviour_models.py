@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import torchvision
 
 from cgnl_video.config import load_config
-from cgnl_video.models import NonLocalBlock, build_model
+from cgnl_video.models import NonLocalBlock, build_model, load_pretrained
 
 # A narrow C2D R-50 (stage widths 16..128) with one block after res4 block 4 (64 channels).
 NARROW = ["RESNET.WIDTH_PER_GROUP", "4", "MODEL.NUM_CLASSES", "5", "NONLOCAL.LOCATION", "[[], [], [4], []]"]
@@ -223,6 +223,7 @@ def test_inflated_temporal_kernels_average_the_2d_kernel_over_different_frames(r
                              "RESNET.CONV_A_KERNEL", "[[1, 1, 1], [3, 1, 1], [1, 1, 1], [1, 1, 1]]",
                              "DATA.NUM_FRAMES", "16"])
     model = build_model(cfg)
+    load_pretrained(cfg, model)  # build_model reads no file; a fresh run loads the ImageNet weights
     stem_conv = model.blocks[0].conv
     conv_a = model.blocks[3].res_blocks[1].branch2.conv_a
     generator = torch.Generator().manual_seed(2)
