@@ -27,7 +27,6 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from cgnl_video.config.choices import DECODING_BACKENDS
 from cgnl_video.data.manifest import frame_file_name
 from cgnl_video.prep import index as idx
 from cgnl_video.prep.video_io import (
@@ -248,6 +247,8 @@ def extract_all(
     """Extract ``videos`` (default: all below ``src_root``) into ``dst_root`` with
     ``decoder`` first (one of DECODING_BACKENDS); see the module doc. TorchCodecUnavailable
     before any work when it is "torchcodec" and torchcodec or FFmpeg is missing."""
+    from cgnl_video.config.choices import DECODING_BACKENDS  # not at the top: workers import this module
+
     if decoder not in DECODING_BACKENDS:
         raise ValueError(f"decoder must be one of {list(DECODING_BACKENDS)}, got {decoder!r}")
     if decoder == "torchcodec":

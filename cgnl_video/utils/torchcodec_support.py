@@ -14,8 +14,6 @@ import functools
 from types import ModuleType
 from typing import Optional, Tuple
 
-from cgnl_video.config import ConfigError
-
 INSTALL = 'pip install -e ".[torchcodec]"'
 FFMPEG_INSTALL = ("apt-get install ffmpeg (Debian, Ubuntu), conda install -c conda-forge ffmpeg, "
                   "or brew install ffmpeg (macOS)")
@@ -62,6 +60,8 @@ def check_decoding_backend(backend: str) -> None:
     is written, and every torchcodec video reader calls it when opened."""
     if backend != "torchcodec":
         return
+    from cgnl_video.config import ConfigError  # here: extraction workers import this module without config
+
     try:
         load_torchcodec()
     except TorchCodecUnavailable as error:
