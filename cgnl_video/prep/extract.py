@@ -232,6 +232,12 @@ def _extract_in_worker(task: Task) -> Outcome:
     decord = load_decord() if task.decoder == "decord" else None
     if decord is not None:  # keep decoder messages off the terminal (the reasons go to the failures file)
         decord.logging.set_level(decord.logging.QUIET)
+    if task.decoder == "torchcodec":
+        import torch
+
+        # One video per process: torch's idle OpenMP threads would spin after each of
+        # torchcodec's tensor ops (3x the CPU time on 2 cores, benchmarks/bench_extract.py).
+        torch.set_num_threads(1)
     return extract_video(task)
 
 
