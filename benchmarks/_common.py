@@ -15,6 +15,8 @@
   quantity as the CUDA figure without the allocator's rounding and caching
   (it does not see memory a kernel uses internally, e.g. oneDNN scratch buffers).
 * ``write_json(path, result)``, ``markdown_table(header, rows)``.
+* ``decoder_versions()``: decord, PyAV (and its FFmpeg), torchcodec (and the system
+  FFmpeg it loaded), for the video-decoding benchmarks.
 
 bench_extract.py and bench_loader.py predate this module and keep their own copies
 of the machine-info and JSON code; they could use these.
@@ -118,6 +120,33 @@ def machine_info(device: torch.device) -> Dict:
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), driver=_gpu_driver())
     return info
+
+
+def decoder_versions() -> Dict[str, str]:
+    """Versions of the video decoders (absent = not importable here)."""
+    versions = {}
+    try:
+        import av
+
+        versions["av"] = av.__version__
+        versions["av_ffmpeg"] = str(getattr(av, "ffmpeg_version_info", "unknown"))  # the FFmpeg its wheel bundles
+    except ImportError:
+        pass
+    try:
+        import decord
+
+        versions["decord"] = decord.__version__
+    except (ImportError, OSError):
+        pass
+    from cgnl_video.utils.torchcodec_support import TorchCodecUnavailable, load_torchcodec
+
+    try:
+        torchcodec = load_torchcodec()
+        versions["torchcodec"] = torchcodec.__version__
+        versions["torchcodec_ffmpeg_major"] = str(torchcodec.ffmpeg_major_version)  # the system's FFmpeg
+    except (TorchCodecUnavailable, AttributeError):
+        pass
+    return versions
 
 
 def load_average() -> float:

@@ -7,8 +7,9 @@ native size every frame, training clip and 30-view test view is pixel-identical
 torchcodec converts to RGB and then resizes bilinearly with antialiasing, decord
 and PyAV resize in YUV bicubically. Its frames are compared with an independent
 formulation instead, PIL's antialiased bilinear resize of PyAV's native frames:
-mean absolute difference at most 1 level (0.15-0.41 measured) and 99th
-percentile at most 10 levels (1-7 measured).
+mean absolute difference at most 1 level and 99th percentile at most 4 levels
+(measured on the test's video: 0.16 / 1 at short side 128, 0.20 / 2 at 32; PyAV's
+own bicubic frames are 2.0-2.7 levels from either).
 
 torchcodec is in the ``test`` extra, so a missing package fails these tests. Its
 wheels load FFmpeg's shared libraries from the system, which pip cannot install;
@@ -186,7 +187,7 @@ def test_extraction_resize_matches_an_antialiased_bilinear_resize(videos):
         reference = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR)) for f in native])
         difference = np.abs(resized - reference)
         assert resized.shape == (FRAMES, size[1], size[0], 3)
-        assert difference.mean() <= 1.0 and np.percentile(difference, 99) <= 10, short_side
+        assert difference.mean() <= 1.0 and np.percentile(difference, 99) <= 4, short_side
 
 
 def test_extract_all_with_torchcodec_keeps_the_bad_input_rules(tmp_path):
