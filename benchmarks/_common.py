@@ -18,8 +18,8 @@
 * ``decoder_versions()``: decord, PyAV (and its FFmpeg), torchcodec (and the system
   FFmpeg it loaded), for the video-decoding benchmarks.
 
-bench_extract.py and bench_loader.py predate this module and keep their own copies
-of the machine-info and JSON code; they could use these.
+bench_loader.py and bench_extract.py use them too (bench_extract.py for its decoder
+comparison; its ffmpeg runs time whole processes with their own code).
 """
 
 import argparse
