@@ -9,6 +9,12 @@ DECORD = (
     "decord>=0.6.0; (sys_platform == 'linux' and platform_machine == 'x86_64')"
     " or (sys_platform == 'win32' and platform_machine == 'AMD64')"
 )
+# torchcodec (DATA.DECODING_BACKEND torchcodec, docs/DATA_PIPELINE.md) is built against torch's
+# stable ABI from 0.12 on: one wheel serves torch >= 2.11 (torchcodec's compatibility table, which
+# also sets Python >= 3.10). Tested with 0.12.0, 0.14.0 and 0.17.0 on torch 2.14.1. It loads FFmpeg's
+# shared libraries from the system, which pip cannot install: apt-get install ffmpeg, conda install
+# -c conda-forge ffmpeg or brew install ffmpeg (.ci/run installs them for the tests).
+TORCHCODEC = ["torchcodec>=0.12,<0.18; python_version >= '3.10'", "torch>=2.11; python_version >= '3.10'"]
 
 setup(
     name="cgnl_video",
@@ -35,6 +41,8 @@ setup(
     extras_require={
         # TENSORBOARD.ENABLE (docs/TRAINING.md section 9); the tests read the event files back with it
         "tensorboard": ["tensorboard"],
-        "test": ["pytest>=7", "pytest-timeout", "tensorboard"],
+        # DATA.DECODING_BACKEND torchcodec; the tests compare it with PyAV
+        "torchcodec": TORCHCODEC,
+        "test": ["pytest>=7", "pytest-timeout", "tensorboard", *TORCHCODEC],
     },
 )

@@ -17,9 +17,11 @@
 * ``GPU_PEAK_TFLOPS`` / ``peak_tflops(device, precision)``: dense datasheet peaks per
   GPU and precision, the denominator of the model-FLOP utilisation (MFU).
 * ``write_json(path, result)``, ``markdown_table(header, rows)``.
+* ``decoder_versions()``: decord, PyAV (and its FFmpeg), torchcodec (and the system
+  FFmpeg it loaded), for the video-decoding benchmarks.
 
-bench_extract.py and bench_loader.py predate this module and keep their own copies
-of the machine-info and JSON code; they could use these.
+bench_loader.py and bench_extract.py use them too (bench_extract.py for its decoder
+comparison; its ffmpeg runs time whole processes with their own code).
 """
 
 import argparse
@@ -121,6 +123,33 @@ def machine_info(device: torch.device) -> Dict:
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), driver=_gpu_driver())
     return info
+
+
+def decoder_versions() -> Dict[str, str]:
+    """Versions of the video decoders (absent = not importable here)."""
+    versions = {}
+    try:
+        import av
+
+        versions["av"] = av.__version__
+        versions["av_ffmpeg"] = str(getattr(av, "ffmpeg_version_info", "unknown"))  # the FFmpeg its wheel bundles
+    except ImportError:
+        pass
+    try:
+        import decord
+
+        versions["decord"] = decord.__version__
+    except (ImportError, OSError):
+        pass
+    from cgnl_video.utils.torchcodec_support import TorchCodecUnavailable, load_torchcodec
+
+    try:
+        torchcodec = load_torchcodec()
+        versions["torchcodec"] = torchcodec.__version__
+        versions["torchcodec_ffmpeg_major"] = str(torchcodec.ffmpeg_major_version)  # the system's FFmpeg
+    except (TorchCodecUnavailable, AttributeError):
+        pass
+    return versions
 
 
 def load_average() -> float:

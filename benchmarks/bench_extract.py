@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""Frame extraction speed: data_prep/extract_frames.py against the ffmpeg command line.
+"""Frame extraction speed: data_prep/extract_frames.py with each video decoder,
+against the ffmpeg command line.
 
-Needs the ffmpeg program (Debian package ffmpeg). Install it first:
+Needs the ffmpeg program (Debian package ffmpeg), which also provides the FFmpeg
+shared libraries torchcodec loads. Install it first:
 
     apt-get update && apt-get install -y ffmpeg
 
-Then, from the repository root (after ``pip install -e .``):
+Then, from the repository root (after ``pip install -e ".[torchcodec]"``):
 
     python benchmarks/bench_extract.py
 
@@ -20,27 +22,34 @@ What it does, in one run on the same videos and the same cores:
 3. For each core count (1, then all cores): ffmpeg as
    ``ffmpeg -threads 1 -i V -filter_threads 1 -vf scale=-2:256 -threads 1 -q:v 2 OUT/%06d.jpg``,
    one process per video, as many at a time as there are cores; and
-   ``extract_frames.py --short-side 256 --workers <cores>``. Both are pinned to the
-   cores with sched_setaffinity; wall time includes process start-up; the best of
-   ``--repeats`` runs counts.
-4. Checks both wrote the same number of frames, prints a table and writes JSON.
+   ``extract_frames.py --short-side 256 --workers <cores> --decoding-backend B`` for
+   each decoder B (decord, pyav, and torchcodec where it and FFmpeg's libraries are
+   installed). All are pinned to the cores with sched_setaffinity and run
+   round-robin; wall time includes process start-up; the best of ``--repeats`` runs
+   counts.
+4. Decoding alone, in this process (one thread): each decoder's frames resized to
+   short side 256 (``cgnl_video.prep.video_io.frames_with_*``, what the workers do
+   before writing JPEGs), round-robin, median CPU time; and how far each decoder's
+   resized frames are from PyAV's (torchcodec resizes bilinearly, the others bicubically).
+5. Checks every tool wrote the same number of frames, prints tables and writes JSON.
 """
 
 import argparse
-import datetime
 import io
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as common  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,9 +102,10 @@ def run_ffmpeg(videos: List[str], dst: str, cores: Sequence[int]) -> float:
     return time.perf_counter() - start
 
 
-def run_ours(src: str, dst: str, cores: Sequence[int], quality: int) -> float:
+def run_ours(src: str, dst: str, cores: Sequence[int], quality: int, decoder: str) -> float:
     command = [sys.executable, os.path.join(REPO, "data_prep", "extract_frames.py"), "--src", src, "--dst", dst,
-               "--short-side", "256", "--quality", str(quality), "--workers", str(len(cores)), "--no-progress"]
+               "--short-side", "256", "--quality", str(quality), "--workers", str(len(cores)), "--no-progress",
+               "--decoding-backend", decoder]
     start = time.perf_counter()
     subprocess.run(command, check=True, preexec_fn=pinned(cores), stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -138,31 +148,33 @@ def calibrate_quality(video: str, work: str) -> Dict[str, float]:
     return {"quality": best, "ffmpeg_mean_bytes": ffmpeg_bytes, "pil_mean_bytes": sizes[best]}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=8, help="number of test videos (default: %(default)s)")
-    parser.add_argument("--seconds", type=int, default=10, help="length of each video (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per setting, best counts (default: %(default)s)")
-    parser.add_argument("--work", default=None, help="scratch folder (default: a temporary folder)")
-    parser.add_argument("--json", default=os.path.join(REPO, "benchmarks", "results", "extract.json"),
-                        help="where to write the results (default: %(default)s)")
-    args = parser.parse_args()
-    if shutil.which("ffmpeg") is None:
-        sys.exit("ffmpeg not found: install it with  apt-get update && apt-get install -y ffmpeg")
+def available_decoders() -> List[str]:
+    """decord (where installed), PyAV, and torchcodec where it can decode here."""
+    from cgnl_video.utils.decord_support import load_decord
+    from cgnl_video.utils.torchcodec_support import TorchCodecUnavailable, load_torchcodec
+
+    decoders = (["decord"] if load_decord() is not None else []) + ["pyav"]
+    try:
+        load_torchcodec()
+        decoders.append("torchcodec")
+    except TorchCodecUnavailable as error:
+        print(f"torchcodec not measured: {error}")
+    return decoders
+
+
+def bench_end_to_end(videos: List[str], src: str, work: str, quality: int, decoders: List[str],
+                     repeats: int) -> List[Dict]:
+    """ffmpeg and extract_frames with each decoder, round-robin, on 1 and on all cores."""
     cores = sorted(os.sched_getaffinity(0))
-    work = args.work or tempfile.mkdtemp(prefix="bench_extract_")
-    src = os.path.join(work, "videos")
-    videos = make_videos(src, args.videos, args.seconds, 480, 360, 30)
-    calibration = calibrate_quality(videos[0], work)
-    quality = int(calibration["quality"])
+    tools = ["ffmpeg"] + decoders
     rows = []
     for n in sorted({1, len(cores)}):
         use = cores[:n]
-        times: Dict[str, List[float]] = {"ffmpeg": [], "ours": []}
-        cpu: Dict[str, List[float]] = {"ffmpeg": [], "ours": []}
+        times: Dict[str, List[float]] = {tool: [] for tool in tools}
+        cpu: Dict[str, List[float]] = {tool: [] for tool in tools}
         frames = {}
-        for repeat in range(args.repeats):
-            for tool in ("ffmpeg", "ours"):
+        for repeat in range(repeats):
+            for tool in tools:
                 dst = os.path.join(work, f"{tool}_{n}_{repeat}")
                 shutil.rmtree(dst, ignore_errors=True)
                 os.makedirs(dst)
@@ -170,44 +182,120 @@ def main() -> int:
                 if tool == "ffmpeg":
                     times[tool].append(run_ffmpeg(videos, dst, use))
                 else:
-                    times[tool].append(run_ours(src, dst, use, quality))
+                    times[tool].append(run_ours(src, dst, use, quality, tool))
                 cpu[tool].append(children_cpu_seconds() - before)
                 frames[tool] = count_jpegs(dst)
                 shutil.rmtree(dst)
-        if frames["ffmpeg"] != frames["ours"]:
+        if len(set(frames.values())) != 1:
             sys.exit(f"frame counts differ: {frames}")
-        best = {tool: min(t) for tool, t in times.items()}
-        rows.append({
-            "cores": n, "frames": frames["ours"],
-            "ffmpeg_fps": frames["ffmpeg"] / best["ffmpeg"], "ours_fps": frames["ours"] / best["ours"],
-            "ffmpeg_seconds": best["ffmpeg"], "ours_seconds": best["ours"],
-            "ffmpeg_fps_per_cpu_second": frames["ffmpeg"] / min(cpu["ffmpeg"]),
-            "ours_fps_per_cpu_second": frames["ours"] / min(cpu["ours"]),
-        })
-    for row in rows:
-        row["ratio"] = row["ours_fps"] / row["ffmpeg_fps"]
-        row["ours_scaling"] = row["ours_fps"] / rows[0]["ours_fps"]
-        row["ffmpeg_scaling"] = row["ffmpeg_fps"] / rows[0]["ffmpeg_fps"]
-    version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
-    result = {
-        "date": datetime.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
-        f"{len(cores)} cores, {platform.system()} {platform.release()}", "python": platform.python_version(),
-        "ffmpeg": version, "videos": f"{args.videos} x {args.seconds} s H.264 480x360 30 fps",
-        "calibration": calibration, "rows": rows, "load_average_1min_at_end": os.getloadavg()[0],
+        for tool in tools:
+            best = min(times[tool])
+            rows.append({"cores": n, "tool": tool, "frames": frames[tool], "seconds": best,
+                         "fps": frames[tool] / best, "fps_per_cpu_second": frames[tool] / min(cpu[tool]),
+                         "ratio_vs_ffmpeg": min(times["ffmpeg"]) / best})
+    return rows
+
+
+IMPORTS = {"decord": "import decord", "pyav": "import av", "torchcodec": "import torchcodec.decoders"}
+
+
+def import_cpu_seconds(decoders: List[str], repeats: int) -> Dict[str, float]:
+    """CPU seconds a fresh Python process spends importing each decoder (median): the
+    start-up cost extract_frames pays in its parent and in every worker process."""
+    spent: Dict[str, List[float]] = {d: [] for d in decoders}
+    for _ in range(repeats):
+        for decoder in decoders:
+            before = children_cpu_seconds()
+            subprocess.run([sys.executable, "-c", IMPORTS[decoder]], check=True)
+            spent[decoder].append(children_cpu_seconds() - before)
+    return {d: float(np.median(t)) for d, t in spent.items()}
+
+
+def bench_decoding(videos: List[str], decoders: List[str], repeats: int) -> Dict:
+    """Decode + resize to short side 256 of every video, per decoder, in this process."""
+    from cgnl_video.prep import video_io
+
+    readers = {"decord": video_io.frames_with_decord, "pyav": video_io.frames_with_pyav,
+               "torchcodec": video_io.frames_with_torchcodec}
+    info = video_io.probe(videos[0])
+    size = video_io.output_size(info.width, info.height, 256)
+    total = {"frames": 0}
+
+    def decode_all(decoder: str) -> Callable[[], None]:
+        def run() -> None:
+            total["frames"] = sum(len(chunk) for video in videos
+                                  for chunk in readers[decoder](video, size, None, info.fps))
+        return run
+
+    times = common.time_interleaved({d: decode_all(d) for d in decoders}, repeats, warmup=1, clock="cpu")
+    first = {d: np.concatenate(list(readers[d](videos[0], size, None, info.fps))).astype(np.float32)
+             for d in decoders}
+    return {
+        "frames": total["frames"], "size": list(size),
+        "fps_per_cpu_second": {d: total["frames"] / t["cpu_median_s"] for d, t in times.items()},
+        "fps_wall": {d: total["frames"] / t["wall_median_s"] for d, t in times.items()},
+        "mean_abs_diff_vs_pyav": {d: float(np.abs(first[d] - first["pyav"]).mean()) for d in decoders},
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"{result['videos']}; short side 256; ffmpeg -q:v 2 ~ PIL quality {quality} "
-          f"({calibration['ffmpeg_mean_bytes']:.0f} vs {calibration['pil_mean_bytes']:.0f} bytes/frame)")
-    print("| cores | ffmpeg frames/s | extract_frames frames/s | ratio | scaling ours / ffmpeg "
-          "| frames per CPU-second ffmpeg / ours |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['cores']} | {row['ffmpeg_fps']:.0f} | {row['ours_fps']:.0f} | {row['ratio']:.2f}x "
-              f"| {row['ours_scaling']:.2f}x / {row['ffmpeg_scaling']:.2f}x "
-              f"| {row['ffmpeg_fps_per_cpu_second']:.0f} / {row['ours_fps_per_cpu_second']:.0f} |")
-    print(f"load average during the run: {os.getloadavg()[0]:.1f} (other processes on these cores slow both tools)")
+
+
+def markdown(result: Dict) -> str:
+    calibration = result["calibration"]
+    lines = [f"{result['videos']}; short side 256; ffmpeg -q:v 2 ~ PIL quality {calibration['quality']} "
+             f"({calibration['ffmpeg_mean_bytes']:.0f} vs {calibration['pil_mean_bytes']:.0f} bytes/frame)", ""]
+    table = [[row["cores"], "ffmpeg" if row["tool"] == "ffmpeg" else f"extract_frames, {row['tool']}",
+              f"{row['fps']:.0f}", f"{row['ratio_vs_ffmpeg']:.2f}x", f"{row['fps_per_cpu_second']:.0f}"]
+             for row in result["end_to_end"]]
+    lines.append(common.markdown_table(["cores", "tool", "frames/s", "vs ffmpeg", "frames per CPU-second"], table,
+                                       align="rlrrr"))
+    decoding = result["decoding"]
+    rates = decoding["fps_per_cpu_second"]
+    base = rates.get("decord", rates["pyav"])
+    startup = result["import_cpu_seconds"]
+    lines += ["", "CPU seconds to import the decoder in a fresh process (extract_frames pays it in the parent "
+              "and in each worker): " + ", ".join(f"{d} {t:.2f}" for d, t in startup.items())]
+    lines += ["", f"Decoding + resizing to {decoding['size'][0]}x{decoding['size'][1]} only, one thread "
+              f"({decoding['frames']} frames, median CPU time of {result['repeats_decoding']} round-robin runs):", ""]
+    lines.append(common.markdown_table(
+        ["decoder", "frames per CPU-second", "vs decord", "frames/s (wall)", "mean abs diff vs PyAV (levels)"],
+        [[d, f"{r:.0f}", f"{r / base:.2f}x", f"{decoding['fps_wall'][d]:.0f}",
+          f"{decoding['mean_abs_diff_vs_pyav'][d]:.2f}"] for d, r in rates.items()]))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=8, help="number of test videos (default: %(default)s)")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each video (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per setting, best counts (default: %(default)s)")
+    parser.add_argument("--decode-repeats", type=int, default=5,
+                        help="round-robin runs of the decoding-only part, median counts (default: %(default)s)")
+    parser.add_argument("--work", default=None, help="scratch folder (default: a temporary folder)")
+    parser.add_argument("--json", default=os.path.join(common.RESULTS, "extract.json"),
+                        help="where to write the results (default: %(default)s)")
+    args = parser.parse_args()
+    if shutil.which("ffmpeg") is None:
+        sys.exit("ffmpeg not found: install it with  apt-get update && apt-get install -y ffmpeg")
+    torch.set_num_threads(1)
+    work = args.work or tempfile.mkdtemp(prefix="bench_extract_")
+    src = os.path.join(work, "videos")
+    videos = make_videos(src, args.videos, args.seconds, 480, 360, 30)
+    calibration = calibrate_quality(videos[0], work)
+    decoders = available_decoders()
+    result = {
+        "machine": common.machine_info(torch.device("cpu")), "decoders": common.decoder_versions(),
+        "command": common.command_line(),
+        "ffmpeg": subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0],
+        "videos": f"{args.videos} x {args.seconds} s H.264 480x360 30 fps", "calibration": calibration,
+        "repeats_decoding": args.decode_repeats,
+        "decoding": bench_decoding(videos, decoders, args.decode_repeats),
+        "import_cpu_seconds": import_cpu_seconds(decoders, 3),
+        "end_to_end": bench_end_to_end(videos, src, work, int(calibration["quality"]), decoders, args.repeats),
+        "load_average_1min_at_end": common.load_average(),
+    }
+    common.write_json(args.json, result)
+    print(markdown(result))
+    print(f"load average at the end: {result['load_average_1min_at_end']} (other processes on these cores slow "
+          "every tool)")
     print(f"results written to {args.json}")
     if not args.work:
         shutil.rmtree(work)

@@ -23,12 +23,14 @@ worker process does, so the numbers are per worker process. Inputs are generated
 2. Test samples, 30 views (10 clips x 3 crops, 32 of 64 frames, 256 crops) of a
    10 s, 30 fps, 340x256 H.264 video, for two GOP lengths (x264's default keyint 250,
    and 30 = one keyframe per second):
-   * ours: ``VideoDataset("test")``, the video decoded once (decord, and PyAV);
+   * ours: ``VideoDataset("test")``, the video decoded once (decord, PyAV, and
+     torchcodec where it and FFmpeg's shared libraries are installed:
+     ``pip install -e ".[torchcodec]"``, ``apt-get install ffmpeg``);
    * baseline "per view": what PySlowFast does — each view decoded on its own:
      open the file, seek to the keyframe before the window, decode to the end of
      the window, keep every 2nd frame, crop and normalise.
-   Decoded frames are counted exactly for PyAV; for decord the count is the frames
-   requested (decord decodes at least those).
+   Decoded frames are counted exactly for PyAV; for decord and torchcodec the count
+   is the frames requested (they decode at least those).
 
 Every decoder runs single-threaded; the methods run round-robin and the medians of
 ``--repeats`` runs count, by wall time and by this process's CPU time. Prints
@@ -236,7 +238,22 @@ def decode_once_count(dataset, path: str, backend: str) -> int:
         return reader.frames_decoded
 
 
-def bench_test(work: str, repeats: int, gops: List[int]) -> Dict:
+BACKEND_NAMES = {"decord": "decord", "pyav": "PyAV", "torchcodec": "torchcodec"}
+
+
+def test_backends() -> List[str]:
+    """decord and PyAV, plus torchcodec where it can decode here (else said once)."""
+    from cgnl_video.utils.torchcodec_support import TorchCodecUnavailable, load_torchcodec
+
+    try:
+        load_torchcodec()
+    except TorchCodecUnavailable as error:
+        print(f"torchcodec not measured: {error}")
+        return ["decord", "pyav"]
+    return ["decord", "pyav", "torchcodec"]
+
+
+def bench_test(work: str, repeats: int, gops: List[int], backends: List[str]) -> Dict:
     from cgnl_video.data import ManifestEntry, build_dataset, transforms, write_classes, write_manifest
 
     root = os.path.join(work, "videos")
@@ -249,7 +266,7 @@ def bench_test(work: str, repeats: int, gops: List[int]) -> Dict:
         name = f"gop{gop}.mp4"
         write_h264(os.path.join(root, name), frames, gop)
         write_manifest(os.path.join(lists, "test.txt"), [ManifestEntry(name, 0)])
-        ours = {b: build_dataset(bench_cfg(lists, root, b), "test") for b in ("decord", "pyav")}
+        ours = {b: build_dataset(bench_cfg(lists, root, b), "test") for b in backends}
         path = ours["decord"].path_of(0)
         data_cfg = bench_cfg(lists, root).DATA
         mean, std = data_cfg.MEAN, data_cfg.STD
@@ -257,20 +274,21 @@ def bench_test(work: str, repeats: int, gops: List[int]) -> Dict:
         baseline, baseline_decoded = per_view_sample(ours["decord"], path, mean, std)
         check = float((baseline - reference).abs().mean())
         del baseline, reference
-        methods = {
-            "ours, decode once (decord)": lambda: ours["decord"][0],
-            "ours, decode once (PyAV)": lambda: ours["pyav"][0],
-            "per view (PyAV seek + decode)": lambda: per_view_sample(ours["decord"], path, mean, std),
+        views = {backend: dataset[0][0] for backend, dataset in ours.items()}
+        same = {backend: bool(torch.equal(v, views["pyav"])) for backend, v in views.items()}
+        del views
+        methods: Dict[str, Callable[[], object]] = {
+            f"ours, decode once ({BACKEND_NAMES[b]})": (lambda dataset=dataset: dataset[0]) for b, dataset in ours.items()
         }
+        methods["per view (PyAV seek + decode)"] = lambda: per_view_sample(ours["decord"], path, mean, std)
+        decoded = {f"ours, decode once ({BACKEND_NAMES[b]})": decode_once_count(ours[b], path, b) for b in ours}
+        decoded["per view (PyAV seek + decode)"] = baseline_decoded
         results[f"keyint {gop}"] = {
             "views": int(ours["decord"][0][0].shape[0]),
             "videos_per_s": timed(methods, repeats, 1),
-            "decoded_frames": {
-                "ours, decode once (decord)": decode_once_count(ours["decord"], path, "decord"),
-                "ours, decode once (PyAV)": decode_once_count(ours["pyav"], path, "pyav"),
-                "per view (PyAV seek + decode)": baseline_decoded,
-            },
+            "decoded_frames": decoded,
             "mean_abs_diff_vs_ours": check,
+            "views_equal_to_pyav": same,
         }
     return results
 
@@ -295,7 +313,7 @@ def rows(rates: Dict[str, Dict[str, float]], ours: str, extra: Dict[str, int]) -
         row = [name, f"{rate['wall']:.2f}", f"{rate['cpu']:.2f}",
                f"{rates[ours]['wall'] / rate['wall']:.2f}x", f"{rates[ours]['cpu'] / rate['cpu']:.2f}x"]
         if extra:
-            row.append(f"{extra[name]}{' (requested)' if 'decord' in name else ''}")
+            row.append(f"{extra[name]}{' (requested)' if 'decord' in name or 'torchcodec' in name else ''}")
         out.append(row)
     return out
 
@@ -336,10 +354,11 @@ def main() -> int:
     try:
         result = {
             "machine": common.machine_info(torch.device("cpu")),
+            "decoders": common.decoder_versions(),
             "load_average": common.load_average(),
             "command": common.command_line(),
             "train": bench_train(work, args.videos, args.clips, args.repeats),
-            "test": bench_test(work, args.repeats, args.gops),
+            "test": bench_test(work, args.repeats, args.gops, test_backends()),
         }
     finally:
         if not args.work:

@@ -135,7 +135,7 @@ def test_decord_failure_falls_back_to_pyav(tmp_path, monkeypatch, decord_fails):
         yield from ()
 
     monkeypatch.setattr(ex, "frames_with_decord", broken)
-    task = ex.Task(str(tmp_path), str(tmp_path / "frames"), "v.mp4", ex.ExtractOptions(32), use_decord=True)
+    task = ex.Task(str(tmp_path), str(tmp_path / "frames"), "v.mp4", ex.ExtractOptions(32), decoder="decord")
     outcome = ex.extract_video(task)
     assert outcome.problem is None and outcome.entry.num_frames == 12
     assert len(jpegs(str(tmp_path / "frames" / "v"))) == 12

@@ -70,9 +70,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from cgnl_video.data import per_process_batch_size
     from cgnl_video.inference import load_model
     from cgnl_video.utils import distributed as du
+    from cgnl_video.utils.torchcodec_support import check_decoding_backend
 
     try:
         cfg = load_config(args.cfg_file, [x for pair in args.opt for x in pair])
+        check_decoding_backend(cfg.DATA.DECODING_BACKEND)
         if args.split:
             inputs, classes = fe.split_inputs(cfg, args.split)
         else:

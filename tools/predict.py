@@ -82,9 +82,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from cgnl_video.config import ConfigError, load_config
     from cgnl_video.inference import class_names, load_model, predict
     from cgnl_video.utils.distributed import select_device
+    from cgnl_video.utils.torchcodec_support import check_decoding_backend
 
     try:
         cfg = load_config(args.cfg_file, [x for pair in args.opt for x in pair])
+        check_decoding_backend(cfg.DATA.DECODING_BACKEND)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ _C.DATA.VAL_CROP_SIZE = 224  # ... then a centre crop of this side
 _C.DATA.TEST_CROP_SIZE = 256  # test views: short side resized to this, square crops of this side
 _C.DATA.MEAN = [0.485, 0.456, 0.406]  # per-channel mean of 0-1 RGB (ImageNet)
 _C.DATA.STD = [0.229, 0.224, 0.225]  # per-channel std of 0-1 RGB (ImageNet)
-_C.DATA.DECODING_BACKEND = "decord"  # video files: "decord" (PyAV fallback) or "pyav"
+_C.DATA.DECODING_BACKEND = "decord"  # video files: "decord" or "torchcodec" (both with PyAV fallback), or "pyav"
 _C.DATA.JPEG_DECODER = "auto"  # frame folders: "auto", "torchvision" or "pil"
 # Where frame-folder JPEGs are decoded: "worker" (the loader's worker processes decode, crop, resize
 # and normalise) or "device" (workers only read the JPEG bytes; the training process decodes them in

@@ -1,4 +1,4 @@
-"""Frame readers: frame folders of JPEGs and video files (decord, PyAV fallback).
+"""Frame readers: frame folders of JPEGs and video files (decord or torchcodec, PyAV fallback).
 
 Every reader has ``num_frames`` and ``read(indices)``, which returns the requested
 frames as a uint8 RGB tensor ``len(indices) x 3 x H x W`` in the requested order.
@@ -16,6 +16,11 @@ non-JPEG frames). Video files use one decord reader per video and a single
 ``get_batch`` on the sorted distinct indices; when decord fails on a video, PyAV
 decodes it sequentially. decord is optional (no wheels for macOS or Linux aarch64):
 without it every video is decoded with PyAV, said once per process in the log.
+``DATA.DECODING_BACKEND torchcodec`` reads each video with one single-threaded
+torchcodec ``VideoDecoder`` (FFmpeg's decoder and colour conversion, so its frames
+equal PyAV's exactly) and ``get_frames_at`` on the sorted distinct indices, also
+with the PyAV fallback; when torchcodec or FFmpeg is missing that is a ConfigError
+naming the key (``cgnl_video.utils.torchcodec_support``), never a silent fallback.
 """
 
 import logging
@@ -27,13 +32,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cgnl_video.config.choices import DECODING_BACKENDS
 from cgnl_video.data.manifest import frame_file_name
 from cgnl_video.utils.decord_support import load_decord
+from cgnl_video.utils.torchcodec_support import check_decoding_backend, load_torchcodec
 
 logger = logging.getLogger(__name__)
 
 JPEG_DECODERS = ("auto", "torchvision", "pil")
-VIDEO_BACKENDS = ("decord", "pyav")
+VIDEO_BACKENDS = DECODING_BACKENDS  # DATA.DECODING_BACKEND
 
 
 class DecodeError(RuntimeError):
@@ -246,33 +253,82 @@ class DecordReader(FrameReader):
         self._reader = None
 
 
+class TorchCodecReader(FrameReader):
+    """One torchcodec VideoDecoder per video (one FFmpeg thread: one per worker process);
+    frames come from one ``get_frames_at`` on the sorted distinct indices.
+
+    The decoder scans the file once when opened ("exact" seek mode), so ``num_frames``
+    is the number of frames in the file, and seeks to the key frame before a clip. A
+    file holding fewer frames than its container header says (cut short) is a
+    DecodeError, as PyAV reports it, so both backends treat it alike.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        torchcodec = load_torchcodec()
+        try:
+            self._decoder = torchcodec.decoders.VideoDecoder(
+                path, dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact", device="cpu"
+            )
+            self.num_frames = int(self._decoder.metadata.num_frames_from_content or 0)
+            header = int(self._decoder.metadata.num_frames_from_header or 0)
+        except Exception as error:  # torchcodec raises RuntimeError and ValueError from FFmpeg
+            raise DecodeError(f"cannot open video {path} with torchcodec: {error}") from error
+        if self.num_frames <= 0:
+            raise DecodeError(f"video {path} has no frames")
+        if header > self.num_frames:
+            raise DecodeError(f"video {path} is cut short: its header says {header} frames, "
+                              f"the file holds {self.num_frames}")
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        unique = _distinct_sorted(indices, self.num_frames, self.path)
+        try:
+            frames = self._decoder.get_frames_at(unique).data
+        except Exception as error:  # torchcodec raises RuntimeError and IndexError from FFmpeg
+            raise DecodeError(f"cannot decode video {self.path} with torchcodec: {error}") from error
+        self.frames_decoded += len(unique)
+        return _in_request_order(frames, unique, indices)
+
+    def close(self) -> None:
+        self._decoder = None
+
+
+_FIRST_CHOICE = {"decord": DecordReader, "torchcodec": TorchCodecReader}  # each falls back to PyAV
+
+
 class VideoFileReader(FrameReader):
-    """A video file read with decord, falling back to PyAV when decord fails to open
-    or decode it; ``backend="pyav"``, or decord not installed, uses PyAV only."""
+    """A video file read with ``backend`` ("decord" or "torchcodec"), falling back to
+    PyAV when that fails to open or decode it; ``backend="pyav"``, or decord not
+    installed, uses PyAV only. torchcodec not usable here is a ConfigError naming
+    DATA.DECODING_BACKEND (the user asked for it: no silent fallback)."""
 
     def __init__(self, path: str, backend: str = "decord") -> None:
         super().__init__(path)
         check_choice(backend, VIDEO_BACKENDS, "DATA.DECODING_BACKEND")
+        check_decoding_backend(backend)
         if not os.path.isfile(path):
             raise DecodeError(f"video not found: {path}")
         self._reader: FrameReader
-        if backend == "decord" and load_decord() is not None:
+        if backend == "torchcodec" or (backend == "decord" and load_decord() is not None):
             try:
-                self._reader = DecordReader(path)
+                self._reader = _FIRST_CHOICE[backend](path)
             except DecodeError as error:
-                self._reader = self._fall_back(error)
+                self._reader = self._fall_back(backend, error)
         else:
             self._reader = PyAVReader(path)
         self.num_frames = self._reader.num_frames
 
-    def _fall_back(self, error: Exception) -> FrameReader:
-        logger.info("decord failed on %s (%s); decoding with PyAV", self.path, str(error))
+    def _fall_back(self, backend: str, error: Exception) -> FrameReader:
+        logger.info("%s failed on %s (%s); decoding with PyAV", backend, self.path, str(error))
         return PyAVReader(self.path)
 
     @property
     def backend(self) -> str:
-        """The decoder in use: "decord" or "pyav"."""
-        return "decord" if isinstance(self._reader, DecordReader) else "pyav"
+        """The decoder in use: "decord", "torchcodec" or "pyav"."""
+        for name, reader_class in _FIRST_CHOICE.items():
+            if isinstance(self._reader, reader_class):
+                return name
+        return "pyav"
 
     def _read_counted(self, indices: Sequence[int]) -> torch.Tensor:
         before = self._reader.frames_decoded
@@ -285,10 +341,11 @@ class VideoFileReader(FrameReader):
         try:
             return self._read_counted(indices)
         except DecodeError as error:
-            if not isinstance(self._reader, DecordReader):
+            if isinstance(self._reader, PyAVReader):
                 raise
+            backend = self.backend
             self._reader.close()
-            self._reader = self._fall_back(error)
+            self._reader = self._fall_back(backend, error)
             # Keep the count the clip was sampled with: a shorter stream is a DecodeError.
             self._reader.num_frames = self.num_frames
             return self._read_counted(indices)

@@ -21,6 +21,7 @@ from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_write_text
 from cgnl_video.utils.logging import package_logging_restored, setup_logging
 from cgnl_video.utils.tensorboard import check_tensorboard
+from cgnl_video.utils.torchcodec_support import check_decoding_backend
 
 CONFIG_DUMP = "config.yaml"
 
@@ -49,6 +50,7 @@ def _prepare(cfg: CfgNode, rank: int, world_size: int) -> None:
     setup_logging(None, rank)  # console only until the checks pass
     check_run(cfg, world_size)
     check_tensorboard(cfg)
+    check_decoding_backend(cfg.DATA.DECODING_BACKEND)
     if cfg.DATA.PREPARE_SYNTHETIC:
         from cgnl_video.engine.demo_data import prepare_demo_data
 

@@ -7,8 +7,9 @@ disk, so a frame folder under its final name is always complete. Each finished v
 is recorded in the extraction index (see ``cgnl_video.prep.index``); a rerun skips the
 videos recorded there whose folder exists, and redoes the others.
 
-Videos are decoded with decord, or with PyAV where decord cannot read them or is
-not installed (said once, by the process that starts the run).
+Videos are decoded with decord (or torchcodec with ``decoder="torchcodec"``), or
+with PyAV where that cannot read them or decord is not installed (said once, by the
+process that starts the run); ``decoder="pyav"`` uses PyAV only.
 
 Problems never stop the run: a video that cannot be read, is empty or is cut short is
 listed in ``FRAMES/failures.txt`` with the reason. A truncated video (fewer decodable
@@ -33,6 +34,7 @@ from cgnl_video.prep.video_io import (
     describe_error,
     frames_with_decord,
     frames_with_pyav,
+    frames_with_torchcodec,
     output_size,
     probe,
     resampled_indices,
@@ -40,6 +42,7 @@ from cgnl_video.prep.video_io import (
 from cgnl_video.prep.workers import WorkerCrash, parallel_map
 from cgnl_video.utils.decord_support import load_decord
 from cgnl_video.utils.io import read_lines
+from cgnl_video.utils.torchcodec_support import load_torchcodec
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 INDEX_REWRITE_SECONDS = 60.0  # how often a long run folds its journal into the index
@@ -57,14 +60,14 @@ class ExtractOptions:
 
 @dataclass(frozen=True)
 class Task:
-    """One video to extract: ``rel`` is its path relative to ``src_root``;
-    ``use_decord`` None = whether decord imports."""
+    """One video to extract: ``rel`` is its path relative to ``src_root``; ``decoder``
+    one of DECODING_BACKENDS (None = decord if it imports, else PyAV)."""
 
     src_root: str
     dst_root: str
     rel: str
     options: ExtractOptions
-    use_decord: Optional[bool] = None
+    decoder: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -152,13 +155,14 @@ def extract_video(task: Task) -> Outcome:
         size = output_size(info.width, info.height, options.short_side)
         shutil.rmtree(temp, ignore_errors=True)
         count, note = 0, ""
-        use_decord = load_decord() is not None if task.use_decord is None else task.use_decord
-        if use_decord:
+        decoder = task.decoder or default_decoder()
+        if decoder != "pyav":
+            frames = frames_with_torchcodec if decoder == "torchcodec" else frames_with_decord
             try:
-                count = _write_frames(frames_with_decord(src, size, options.fps, info.fps), temp, options.quality)
-            except Exception as error:  # noqa: BLE001 - decord cannot read it: try PyAV
-                note = f" (decord: {describe_error(error)}; decoded with PyAV)"
-            note = note or ("" if count else " (decord: no frame; decoded with PyAV)")
+                count = _write_frames(frames(src, size, options.fps, info.fps), temp, options.quality)
+            except Exception as error:  # noqa: BLE001 - it cannot read this video: try PyAV
+                note = f" ({decoder}: {describe_error(error)}; decoded with PyAV)"
+            note = note or ("" if count else f" ({decoder}: no frame; decoded with PyAV)")
         if count == 0:
             shutil.rmtree(temp, ignore_errors=True)
             count = _write_frames(frames_with_pyav(src, size, options.fps, info.fps), temp, options.quality)
@@ -180,6 +184,11 @@ def extract_video(task: Task) -> Outcome:
         problem = ("kept", f"{kind}: the container reports {info.num_frames} frames ({expected} to write),"
                            f" {count} decoded and kept{note}")
     return Outcome(rel, entry=entry, problem=problem)
+
+
+def default_decoder() -> str:
+    """decord where it imports, else PyAV (said once by ``load_decord``)."""
+    return "decord" if load_decord() is not None else "pyav"
 
 
 def expected_frames(num_frames: int, src_fps: float, dst_fps: Optional[float]) -> int:
@@ -220,9 +229,15 @@ def _write_frames(chunks: Iterable[np.ndarray], folder: str, quality: int) -> in
 
 
 def _extract_in_worker(task: Task) -> Outcome:
-    decord = load_decord() if task.use_decord else None
+    decord = load_decord() if task.decoder == "decord" else None
     if decord is not None:  # keep decoder messages off the terminal (the reasons go to the failures file)
         decord.logging.set_level(decord.logging.QUIET)
+    if task.decoder == "torchcodec":
+        import torch
+
+        # One video per process: torch's idle OpenMP threads would spin after each of
+        # torchcodec's tensor ops (3x the CPU time on 2 cores, benchmarks/bench_extract.py).
+        torch.set_num_threads(1)
     return extract_video(task)
 
 
@@ -233,8 +248,19 @@ def extract_all(
     options: ExtractOptions = ExtractOptions(),
     workers: int = 1,
     progress: bool = True,
+    decoder: str = "decord",
 ) -> Summary:
-    """Extract ``videos`` (default: all below ``src_root``) into ``dst_root``; see the module doc."""
+    """Extract ``videos`` (default: all below ``src_root``) into ``dst_root`` with
+    ``decoder`` first (one of DECODING_BACKENDS); see the module doc. TorchCodecUnavailable
+    before any work when it is "torchcodec" and torchcodec or FFmpeg is missing."""
+    from cgnl_video.config.choices import DECODING_BACKENDS  # not at the top: workers import this module
+
+    if decoder not in DECODING_BACKENDS:
+        raise ValueError(f"decoder must be one of {list(DECODING_BACKENDS)}, got {decoder!r}")
+    if decoder == "torchcodec":
+        load_torchcodec()
+    elif decoder == "decord":
+        decoder = default_decoder()  # decided (and said) here, not in each worker
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -245,7 +271,6 @@ def extract_all(
     if videos is None:
         videos = find_videos(src_root, skip=[dst_root])
     summary = Summary()
-    use_decord = load_decord() is not None  # decided (and said) here, not in each worker
     todo = []
     for rel in videos:
         key = frame_folder(rel)
@@ -254,7 +279,7 @@ def extract_all(
         else:
             entries.pop(key, None)
             failures.pop(rel, None)
-            todo.append(Task(src_root, dst_root, rel, options, use_decord))
+            todo.append(Task(src_root, dst_root, rel, options, decoder))
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
     last_rewrite = time.monotonic()
     try:

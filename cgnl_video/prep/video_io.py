@@ -1,10 +1,12 @@
-"""Video decoding for frame extraction: decord first, PyAV when decord cannot read
-(or is not installed: ``cgnl_video.utils.decord_support``).
+"""Video decoding for frame extraction: decord (or torchcodec, when asked) first, PyAV
+when that cannot read (or decord is not installed: ``cgnl_video.utils.decord_support``).
 
 Frames come out as RGB ``uint8`` arrays of shape ``(H, W, 3)``, already resized
 to the requested short side, in chunks so that a long video never sits in
-memory whole. Both decoders resize with FFmpeg's swscale (bicubic), like the
-``ffmpeg -vf scale`` command line does.
+memory whole. decord and PyAV resize with FFmpeg's swscale (bicubic), like the
+``ffmpeg -vf scale`` command line does; torchcodec offers bilinear resizing only
+(its decoder-side ``Resize``, FFmpeg's swscale too), so its resized frames differ
+slightly from the others' (docs/DATA_PREP.md); at the native size all three agree.
 
 Frame-rate conversion: output frame ``k`` sits at time ``k / fps`` and shows the
 source frame on screen at that time (source frame ``i`` covers ``[i / rate, (i + 1) /
@@ -16,11 +18,12 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from cgnl_video.utils.decord_support import load_decord
+from cgnl_video.utils.torchcodec_support import load_torchcodec
 
 CHUNK_FRAMES = 32  # frames decoded per batch: bounds memory for long videos
 
@@ -82,6 +85,16 @@ def resampled_indices(src_fps: float, dst_fps: Optional[float]) -> Iterator[int]
     return (int(math.floor(k * ratio + 1e-9)) for k in itertools.count())
 
 
+def _in_chunks(
+    read: Callable[[List[int]], np.ndarray], total: int, src_fps: float, dst_fps: Optional[float]
+) -> Iterator[np.ndarray]:
+    """The output frames of a random-access reader of ``total`` frames, CHUNK_FRAMES at a time:
+    ``read(indices)`` returns the source frames ``indices`` as ``(n, H, W, 3)``."""
+    wanted: List[int] = list(itertools.takewhile(lambda i: i < total, resampled_indices(src_fps, dst_fps)))
+    for start in range(0, len(wanted), CHUNK_FRAMES):
+        yield read(wanted[start : start + CHUNK_FRAMES])
+
+
 def frames_with_decord(
     path: str, size: Tuple[int, int], dst_fps: Optional[float], src_fps: float
 ) -> Iterator[np.ndarray]:
@@ -91,13 +104,24 @@ def frames_with_decord(
     if decord is None:
         raise ImportError("decord is not installed")
     reader = decord.VideoReader(path, width=size[0], height=size[1], num_threads=1)
-    total = len(reader)
-    if total <= 0:
-        return
-    rate = src_fps or reader.get_avg_fps()
-    wanted: List[int] = list(itertools.takewhile(lambda i: i < total, resampled_indices(rate, dst_fps)))
-    for start in range(0, len(wanted), CHUNK_FRAMES):
-        yield reader.get_batch(wanted[start : start + CHUNK_FRAMES]).asnumpy()
+    if len(reader) > 0:
+        rate = src_fps or reader.get_avg_fps()
+        yield from _in_chunks(lambda wanted: reader.get_batch(wanted).asnumpy(), len(reader), rate, dst_fps)
+
+
+def frames_with_torchcodec(
+    path: str, size: Tuple[int, int], dst_fps: Optional[float], src_fps: float
+) -> Iterator[np.ndarray]:
+    """Yield chunks ``(n, H, W, 3)`` decoded by torchcodec (one FFmpeg thread, bilinear
+    resizing inside the decoder); TorchCodecUnavailable when torchcodec or FFmpeg is missing."""
+    torchcodec = load_torchcodec()
+    resize = torchcodec.transforms.Resize((size[1], size[0]))  # the same size: frames unchanged
+    decoder = torchcodec.decoders.VideoDecoder(
+        path, dimension_order="NHWC", num_ffmpeg_threads=1, device="cpu", transforms=[resize]
+    )
+    rate = src_fps or float(decoder.metadata.average_fps or 0.0)
+    total = int(decoder.metadata.num_frames or 0)
+    yield from _in_chunks(lambda wanted: decoder.get_frames_at(wanted).data.numpy(), total, rate, dst_fps)
 
 
 def frames_with_pyav(
