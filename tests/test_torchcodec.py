@@ -37,6 +37,7 @@ from cgnl_video.prep import index as idx
 from cgnl_video.prep.video_io import frames_with_pyav, frames_with_torchcodec, output_size
 from cgnl_video.utils import torchcodec_support as tcs
 from test_data_fixtures import make_dataset, one_torch_thread, small_cfg  # noqa: F401 (autouse fixture)
+from test_no_decord import Said
 from tools_fixtures import run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,7 +138,7 @@ def test_train_clips_and_30_view_test_equal_pyav(videos):
     assert tests["pyav"].failure_count() == tests["torchcodec"].failure_count() == 0
 
 
-def test_cut_short_video_falls_back_to_pyav_like_decord(videos, tmp_path, caplog):
+def test_cut_short_video_falls_back_to_pyav_like_decord(videos, tmp_path):
     """torchcodec sees the intact part only; it reports the file as cut short and PyAV,
     which goes by the header, decodes what it can: the same outcome as with PyAV alone."""
     require_torchcodec()
@@ -147,10 +148,11 @@ def test_cut_short_video_falls_back_to_pyav_like_decord(videos, tmp_path, caplog
     path.write_bytes(data[: len(data) * 3 // 4])
     with decode.VideoFileReader(str(path), "pyav") as pyav:
         expected = pyav.read([0, 5])
-    with caplog.at_level("INFO", logger="cgnl_video.data.decode"):
+    with Said.on_package_logger() as said:
         reader = decode.VideoFileReader(str(path), "torchcodec")
     assert reader.backend == "pyav" and reader.num_frames == FRAMES
-    assert "torchcodec failed on" in caplog.text and "cut short: its header says 60 frames" in caplog.text
+    [(_, message)] = said.messages
+    assert message.startswith("torchcodec failed on") and "cut short: its header says 60 frames" in message
     assert torch.equal(reader.read([0, 5]), expected)
     with pytest.raises(decode.DecodeError, match="with PyAV"):
         reader.read([FRAMES - 1])
