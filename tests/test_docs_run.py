@@ -75,15 +75,24 @@ EXCEPTIONS: Dict[str, str] = {
     r"^apt-get install -y ffmpeg$": "installs a system package (needs root and the network)",
     r"^python benchmarks/bench_extract\.py$": "compares against the ffmpeg command line, which the line before "
                                               "installs (not run here)",
+    # Blocks that landed together with this harness; each is covered by the test named.
+    r"^python -m pytest -q tests -p no:cacheprovider$": "the test suite itself (what CI runs): not run again from inside it",
+    r"^python -m pytest -q tests/test_behaviour_engine\.py ": "runs test files of the suite, which the sandbox does not copy",
+    r"^python tools/run_net\.py --cfg configs/ucf101/R50_CGNL1_from_minikinetics\.yaml": (
+        "fine-tunes from a finished full-width Mini-Kinetics run, which this harness's stand-ins do not make yet; "
+        "tests/test_fine_tune.py fine-tunes a real run into other classes through run_net"),
+    r"^tensorboard --logdir ": "starts a server that runs until stopped; tests/test_tensorboard.py reads the event files",
+    r"^python -m cgnl_video\.utils\.tensorboard ": "not yet run by this harness: written in parallel with it and not wired to its stand-ins yet (follow-up); tests/test_tensorboard.py checks this table command",
     r"^python benchmarks/bench_blocks\.py$": "its res3/res4 shapes are the paper's, fixed: about 30 s of CPU even "
                                              "at batch 1 with one repeat; tests/test_fast_path.py covers the blocks",
 }
 
 #: command pattern -> (what runs instead, why)
 REPLACED: Dict[str, Tuple[str, str]] = {
-    r'^pip install -e "\.\[test\]"$': (
+    r'^pip install -e "\.\[\w+\]"$': (
         "python -c 'import cgnl_video, pytest'",
-        "the package is installed already (editable, .ci/run installs it): checks that it imports"),
+        "the package and its extras are installed already (.ci/run installs the test extra, which holds "
+        "tensorboard and torchcodec); a real install would repoint the editable install at the sandbox"),
     r"^unrar x UCF101\.rar data/ucf101/$": (
         "test -d data/ucf101/UCF-101",
         "no stand-in RAR archive can be written (no free RAR encoder): the sandbox holds the tree it "
@@ -96,7 +105,7 @@ REPLACED: Dict[str, Tuple[str, str]] = {
 
 #: command pattern -> (arguments appended, why)
 APPENDED: Dict[str, Tuple[str, str]] = {
-    r"^python tools/run_net\.py --cfg configs/(minikinetics|ucf101)/": (
+    r"^python tools/run_net\.py --cfg configs/(minikinetics|ucf101)/(?!\w+_from_)": (
         TINY_RUN, "a narrow network (width 4) on 8 x 32 x 32 clips, 1 epoch, 2 test views, on the stand-in data; "
                   "no ImageNet weights (they fit the full-width network only; configs/README.md's weights "
                   "commands run)"),
@@ -161,12 +170,22 @@ IMAGENET_WEIGHTS = re.compile(r"\b(IMAGENET1K_V\d)\b")
 #: weights of that config's network with TINY_RUN are put there
 RUN_CHECKPOINT = re.compile(r"\boutput/(minikinetics|ucf101)/(\w+)/checkpoints/checkpoint_epoch_(\d+)\.pyth\b")
 
+#: block pattern -> why the whole block is not run yet (each names the test covering it)
+NOT_YET_RUN: Dict[str, str] = {
+    r"--timeline docs/images/timeline_demo\.png": "predict --timeline on a long video made from the demo runs: "
+        "not wired to this harness's stand-ins yet; tests/test_tools_predict_timeline.py",
+    r"--split test --out output/tools_demo/features_test": "extract_features on the demo runs: not wired to "
+        "this harness's stand-ins yet; tests/test_tools_extract_features.py",
+    r"--window-stride 8 --root output/tools_demo": "extract_features --window-stride: not wired to this "
+        "harness's stand-ins yet; tests/test_tools_extract_features.py",
+    r"python tools/analyze_test\.py output/tools_demo/demo_cgnl --compare": "analyze_test on the two demo "
+        "runs: not wired to this harness's stand-ins yet; tests/test_tools_analyze_test.py",
+    r'root = "output/tools_demo/features_test"': "reads what the extract_features block above writes "
+        "(not run yet, see above); tests/test_tools_extract_features.py covers the index format",
+}
+
 #: block pattern -> (text its failure output must contain, the bug): run, and must fail so
 KNOWN_FAILURES: Dict[str, Tuple[str, str]] = {
-    r'load_config\("configs/minikinetics/R101_CGNL8\.yaml"\)\nmodel = build_model\(cfg\)': (
-        "pretrained/resnet101_torchvision.pth",
-        "issue 13 (2): build_model reads RESNET.IMAGENET_WEIGHTS, a file absent on a fresh machine; "
-        "remove this entry when ImageNet weights by name land"),
 }
 
 #: block pattern -> why the next plain block is the output of its last command
@@ -479,6 +498,9 @@ def test_documented_block_runs(block, docs_runs):
     steps = docs_runs[block.id].result()
     report = describe(block, steps)
     print(report)  # shown with -rP: what ran, and how it differs from the docs
+    not_yet = block_match(NOT_YET_RUN, block)
+    if not_yet:
+        pytest.skip(NOT_YET_RUN[not_yet])
     known = block_match(KNOWN_FAILURES, block)
     failed = any(step.problems for step in steps)
     if known:
@@ -513,7 +535,7 @@ def test_every_table_entry_matches_the_docs():
               if not any(re.search(entry.trigger, command) for command in commands)]
     stale += [f"provider: {pattern.pattern}" for pattern in (RUN_CHECKPOINT, IMAGENET_WEIGHTS)
               if not any(pattern.search(command) for command in commands)]
-    stale += [f"{name}: {pattern}" for name, table in (("KNOWN_FAILURES", KNOWN_FAILURES),
+    stale += [f"{name}: {pattern}" for name, table in (("KNOWN_FAILURES", KNOWN_FAILURES), ("NOT_YET_RUN", NOT_YET_RUN),
                                                       ("FOLLOWING_OUTPUT", FOLLOWING_OUTPUT))
               for pattern in table if not any(re.search(pattern, text) for text in texts)]
     assert not stale, "table entries that match no command of the docs any more:\n" + "\n".join(stale)
