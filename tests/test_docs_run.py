@@ -174,6 +174,8 @@ RUN_CHECKPOINT = re.compile(r"\boutput/(minikinetics|ucf101)/(\w+)/checkpoints/c
 NOT_YET_RUN: Dict[str, str] = {
     r"--timeline docs/images/timeline_demo\.png": "predict --timeline on a long video made from the demo runs: "
         "not wired to this harness's stand-ins yet; tests/test_tools_predict_timeline.py",
+    r"--timeline output/tools_demo/timeline\.png --json": "predict --timeline --json on the long video that the "
+        "block above makes (not run yet, see above); tests/test_tools_predict_timeline.py checks the JSON",
     r"--split test --out output/tools_demo/features_test": "extract_features on the demo runs: not wired to "
         "this harness's stand-ins yet; tests/test_tools_extract_features.py",
     r"--window-stride 8 --root output/tools_demo": "extract_features --window-stride: not wired to this "
