@@ -40,20 +40,17 @@ from cgnl_video.engine.launch import run
 from cgnl_video.engine.trainer import fit
 from cgnl_video.models import C2DResNet, build_model
 from cgnl_video.utils.logging import read_json_stats
-from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
+from engine_helpers import one_thread, single_thread, tiny_data_root, tiny_opts  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+def _single_thread(single_thread):
+    yield
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("tiny"))
-    make_tiny_dataset(root)  # 12 train videos (3 classes), 6 val / test videos
-    return root
+def data_root(tiny_data_root):
+    return tiny_data_root  # 12 train videos (3 classes), 6 val / test videos
 
 
 def _cfg(data_root, out, **overrides):
