@@ -31,13 +31,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from cgnl_video.utils.cli import add_opt_argument, load_tool_config, tool_parser
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment YAML file of the model")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint (ours or a bare state dict)")
+    parser = tool_parser(__doc__)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("inputs", nargs="*", metavar="VIDEO_OR_FRAME_FOLDER")
     parser.add_argument("--split", choices=("train", "val", "test"),
@@ -48,8 +46,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--layer", help="module name whose output is pooled (default: the classifier's input)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="bf16 autocast; auto = bf16 on a GPU, fp32 on the CPU")
-    parser.add_argument("--opt", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="config override, repeatable (e.g. --opt TEST.NUM_ENSEMBLE_VIEWS 2)")
+    add_opt_argument(parser)
     args = parser.parse_args(argv)
     sources = [bool(args.split), bool(args.list_file), bool(args.inputs)]
     if sum(sources) != 1:
@@ -66,15 +63,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from cgnl_video.analysis import feature_extraction as fe
     from cgnl_video.analysis.features import PooledFeatures, resolve_precision
-    from cgnl_video.config import ConfigError, load_config
+    from cgnl_video.config import ConfigError
     from cgnl_video.data import per_process_batch_size
     from cgnl_video.inference import load_model
     from cgnl_video.utils import distributed as du
-    from cgnl_video.utils.torchcodec_support import check_decoding_backend
 
     try:
-        cfg = load_config(args.cfg_file, [x for pair in args.opt for x in pair])
-        check_decoding_backend(cfg.DATA.DECODING_BACKEND)
+        cfg = load_tool_config(args)
         if args.split:
             inputs, classes = fe.split_inputs(cfg, args.split)
         else:

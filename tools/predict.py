@@ -34,13 +34,11 @@ import json
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from cgnl_video.utils.cli import add_opt_argument, load_tool_config, tool_parser
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment YAML file of the model")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint (ours or a bare state dict)")
+    parser = tool_parser(__doc__)
     parser.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAME_FOLDER")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per input or window, and in the timeline figure (default 5)")
@@ -54,8 +52,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                          "default half the window")
     windows.add_argument("--fps", type=float, help="frame rate for lengths and times in seconds "
                          "(default: the video's own; a frame folder's from its extraction index)")
-    parser.add_argument("--opt", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="config override, repeatable (e.g. --opt TEST.NUM_ENSEMBLE_VIEWS 2)")
+    add_opt_argument(parser)
     args = parser.parse_args(argv)
     if args.timeline is None:
         given = [flag for flag in ("window", "stride", "fps", "timeline_classes") if getattr(args, flag) is not None]
@@ -79,14 +76,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     # imported after parsing, so that --help answers quickly
-    from cgnl_video.config import ConfigError, load_config
+    from cgnl_video.config import ConfigError
     from cgnl_video.inference import class_names, load_model, predict
     from cgnl_video.utils.distributed import select_device
-    from cgnl_video.utils.torchcodec_support import check_decoding_backend
 
     try:
-        cfg = load_config(args.cfg_file, [x for pair in args.opt for x in pair])
-        check_decoding_backend(cfg.DATA.DECODING_BACKEND)
+        cfg = load_tool_config(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,17 +21,15 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from cgnl_video.utils.cli import add_opt_argument, opt_list, tool_parser
+
 
 def int_list(text: str) -> List[int]:
     return [int(v) for v in text.split(",")]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment YAML file of the model")
-    parser.add_argument("--checkpoint", required=True, help="its checkpoint")
+    parser = tool_parser(__doc__, checkpoint_help="its checkpoint")
     parser.add_argument("video", metavar="VIDEO_OR_FRAME_FOLDER")
     parser.add_argument("--ref", type=int_list, default=None, metavar="T,Y,X",
                         help="reference (frame, row, column) in the clip (default: centre of the middle frame)")
@@ -44,8 +42,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--nl-cfg", default=None, help="a second model's YAML file (e.g. the +NL model)")
     parser.add_argument("--nl-checkpoint", default=None, help="the second model's checkpoint")
     parser.add_argument("--nl-block", default=None, help="block of the second model (default: its last)")
-    parser.add_argument("--opt", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="config override for both models, repeatable")
+    add_opt_argument(parser, "config override for both models, repeatable")
     return parser.parse_args(argv)
 
 
@@ -61,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if (args.nl_cfg is None) != (args.nl_checkpoint is None):
         print("error: --nl-cfg and --nl-checkpoint go together", file=sys.stderr)
         return 2
-    opts = [x for pair in args.opt for x in pair]
+    opts = opt_list(args)
     try:
         cfg = load_config(args.cfg_file, opts)
         models = [(cfg, args.checkpoint, args.block)]
