@@ -75,27 +75,14 @@ def load_c2d_pretrained(cfg: Any, model: nn.Module) -> Optional[LoadReport]:
 # ----------------------------------------------------------------------------- the shipped blocks
 def build_cgnl(cfg: Any, channels: int) -> nn.Module:
     c = cfg.CGNL
-    return CGNLBlock(
-        channels,
-        inner_channels(cfg, channels),
-        groups=c.GROUPS,
-        kernel=c.KERNEL,
-        order=c.ORDER,
-        gamma=c.GAMMA,
-        use_scale=c.USE_SCALE,
-        norm=c.NORM,
-        fused=c.FUSED,
-    )
+    return CGNLBlock(channels, inner_channels(cfg, channels), groups=c.GROUPS, kernel=c.KERNEL, order=c.ORDER,
+                     gamma=c.GAMMA, use_scale=c.USE_SCALE, norm=c.NORM, fused=c.FUSED)
 
 
 def build_nl(cfg: Any, channels: int) -> nn.Module:
-    return NonLocalBlock(
-        channels,
-        inner_channels(cfg, channels),
-        instantiation=cfg.NL.INSTANTIATION,
-        pool_size=cfg.NL.POOL,
-        scale=cfg.NL.SCALE,
-    )
+    n = cfg.NL
+    return NonLocalBlock(channels, inner_channels(cfg, channels), instantiation=n.INSTANTIATION, pool_size=n.POOL,
+                         scale=n.SCALE)
 
 
 def build_residual(cfg: Any, channels: int) -> nn.Module:
