@@ -25,17 +25,20 @@ comparison; its ffmpeg runs time whole processes with their own code).
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import weakref
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -56,15 +59,26 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def base_parser(doc: str, result_name: str, quick_help: str,
-                threads_help: str = "torch threads (default: torch's choice)") -> argparse.ArgumentParser:
-    """The options every benchmark script has: --device, --threads, --quick, --json
-    (default benchmarks/results/<result_name>.json)."""
+def script_parser(doc: str, result_name: str, work: bool = False) -> argparse.ArgumentParser:
+    """A benchmark's parser with --json (default benchmarks/results/<result_name>.json)
+    and, with ``work``, --work (a folder for generated data; see ``work_folder``)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", default=os.path.join(RESULTS, f"{result_name}.json"),
+                        help="where the results go (default: %(default)s)")
+    if work:
+        parser.add_argument("--work", default="", help="folder for the generated data, kept (default: a "
+                            "temporary one, removed at the end)")
+    return parser
+
+
+def base_parser(doc: str, result_name: str, quick_help: str,
+                threads_help: str = "torch threads (default: torch's choice)",
+                work: bool = False) -> argparse.ArgumentParser:
+    """``script_parser`` with the options of the model benchmarks: --device, --threads, --quick."""
+    parser = script_parser(doc, result_name, work)
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
     parser.add_argument("--threads", type=int, default=0, help=threads_help)
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--json", default=os.path.join(RESULTS, f"{result_name}.json"))
     return parser
 
 
@@ -359,6 +373,26 @@ def peak_tflops(device: torch.device, precision: str, override: float = 0.0) -> 
 
 
 # ----------------------------------------------------------------------------- output
+
+
+@contextlib.contextmanager
+def work_folder(given: Optional[str], prefix: str) -> Iterator[str]:
+    """The scratch folder ``given`` (--work, kept), or a temporary one removed afterwards."""
+    work = given or tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield work
+    finally:
+        if not given:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(path: str, result: Dict, text: str) -> int:
+    """Write ``result`` as JSON to ``path``, print its markdown ``text`` and where
+    the JSON went; the script's exit status (0)."""
+    write_json(path, result)
+    print(text)
+    print(f"\nresults written to {path}")
+    return 0
 
 
 def write_json(path: str, result: Dict) -> None:

@@ -253,16 +253,26 @@ def finite_loss(ctx: Context) -> None:
             free(ctx.device)
 
 
+def case_rows(cases: Dict[str, Dict], columns: int, render: Callable[[str, Dict], List[List[str]]]) -> List[List[str]]:
+    """The table rows of a part's cases: ``render(name, record)`` for each case that ran;
+    for one that failed, its name, blanks and the first line of its error."""
+    rows: List[List[str]] = []
+    for name, record in cases.items():
+        if "error" in record:
+            rows.append([name] + [""] * (columns - 2) + ["**failed**: " + record["error"].splitlines()[0]])
+        else:
+            rows += render(name, record)
+    return rows
+
+
 def render_finite_loss(result: Dict) -> str:
-    rows = []
-    for key, value in result.items():
-        if "error" in value:
-            rows.append([key, "", "", "", "**failed**: " + value["error"].splitlines()[0]])
-            continue
+    def row(key: str, value: Dict) -> List[List[str]]:
         losses = ", ".join(f"{v:.3f}" for v in value["losses"])
         scale = value["loss_scale"][-1]
-        rows.append([key, value["autocast"], losses, "" if scale is None else f"{scale:g} ({value['skipped_steps']} "
-                     "steps skipped)", "finite"])
+        return [[key, value["autocast"], losses, "" if scale is None else f"{scale:g} ({value['skipped_steps']} "
+                 "steps skipped)", "finite"]]
+
+    rows = case_rows(result, 5, row)
     return common.markdown_table(["config", "autocast", "losses", "loss scale (fp16)", "result"], rows, "lllll")
 
 
@@ -337,15 +347,12 @@ def kernel_share(ctx: Context) -> None:
 
 
 def render_kernel_share(result: Dict) -> str:
-    table = []
-    for group, rows in result.items():
-        if "error" in rows:
-            table.append([group, "", "", "", "**failed**: " + rows["error"].splitlines()[0]])
-            continue
-        for block, row in rows.items():
-            share = f"{100 * row['kernel_fraction']:.1f}%" if "kernel_fraction" in row else "—"
-            table.append([group, block, common.fmt_ms(row.get("time_s")), common.fmt_ms(row.get("kernel_time_s")),
-                          share])
+    def group_rows(group: str, rows: Dict) -> List[List[str]]:
+        return [[group, block, common.fmt_ms(row.get("time_s")), common.fmt_ms(row.get("kernel_time_s")),
+                 f"{100 * row['kernel_fraction']:.1f}%" if "kernel_fraction" in row else "—"]
+                for block, row in rows.items()]
+
+    table = case_rows(result, 5, group_rows)
     return common.markdown_table(["input, precision", "block", "block fwd+bwd ms", "kernel ms", "kernel share"],
                                  table, "lllrr")
 
@@ -441,13 +448,8 @@ def multiview_test(ctx: Context) -> None:
 
 
 def render_multiview_test(result: Dict) -> str:
-    table = []
-    for key, row in result.items():
-        if "error" in row:
-            table.append([key, "", "", "**failed**: " + row["error"].splitlines()[0]])
-            continue
-        table.append([key, f"{row['videos_per_s']:.2f}", f"{row['model_only_videos_per_s']:.2f}",
-                      f"{100 * row['stall_vs_model_only']:.1f}%"])
+    table = case_rows(result, 4, lambda key, row: [[key, f"{row['videos_per_s']:.2f}",
+                      f"{row['model_only_videos_per_s']:.2f}", f"{100 * row['stall_vs_model_only']:.1f}%"]])
     return common.markdown_table(["decode", "videos/s end to end", "videos/s model only", "stall"], table)
 
 
@@ -494,14 +496,9 @@ def render_data_stall(result: Dict) -> str:
     table = []
     if "model_only" in result:
         table.append(["model only (fixed batch)", f"{result['model_only']['clips_per_s']:.2f}", "", ""])
-    for key, row in result.items():
-        if not key.startswith("DECODE_ON"):
-            continue
-        if "error" in row:
-            table.append([key, "", "", "**failed**: " + row["error"].splitlines()[0]])
-            continue
-        table.append([f"{key}, engine loop", f"{row['clips_per_s']:.2f}", f"{100 * row['data_wait_fraction']:.1f}%",
-                      f"{100 * row['stall_vs_model_only']:.1f}%"])
+    loops = {key: row for key, row in result.items() if key.startswith("DECODE_ON")}
+    table += case_rows(loops, 4, lambda key, row: [[f"{key}, engine loop", f"{row['clips_per_s']:.2f}",
+                       f"{100 * row['data_wait_fraction']:.1f}%", f"{100 * row['stall_vs_model_only']:.1f}%"]])
     return (f"Loader workers: {result.get('workers', '?')}.\n\n"
             + common.markdown_table(["input", "clips/s", "time waiting for data", "stall vs model only"], table))
 

@@ -31,9 +31,7 @@ tables and writes JSON (benchmarks/results/decode_on.json).
 """
 
 import os
-import shutil
 import sys
-import tempfile
 from typing import Callable, Dict, List
 
 import torch
@@ -159,19 +157,17 @@ def markdown(result: Dict) -> str:
 
 def main() -> int:
     parser = common.base_parser(__doc__, "decode_on", "fewer clips and repeats (a smoke run)",
-                                threads_help="ignored: one torch thread, as in a worker")
+                                threads_help="ignored: one torch thread, as in a worker", work=True)
     parser.add_argument("--videos", type=int, default=6, help="frame folders of 150 frames")
     parser.add_argument("--clips", type=int, default=32, help="training clips per timed run")
     parser.add_argument("--batch", type=int, default=8, help="clips per batch")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each case (median)")
-    parser.add_argument("--work", default="", help="folder for the generated data (default: a temporary one)")
     args = parser.parse_args()
     if args.quick:
         args.videos, args.clips, args.batch, args.repeats = 2, 4, 2, 2
     torch.set_num_threads(1)  # as in a DataLoader worker
     device = common.pick_device(args.device)
-    work = args.work or tempfile.mkdtemp(prefix="bench_decode_on_")
-    try:
+    with common.work_folder(args.work, "bench_decode_on_") as work:
         if not os.path.isdir(os.path.join(work, "frames")):
             make_data(work, args.videos)
         result = {
@@ -182,14 +178,7 @@ def main() -> int:
             "val": bench_items(work, "val", args.clips // 2, args.repeats),
             "test": bench_items(work, "test", 1, max(2, args.repeats // 2)),
         }
-    finally:
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
-    common.write_json(args.json, result)
-    print(markdown(result))
-    print(f"\nresults written to {args.json}")
-    return 0
-
+    return common.report(args.json, result, markdown(result))
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -168,7 +168,7 @@ def bench_test(args, data, device, extra: Sequence[str] = ()) -> Dict:
 def main() -> int:
     parser = common.base_parser(__doc__, "end_to_end", "4 steps, 1 test video",
                                 threads_help="torch threads of the training process (default: 1 on cpu, so "
-                                             "that the loader workers get the other cores)")
+                                             "that the loader workers get the other cores)", work=True)
     parser.add_argument("--mode", default="", help="bench_train_step mode (default: fast, or fast+cpu_bf16 on cpu)")
     parser.add_argument("--inputs", nargs="+", choices=["cpu", "gpu"], default=None,
                         help="input paths to measure (default: cpu gpu on cuda, cpu on cpu)")
@@ -183,7 +183,6 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=0, help="timed steps (default: 40 on cuda, 20 on cpu)")
     parser.add_argument("--warmup", type=int, default=0, help="default: 5 on cuda, 2 on cpu")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
-    parser.add_argument("--work", default="", help="folder for the generated data (default: a temporary one)")
     args = parser.parse_args()
 
     device = common.pick_device(args.device)

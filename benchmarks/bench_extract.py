@@ -34,13 +34,11 @@ What it does, in one run on the same videos and the same cores:
 5. Checks every tool wrote the same number of frames, prints tables and writes JSON.
 """
 
-import argparse
 import io
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Sequence
@@ -263,44 +261,35 @@ def markdown(result: Dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.script_parser(__doc__, "extract", work=True)
     parser.add_argument("--videos", type=int, default=8, help="number of test videos (default: %(default)s)")
     parser.add_argument("--seconds", type=int, default=10, help="length of each video (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting, best counts (default: %(default)s)")
     parser.add_argument("--decode-repeats", type=int, default=5,
                         help="round-robin runs of the decoding-only part, median counts (default: %(default)s)")
-    parser.add_argument("--work", default=None, help="scratch folder (default: a temporary folder)")
-    parser.add_argument("--json", default=os.path.join(common.RESULTS, "extract.json"),
-                        help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg not found: install it with  apt-get update && apt-get install -y ffmpeg")
     torch.set_num_threads(1)
-    work = args.work or tempfile.mkdtemp(prefix="bench_extract_")
-    src = os.path.join(work, "videos")
-    videos = make_videos(src, args.videos, args.seconds, 480, 360, 30)
-    calibration = calibrate_quality(videos[0], work)
-    decoders = available_decoders()
-    result = {
-        "machine": common.machine_info(torch.device("cpu")), "decoders": common.decoder_versions(),
-        "command": common.command_line(),
-        "ffmpeg": subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0],
-        "videos": f"{args.videos} x {args.seconds} s H.264 480x360 30 fps", "calibration": calibration,
-        "repeats_decoding": args.decode_repeats,
-        "decoding": bench_decoding(videos, decoders, args.decode_repeats),
-        "import_cpu_seconds": import_cpu_seconds(decoders, 3),
-        "end_to_end": bench_end_to_end(videos, src, work, int(calibration["quality"]), decoders, args.repeats),
-        "load_average_1min_at_end": common.load_average(),
-    }
-    common.write_json(args.json, result)
-    print(markdown(result))
-    print(f"load average at the end: {result['load_average_1min_at_end']} (other processes on these cores slow "
-          "every tool)")
-    print(f"results written to {args.json}")
-    if not args.work:
-        shutil.rmtree(work)
-    return 0
-
+    with common.work_folder(args.work, "bench_extract_") as work:
+        src = os.path.join(work, "videos")
+        videos = make_videos(src, args.videos, args.seconds, 480, 360, 30)
+        calibration = calibrate_quality(videos[0], work)
+        decoders = available_decoders()
+        result = {
+            "machine": common.machine_info(torch.device("cpu")), "decoders": common.decoder_versions(),
+            "command": common.command_line(),
+            "ffmpeg": subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0],
+            "videos": f"{args.videos} x {args.seconds} s H.264 480x360 30 fps", "calibration": calibration,
+            "repeats_decoding": args.decode_repeats,
+            "decoding": bench_decoding(videos, decoders, args.decode_repeats),
+            "import_cpu_seconds": import_cpu_seconds(decoders, 3),
+            "end_to_end": bench_end_to_end(videos, src, work, int(calibration["quality"]), decoders, args.repeats),
+            "load_average_1min_at_end": common.load_average(),
+        }
+    text = markdown(result) + (f"\nload average at the end: {result['load_average_1min_at_end']} (other processes "
+                               "on these cores slow every tool)")
+    return common.report(args.json, result, text)
 
 if __name__ == "__main__":
     sys.exit(main())

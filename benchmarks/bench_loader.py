@@ -37,11 +37,8 @@ Every decoder runs single-threaded; the methods run round-robin and the medians 
 markdown tables and writes JSON (benchmarks/results/loader.json).
 """
 
-import argparse
 import os
-import shutil
 import sys
-import tempfile
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
@@ -340,18 +337,15 @@ def markdown(result: Dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.script_parser(__doc__, "loader", work=True)
     parser.add_argument("--videos", type=int, default=6, help="frame folders of 150 frames")
     parser.add_argument("--clips", type=int, default=30, help="training clips per timed run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each method (median)")
     parser.add_argument("--gops", type=int, nargs="+", default=[250, 30], help="keyframe intervals of the test video")
-    parser.add_argument("--work", default="", help="folder for the generated data (default: a temporary one)")
-    parser.add_argument("--json", default=os.path.join(common.RESULTS, "loader.json"))
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # as in a DataLoader worker
-    work = args.work or tempfile.mkdtemp(prefix="bench_loader_")
-    try:
+    with common.work_folder(args.work, "bench_loader_") as work:
         result = {
             "machine": common.machine_info(torch.device("cpu")),
             "decoders": common.decoder_versions(),
@@ -360,14 +354,7 @@ def main() -> int:
             "train": bench_train(work, args.videos, args.clips, args.repeats),
             "test": bench_test(work, args.repeats, args.gops, test_backends()),
         }
-    finally:
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
-    common.write_json(args.json, result)
-    print(markdown(result))
-    print(f"\nresults written to {args.json}")
-    return 0
-
+    return common.report(args.json, result, markdown(result))
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -28,7 +28,6 @@ The files are in the page cache (the trees were just written): the figures are
 for a warm cache, as on a second run.
 """
 
-import argparse
 import os
 import shutil
 import sys
@@ -99,10 +98,9 @@ def write_lists(work: str, clips) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.script_parser(__doc__, "manifests")
     parser.add_argument("--clips", type=int, default=80000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", default=os.path.join(common.RESULTS, "manifests.json"))
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench_manifests_")
     try:
