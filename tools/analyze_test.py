@@ -28,11 +28,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from cgnl_video.utils.cli import docstring_parser
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = docstring_parser(__doc__)
     parser.add_argument("run", metavar="OUTPUT_DIR", help="run folder with test_predictions.jsonl")
     parser.add_argument("--out", required=True, help="folder for the figures and tables")
     parser.add_argument("--compare", metavar="OTHER_OUTPUT_DIR", help="a second run with the same classes")

@@ -14,11 +14,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from cgnl_video.utils.cli import docstring_parser
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = docstring_parser(__doc__)
     parser.add_argument("--configs", default="configs", help="folder searched for *.yaml (default configs)")
     parser.add_argument("--runs", default=None, help="root of the run folders (default: each config's OUTPUT_DIR)")
     parser.add_argument("--out", default="MODEL_ZOO.md", help="output markdown file (default MODEL_ZOO.md)")

@@ -12,11 +12,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from cgnl_video.utils.cli import docstring_parser
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = docstring_parser(__doc__)
     parser.add_argument("runs", nargs="+", metavar="OUTPUT_DIR", help="run folders with json_stats.log")
     parser.add_argument("--out", default="curves.png", help="output PNG (default curves.png)")
     return parser.parse_args(argv)

@@ -3,23 +3,26 @@
 Each tool documents itself in its module docstring: the first paragraph is the
 ``--help`` description, the rest its epilog. Each names a model by ``--cfg`` and
 ``--checkpoint`` and takes config overrides as repeatable ``--opt KEY VALUE``.
-Torch-free, so that ``--help`` answers quickly.
+Imports nothing heavy (the config is loaded on call), so that ``--help`` answers quickly.
 """
 
 import argparse
-from typing import List
+from typing import TYPE_CHECKING, List
 
-from fvcore.common.config import CfgNode
+if TYPE_CHECKING:
+    from fvcore.common.config import CfgNode
 
-from cgnl_video.config import load_config
-from cgnl_video.utils.torchcodec_support import check_decoding_backend
+
+def docstring_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser whose description is the first paragraph of a tool's docstring ``doc``
+    and whose epilog is the rest, laid out as written."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def tool_parser(doc: str, checkpoint_help: str = "checkpoint (ours or a bare state dict)") -> argparse.ArgumentParser:
-    """A parser described by a tool's module docstring, with ``--cfg`` and ``--checkpoint``."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=doc.split("\n\n", 1)[1])
+    """``docstring_parser`` with the model's ``--cfg`` and ``--checkpoint``."""
+    parser = docstring_parser(doc)
     parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment YAML file of the model")
     parser.add_argument("--checkpoint", required=True, help=checkpoint_help)
     return parser
@@ -36,9 +39,12 @@ def opt_list(args: argparse.Namespace) -> List[str]:
     return [x for pair in args.opt for x in pair]
 
 
-def load_tool_config(args: argparse.Namespace) -> CfgNode:
+def load_tool_config(args: argparse.Namespace) -> "CfgNode":
     """The config of ``--cfg`` with the ``--opt`` overrides, its decoding backend
     checked; raises ConfigError naming the key."""
+    from cgnl_video.config import load_config
+    from cgnl_video.utils.torchcodec_support import check_decoding_backend
+
     cfg = load_config(args.cfg_file, opt_list(args))
     check_decoding_backend(cfg.DATA.DECODING_BACKEND)
     return cfg
