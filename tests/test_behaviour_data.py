@@ -11,15 +11,8 @@ import os
 import pytest
 
 from cgnl_video.data import ManifestEntry, ManifestError, build_dataset, build_loader, set_loader_epoch
-from test_data_fixtures import (  # noqa: F401 (one_torch_thread: autouse fixture)
-    column_range,
-    frame_ids,
-    make_dataset,
-    one_torch_thread,
-    row_range,
-    small_cfg,
-    write_frame_folder,
-)
+from test_data_fixtures import (column_range, frame_ids, make_dataset, one_torch_thread,  # noqa: F401 (autouse)
+                                row_range, small_cfg, write_frame_folder)
 
 
 def _views(tmp_path, frames: int, height: int, width: int, clips: int, crops: int):
