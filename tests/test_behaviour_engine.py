@@ -43,9 +43,7 @@ from cgnl_video.utils.logging import read_json_stats
 from engine_helpers import one_thread, single_thread, tiny_data_root, tiny_opts  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread(single_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # torch on one thread in every test
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,13 @@ from cgnl_video.engine import train_loop as train_module
 from cgnl_video.engine.launch import run
 from cgnl_video.engine.train_loop import NonFiniteLossError
 from cgnl_video.utils.logging import read_json_stats
-from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
+from engine_helpers import make_tiny_dataset, single_thread, tiny_opts  # noqa: F401 (single_thread: fixture)
 from tools_fixtures import run_tool
 
 main = functools.partial(run_tool, "run_net")  # tools/run_net.py main(argv), in this process
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # torch on one thread in every test
 
 
 @pytest.fixture(scope="module")

@@ -20,17 +20,14 @@ from cgnl_video.engine.precision import build_grad_scaler
 from cgnl_video.engine.resume import resume_or_initialise
 from cgnl_video.models import build_model
 from cgnl_video.utils.logging import get_logger
-from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
+from engine_helpers import make_tiny_dataset, one_thread, single_thread, tiny_opts  # noqa: F401 (single_thread: fixture)
 from tools_fixtures import ROOT, run_tool
 from weights_fixtures import torch_home  # noqa: F401 (fixture: empty cache, no network)
 
 CLASSIFIER = ["blocks.6.proj.weight", "blocks.6.proj.bias"]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # torch on one thread in every test
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from cgnl_video.hub import checkpoint_classes
 from cgnl_video.models import build_model, load_pretrained
 from cgnl_video.models.summary import describe, summarize
 from cgnl_video.utils.logging import read_json_stats
-from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
+from engine_helpers import make_tiny_dataset, single_thread, tiny_opts  # noqa: F401 (single_thread: fixture)
 from tools_fixtures import ROOT, run_tool
 
 USER_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "user_code")
@@ -46,10 +46,7 @@ def tiny_backbone():
     unregister_backbone("tiny")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # torch on one thread in every test
 
 
 def test_a_registered_block_adds_its_keys_and_checks(se_block, tmp_path):

@@ -20,17 +20,14 @@ from cgnl_video.engine.launch import run
 from cgnl_video.engine.preflight import check_files
 from cgnl_video.models import build_model, load_pretrained
 from cgnl_video.models.weights import WeightsUnavailableError, torchvision_key_to_c2d
-from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
+from engine_helpers import make_tiny_dataset, single_thread, tiny_opts  # noqa: F401 (single_thread: fixture)
 from tools_fixtures import ROOT, run_tool
 from weights_fixtures import RESNET50_V1_URL, cache_file, torch_home  # noqa: F401 (fixture)
 
 NARROW = ["RESNET.WIDTH_PER_GROUP", "4"]  # the width of engine_helpers.tiny_opts
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # torch on one thread in every test
 
 
 @pytest.fixture(scope="module")
