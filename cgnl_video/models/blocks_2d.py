@@ -1,6 +1,7 @@
 """The blocks for image networks: inputs (B, C, H, W), as in the paper's image
-experiments (CUB, Sec. 4 and Table 3; ImageNet, appendix Table 5: one block before the
-last residual block of res4 of a ResNet, docs/MODELS.md "CGNL in image networks").
+experiments (CUB, Tables 2a, 2c, 3, 4b; ImageNet, appendix Table 5: one block goes
+before the last residual block of res4 of a ResNet, Sec. 4.2; docs/MODELS.md "CGNL in
+image networks").
 
 Each 2D block is its spacetime block (``cgnl.py``, ``nonlocal_block.py``) built from
 2D layers (``cgnl.IMAGE``: 1x1 convolutions, BatchNorm2d, MaxPool2d; Sec. 3.5: "a 1x1
@@ -15,9 +16,9 @@ BatchNorm buffers). The convolution weights lack the T axis ((O, I, 1, 1) instea
 makes a 2D block's state dict load strictly into the spacetime block with the same
 options (``squeeze(2)`` the other way).
 
-The layers are native 2D (not a spacetime block on an added T axis), so what image
-code does with its modules works: ``model.to(memory_format=torch.channels_last)``
-(which refuses 5-D weights), 2D layer fusion, feature extractors.
+The layers are native 2D, not a spacetime block on an added T axis, so a network
+holding them converts with ``model.to(memory_format=torch.channels_last)`` (which
+refuses 5-D weights) like any torchvision network.
 """
 
 from typing import ClassVar, Sequence
