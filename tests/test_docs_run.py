@@ -194,6 +194,7 @@ KNOWN_FAILURES: Dict[str, Tuple[str, str]] = {
 FOLLOWING_OUTPUT: Dict[str, str] = {
     r"python tools/run_net\.py --cfg configs/demo/C2D_CGNL_synthetic\.yaml\n": "the demo's last line",
     r'torch\.hub\.load\("\.", "c2d_r50_cgnl8"': "what the hub example prints",
+    r"model\.layer3 = nn\.Sequential\(\*model\.layer3\[:-1\], block": "what the image-network example prints",
 }
 
 #: command pattern -> its output lines starting with "|" must be lines of the block's markdown file

@@ -55,7 +55,8 @@ every kernel and norm against float64; the cost is in benchmarks/RESULTS.md.
 
 import contextlib
 import math
-from typing import ContextManager, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, ClassVar, ContextManager, List, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -290,10 +291,27 @@ def exact_generalized_nonlocal(
     return torch.stack(outputs)
 
 
-def make_zero_norm(kind: str, channels: int, groups: int = 1) -> nn.Module:
-    """BatchNorm3d ("bn") or GroupNorm ("gn", ``groups`` groups), weight and bias zero."""
+@dataclass(frozen=True)
+class Layers:
+    """The layers a block is made of for one input layout: ``SPACETIME`` for clips
+    (B, C, T, H, W), ``IMAGE`` for images (B, C, H, W) (the 2D blocks, ``blocks_2d.py``).
+    The paper's block is the same for both (Sec. 3.5: 1x1 or 1x1x1 convolutions, N = HW
+    or THW)."""
+
+    conv: Type[nn.Module]
+    conv_fn: Callable[..., torch.Tensor]
+    batch_norm: Type[nn.Module]
+    max_pool: Type[nn.Module]
+
+
+SPACETIME = Layers(nn.Conv3d, F.conv3d, nn.BatchNorm3d, nn.MaxPool3d)
+IMAGE = Layers(nn.Conv2d, F.conv2d, nn.BatchNorm2d, nn.MaxPool2d)
+
+
+def make_zero_norm(kind: str, channels: int, groups: int = 1, layers: Layers = SPACETIME) -> nn.Module:
+    """BatchNorm ("bn", of ``layers``) or GroupNorm ("gn", ``groups`` groups), weight and bias zero."""
     if kind == "bn":
-        norm: nn.Module = nn.BatchNorm3d(channels)
+        norm: nn.Module = layers.batch_norm(channels)
     elif kind == "gn":
         norm = nn.GroupNorm(groups, channels)
     else:
@@ -303,7 +321,7 @@ def make_zero_norm(kind: str, channels: int, groups: int = 1) -> nn.Module:
     return norm
 
 
-def init_block_convs(*convs: nn.Conv3d) -> None:
+def init_block_convs(*convs: nn.Module) -> None:
     """Gaussian std 0.01 weights and zero biases (official CGNL and video non-local code)."""
     for conv in convs:
         nn.init.normal_(conv.weight, std=0.01)
@@ -333,6 +351,8 @@ class CGNLBlock(nn.Module):
             parameters (and the state dict) stay three separate convolutions.
     """
 
+    layers: ClassVar[Layers] = SPACETIME
+
     def __init__(
         self,
         dim_in: int,
@@ -354,11 +374,12 @@ class CGNLBlock(nn.Module):
         self.use_scale = use_scale
         self.fused = fused
         self._rbf_bn = kernel == "rbf" and norm == "bn"
-        self.theta = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
-        self.phi = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
-        self.g = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
-        self.z = nn.Conv3d(dim_inner, dim_in, 1, groups=groups, bias=False)
-        self.norm = make_zero_norm(norm, dim_in, groups)
+        conv = self.layers.conv
+        self.theta = conv(dim_in, dim_inner, 1, bias=False)
+        self.phi = conv(dim_in, dim_inner, 1, bias=False)
+        self.g = conv(dim_in, dim_inner, 1, bias=False)
+        self.z = conv(dim_inner, dim_in, 1, groups=groups, bias=False)
+        self.norm = make_zero_norm(norm, dim_in, groups, self.layers)
         init_block_convs(self.theta, self.phi, self.g, self.z)
 
     def extra_repr(self) -> str:
@@ -384,7 +405,7 @@ class CGNLBlock(nn.Module):
         """theta, phi and g from one convolution with the concatenated weights,
         as a (B, 3, C_inner, T, H, W) view of its output."""
         weight = torch.cat([self.theta.weight, self.phi.weight, self.g.weight])
-        return F.conv3d(x, weight).unflatten(1, (3, -1))
+        return self.layers.conv_fn(x, weight).unflatten(1, (3, -1))
 
     def aggregate(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """The compact GNL response y (B, C_inner, T, H, W), all groups at once."""

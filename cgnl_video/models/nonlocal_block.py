@@ -33,14 +33,15 @@ dtype. With the default (1, 2, 2) pooling the g convolution costs a quarter
 of theta's. Cost: benchmarks/RESULTS.md.
 """
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cgnl_video.config.choices import NL_INSTANTIATIONS
-from cgnl_video.models.cgnl import autocast_off, check_groups, init_block_convs, make_zero_norm
+from cgnl_video.models.cgnl import (SPACETIME, Layers, autocast_off, check_groups, init_block_convs,
+                                   make_zero_norm)
 
 
 class NonLocalBlock(nn.Module):
@@ -56,6 +57,8 @@ class NonLocalBlock(nn.Module):
         scale: softmax only: multiply theta^T phi by dim_inner ** -0.5 first.
     """
 
+    layers: ClassVar[Layers] = SPACETIME
+
     def __init__(
         self,
         dim_in: int,
@@ -70,13 +73,14 @@ class NonLocalBlock(nn.Module):
         dim_inner = dim_inner or dim_in // 2
         self.instantiation = instantiation
         self.scale = scale
-        self.theta = nn.Conv3d(dim_in, dim_inner, 1)
-        self.phi = nn.Conv3d(dim_in, dim_inner, 1)
-        self.g = nn.Conv3d(dim_in, dim_inner, 1)
-        self.z = nn.Conv3d(dim_inner, dim_in, 1)
-        self.norm = make_zero_norm("bn", dim_in)
+        conv = self.layers.conv
+        self.theta = conv(dim_in, dim_inner, 1)
+        self.phi = conv(dim_in, dim_inner, 1)
+        self.g = conv(dim_in, dim_inner, 1)
+        self.z = conv(dim_inner, dim_in, 1)
+        self.norm = make_zero_norm("bn", dim_in, layers=self.layers)
         pool_size = tuple(pool_size)
-        self.pool = nn.MaxPool3d(pool_size, pool_size, ceil_mode=True) if max(pool_size) > 1 else None
+        self.pool = self.layers.max_pool(pool_size, pool_size, ceil_mode=True) if max(pool_size) > 1 else None
         init_block_convs(self.theta, self.phi, self.g, self.z)
 
     def extra_repr(self) -> str:
@@ -125,13 +129,15 @@ class SimpleResidualBlock(nn.Module):
     it isolates what the extra parameters alone contribute.
     """
 
+    layers: ClassVar[Layers] = SPACETIME
+
     def __init__(self, dim_in: int, dim_inner: int = 0, groups: int = 8, norm: str = "bn") -> None:
         super().__init__()
         dim_inner = dim_inner or dim_in // 2
         check_groups(dim_in, dim_inner, groups)
-        self.theta = nn.Conv3d(dim_in, dim_inner, 1, bias=False)
-        self.z = nn.Conv3d(dim_inner, dim_in, 1, groups=groups, bias=False)
-        self.norm = make_zero_norm(norm, dim_in, groups)
+        self.theta = self.layers.conv(dim_in, dim_inner, 1, bias=False)
+        self.z = self.layers.conv(dim_inner, dim_in, 1, groups=groups, bias=False)
+        self.norm = make_zero_norm(norm, dim_in, groups, self.layers)
         init_block_convs(self.theta, self.z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
