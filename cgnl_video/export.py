@@ -175,6 +175,7 @@ def real_clip(cfg: CfgNode, video: str, shape: Shape) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- writers and readers
 def _write_onnx(module: ExportedClassifier, example: torch.Tensor, path: str, metadata: Metadata) -> None:
+    # dynamic_shapes names the argument of ExportedClassifier.forward, INPUT_NAME
     program = torch.onnx.export(module, (example,), dynamo=True, verbose=False, input_names=[INPUT_NAME],
                                 output_names=[module.output_name],
                                 dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}})
@@ -232,12 +233,10 @@ class Check:
         return f"{self.name} (batch {self.batch}): max abs diff {self.max_abs_diff:.2e}"
 
 
-def verification_inputs(shape: Shape, real_clip: Optional[torch.Tensor], real_name: str) -> List[Tuple[str, torch.Tensor]]:
-    """The clips ``--verify`` runs: random clips in a batch of 2 and of 1, and the real clip."""
-    inputs = [("random clips", random_clips(2, shape)), ("random clip", random_clips(1, shape, seed=2))]
-    if real_clip is not None:
-        inputs.append((real_name, real_clip.unsqueeze(0)))
-    return inputs
+def verification_inputs(shape: Shape, video: str, clip: torch.Tensor) -> List[Tuple[str, torch.Tensor]]:
+    """(name, clips) of each check: random clips in a batch of 2 and of 1, and ``video``'s ``clip``."""
+    return [("random clips", random_clips(2, shape)), ("random clip", random_clips(1, shape, seed=2)),
+            (video, clip.unsqueeze(0))]
 
 
 @torch.no_grad()
@@ -309,7 +308,7 @@ def prepare_export(cfg: CfgNode, checkpoint: Optional[str], fmt: str, frames: Op
     inputs: List[Tuple[str, torch.Tensor]] = []
     if verify:
         video = verification_video(cfg, video)
-        inputs = verification_inputs(shape, real_clip(cfg, video, shape), video)
+        inputs = verification_inputs(shape, video, real_clip(cfg, video, shape))
     return ExportJob(module, fmt, shape, Metadata.of(cfg, module.output_name, shape, class_names(cfg)), inputs)
 
 

@@ -6,6 +6,7 @@ import copy
 import os
 import runpy
 import sys
+import warnings
 
 import pytest
 import torch
@@ -21,10 +22,11 @@ from tools_fixtures import CLASSES, ROOT, make_inputs, run_tool, save_tiny_check
 TOLERANCE = 1e-4
 
 
-def trained_like_blocks(model: torch.nn.Module, seed: int = 0) -> None:
+def trained_like_blocks(model: torch.nn.Module, seed: int = 0, shape=(3, 16, 64, 64)) -> None:
     """Give the inserted blocks trained-model magnitudes: theta / phi / g / W_z of std 0.05 and
-    the (zero-initialised) norm the statistics of its input on random clips, a weight of 0.5-1.5
-    and a bias, so the block's branch is of the order of its input and changes the scores."""
+    the (zero-initialised) norm the statistics of its input on random clips of ``shape``, a
+    weight of 0.5-1.5 and a bias, so the block's branch is of the order of its input and
+    changes the scores."""
     generator = torch.Generator().manual_seed(seed)
     blocks = {name: m for name, m in model.named_modules() if name.split(".")[-2:-1] == ["inserted"]}
     taken = {}
@@ -34,7 +36,7 @@ def trained_like_blocks(model: torch.nn.Module, seed: int = 0) -> None:
         for block in blocks.values():
             for conv in (getattr(block, key) for key in ("theta", "phi", "g", "z")):
                 conv.weight.copy_(0.05 * torch.randn(conv.weight.shape, generator=generator))
-        model.eval()(ex.random_clips(2, (3, 16, 64, 64), seed=5))
+        model.eval()(ex.random_clips(2, shape, seed=5))
         for name, block in blocks.items():
             norm, z = block.norm, taken[name]
             norm.running_mean.copy_(z.mean(dim=(0, 2, 3, 4)))
@@ -72,7 +74,10 @@ def reported_differences(out: str):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_file_matches_pytorch_on_random_and_real_clips(tiny, block, fmt, tmp_path, capsys):
     out = str(tmp_path / f"model.{fmt}")
-    assert run_tool("export", export_argv(tiny, block, fmt, out, "--verify", "--verify-video", tiny["video"])) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_tool("export", export_argv(tiny, block, fmt, out, "--verify", "--verify-video", tiny["video"])) == 0
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]  # nothing traced as a constant
     printed = capsys.readouterr().out
     differences = reported_differences(printed)
     assert len(differences) == 3 and max(differences) <= TOLERANCE, printed
