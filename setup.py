@@ -15,6 +15,12 @@ DECORD = (
 # shared libraries from the system, which pip cannot install: apt-get install ffmpeg, conda install
 # -c conda-forge ffmpeg or brew install ffmpeg (.ci/run installs them for the tests).
 TORCHCODEC = ["torchcodec>=0.12,<0.18; python_version >= '3.10'", "torch>=2.11; python_version >= '3.10'"]
+# tools/export.py --format onnx (docs/TOOLS.md): torch.onnx.export's default (dynamo) exporter needs
+# onnxscript (torch 2.11+ imports its onnxscript._framework_apis.torch_2_11, which 0.6.2 has and 0.5.7
+# lacks) and onnx; --verify runs the file with onnxruntime. The files are opset 20, IR version 10
+# (onnx 1.16 and onnxruntime 1.18 are the first to read IR 10). Tested with onnx 1.23.2, onnxruntime
+# 1.32.0 and onnxscript 0.7.2 (what pip picks) on torch 2.14.1.
+EXPORT = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.6.2"]
 
 setup(
     name="cgnl_video",
@@ -43,6 +49,8 @@ setup(
         "tensorboard": ["tensorboard"],
         # DATA.DECODING_BACKEND torchcodec; the tests compare it with PyAV
         "torchcodec": TORCHCODEC,
-        "test": ["pytest>=7", "pytest-timeout", "tensorboard", *TORCHCODEC],
+        # tools/export.py --format onnx; the tests export and run ONNX files
+        "export": EXPORT,
+        "test": ["pytest>=7", "pytest-timeout", "tensorboard", *TORCHCODEC, *EXPORT],
     },
 )

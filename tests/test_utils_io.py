@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from cgnl_video.utils.io import atomic_open, atomic_write_text
+from cgnl_video.utils.io import atomic_open, atomic_path, atomic_write_text
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -33,3 +33,19 @@ def test_permissions_match_a_plain_open(tmp_path):
     with atomic_open(str(path), "wb") as handle:
         handle.write(b"\x00")
     assert (path.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
+
+
+def test_atomic_path_renames_what_a_writer_wrote_there_only_on_success(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"earlier")
+    with pytest.raises(ValueError):
+        with atomic_path(str(path)) as tmp:
+            assert os.path.dirname(tmp) == str(tmp_path) and tmp != str(path)
+            with open(tmp, "wb") as handle:  # a writer that takes a file name
+                handle.write(b"rejected")
+            raise ValueError("verification failed")
+    assert path.read_bytes() == b"earlier" and os.listdir(tmp_path) == ["model.onnx"]
+    with atomic_path(str(path)) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(b"accepted")
+    assert path.read_bytes() == b"accepted" and os.listdir(tmp_path) == ["model.onnx"]

@@ -187,9 +187,10 @@ class _CompactGNL(torch.autograd.Function):
 
 
 def _compact_expression(theta, phi, g, coefficients):
-    """Eq. 12 as a plain autograd expression, used under torch.compile: the compiler
+    """Eq. 12 as a plain autograd expression, used under torch.compile (the compiler
     fuses it and its generated backward into fewer passes than the hand-written
-    backward (about 2x faster on the CPU for the RBF kernel)."""
+    backward: about 2x faster on the CPU for the RBF kernel) and in exported models
+    (``compact_generalized_nonlocal``)."""
     scalars: List[Optional[torch.Tensor]] = []
     weighted = g
     for power, coefficient in enumerate(coefficients):
@@ -245,7 +246,10 @@ def compact_generalized_nonlocal(
     and the polynomial in theta is evaluated with Horner's rule (one ``addcmul``
     per degree), so no power of a full tensor is kept. All samples and groups
     are computed at once; any strides work (no copies). The backward is written
-    out (``_CompactGNL``), except under torch.compile (``_compact_expression``).
+    out (``_CompactGNL``), except under torch.compile, torch.export (and so the
+    ONNX export) and torch.jit.trace, which take the plain expression of the
+    same math (``_compact_expression``): a Python autograd Function cannot be
+    saved in a traced TorchScript file.
     fp16 / bf16 inputs are computed in float32, and y is float32 (safe for every
     kernel; ``CGNLBlock`` keeps bf16 where that is enough, module docstring).
     """
@@ -259,7 +263,7 @@ def _compact(inputs: Sequence[torch.Tensor], coefficients: Sequence[float], use_
     if float32:
         inputs = [t.float() if is_reduced_float(t.dtype) else t for t in inputs]
     coefficients = _scaled(coefficients, math.prod(_unstack(inputs)[0].shape[2:]), use_scale)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return _compact_expression(*_unstack(inputs), coefficients)
     return _CompactGNL.apply(coefficients, *inputs)
 

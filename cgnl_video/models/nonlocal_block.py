@@ -104,7 +104,8 @@ class NonLocalBlock(nn.Module):
         """
         if self.instantiation == "dot_product":
             return torch.einsum("bnm,bcm->bcn", self.affinity(theta, phi), g)
-        scale = theta.shape[1] ** -0.5 if self.scale else 1.0
+        # C' as the module's int: theta.shape[1] is a traced value under torch.jit.trace (a TracerWarning)
+        scale = self.theta.out_channels ** -0.5 if self.scale else 1.0
         # (B, 1, N, C'), contiguous: the fused kernels need unit stride over C' (a free
         # view for channels_last inputs, one transposing copy otherwise).
         query, key, value = (t.transpose(1, 2).contiguous().unsqueeze(1) for t in (theta, phi, g))

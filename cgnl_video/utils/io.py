@@ -21,26 +21,36 @@ _UMASK = _read_umask()
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO]:
-    """Open a temporary file next to ``path``; on clean exit rename it to ``path``.
-
-    On an exception the temporary file is removed and ``path`` is untouched.
-    """
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary file name next to ``path`` for a writer that takes a file name
+    (e.g. an exporter); on clean exit the file is flushed to disk and renamed to
+    ``path``. On an exception the temporary file is removed and ``path`` is untouched."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less umask).
         os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": encoding})) as handle:
-            yield handle
-            handle.flush()
+        yield tmp
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on clean exit rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": encoding})) as handle:
+            yield handle
 
 
 def atomic_write_text(path: str, text: str) -> None:

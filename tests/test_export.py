@@ -1,0 +1,214 @@
+"""tools/export.py and cgnl_video.export: ONNX and TorchScript files of a C2D R-50 + 1 CGNL
+and + 1 NL block (reduced width) compared with PyTorch on random and real clips, at
+batch sizes other than the one exported; logits vs probabilities; failures leave no file."""
+
+import copy
+import os
+import runpy
+import sys
+import warnings
+
+import pytest
+import torch
+
+from cgnl_video import export as ex
+from cgnl_video.config import load_config
+from cgnl_video.data import write_manifest
+from cgnl_video.data.manifest import ManifestEntry
+from cgnl_video.inference import load_model
+from test_data_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
+from tools_fixtures import CLASSES, ROOT, make_inputs, run_tool, save_tiny_checkpoint, write_tiny_config
+
+TOLERANCE = 1e-4
+
+
+def trained_like_blocks(model: torch.nn.Module, seed: int = 0, shape=(3, 16, 64, 64)) -> None:
+    """Give the inserted blocks trained-model magnitudes: theta / phi / g / W_z of std 0.05 and
+    the (zero-initialised) norm the statistics of its input on random clips of ``shape``, a
+    weight of 0.5-1.5 and a bias, so the block's branch is of the order of its input and
+    changes the scores."""
+    generator = torch.Generator().manual_seed(seed)
+    blocks = {name: m for name, m in model.named_modules() if name.split(".")[-2:-1] == ["inserted"]}
+    taken = {}
+    hooks = [b.z.register_forward_hook(lambda m, _a, out, name=name: taken.__setitem__(name, out))
+             for name, b in blocks.items()]
+    with torch.no_grad():
+        for block in blocks.values():
+            for conv in (getattr(block, key) for key in ("theta", "phi", "g", "z")):
+                conv.weight.copy_(0.05 * torch.randn(conv.weight.shape, generator=generator))
+        model.eval()(ex.random_clips(2, shape, seed=5))
+        for name, block in blocks.items():
+            norm, z = block.norm, taken[name]
+            norm.running_mean.copy_(z.mean(dim=(0, 2, 3, 4)))
+            norm.running_var.copy_(z.var(dim=(0, 2, 3, 4)))
+            norm.weight.copy_(0.5 + torch.rand(norm.weight.shape, generator=generator))
+            norm.bias.copy_(0.1 * torch.randn(norm.bias.shape, generator=generator))
+    for hook in hooks:
+        hook.remove()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Configs and checkpoints (bare state dicts) of the + CGNL and + NL models, and inputs."""
+    folder = str(tmp_path_factory.mktemp("export"))
+    found = {**make_inputs(os.path.join(folder, "inputs")), "folder": folder}
+    for block in ("cgnl", "nl"):
+        cfg_path = write_tiny_config(folder, block)
+        model = load_model(load_config(cfg_path), save_tiny_checkpoint(cfg_path, os.path.join(folder, block)))
+        trained_like_blocks(model)
+        found[block] = (cfg_path, os.path.join(folder, f"{block}_trained.pyth"))
+        torch.save(model.state_dict(), found[block][1])
+    return found
+
+
+def export_argv(tiny, block, fmt, out, *extra):
+    cfg_path, checkpoint = tiny[block]
+    return ["--cfg", cfg_path, "--checkpoint", checkpoint, "--format", fmt, "--out", out, *extra]
+
+
+def reported_differences(out: str):
+    return [float(line.split("max abs diff ")[1].split()[0]) for line in out.splitlines() if line.startswith("  ")]
+
+
+@pytest.mark.parametrize("block", ["cgnl", "nl"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_file_matches_pytorch_on_random_and_real_clips(tiny, block, fmt, tmp_path, capsys):
+    out = str(tmp_path / f"model.{fmt}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_tool("export", export_argv(tiny, block, fmt, out, "--verify", "--verify-video", tiny["video"])) == 0
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]  # nothing traced as a constant
+    printed = capsys.readouterr().out
+    differences = reported_differences(printed)
+    assert len(differences) == 3 and max(differences) <= TOLERANCE, printed
+    assert f"{tiny['video']} (batch 1)" in printed and f"wrote {out}" in printed
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(out)]  # no temporary file left
+
+    # Independently of the tool's own checks: the file on a batch of 3 (real clip, and two
+    # random ones) equals the PyTorch model, whose CGNL / NL block changes the scores.
+    cfg_path, checkpoint = tiny[block]
+    cfg = load_config(cfg_path)
+    model = load_model(cfg, checkpoint)
+    shape = ex.clip_shape(cfg)
+    clips = torch.cat([ex.real_clip(cfg, tiny["frames"], shape)[None], ex.random_clips(2, shape, seed=9)])
+    with torch.no_grad():
+        exported = ex.load_exported(fmt, out)(clips)
+        expected = model(clips)
+        inserted = model.get_submodule("blocks.4.inserted.4")
+        inserted.norm.weight.zero_()
+        inserted.norm.bias.zero_()
+        without_block = model(clips)
+    assert exported.shape == (3, len(CLASSES))
+    assert (exported - expected).abs().max() <= TOLERANCE
+    assert (without_block - expected).abs().max() > 30 * TOLERANCE  # a file without the block would fail
+    metadata = ex.read_metadata(fmt, out)
+    assert metadata["output"] == "probs" and metadata["classes"] == list(CLASSES)
+    assert metadata["input_shape"] == ["batch", 3, 16, 64, 64] and metadata["mean"] == list(cfg.DATA.MEAN)
+
+
+def test_logits_are_the_fc_of_the_averaged_features_and_probs_the_mean_softmax(tiny, tmp_path, capsys):
+    cfg_path, checkpoint = tiny["cgnl"]
+    out = str(tmp_path / "logits.onnx")
+    argv = export_argv(tiny, "cgnl", "onnx", out, "--logits", "--frames", "8", "--size", "96")
+    assert run_tool("export", argv) == 0
+    assert "exporting logits for clips (batch, 3, 8, 96, 96)" in capsys.readouterr().out
+
+    model = load_model(load_config(cfg_path), checkpoint)
+    features = {}
+    model.head.register_forward_pre_hook(lambda _m, args: features.__setitem__("x", args[0]))
+    clips = ex.random_clips(3, (3, 8, 96, 96), seed=4)  # a 1 x 3 x 3 last feature map
+    with torch.no_grad():
+        probs = model(clips)
+        per_position = torch.einsum("bcthw,kc->bthwk", features["x"].double(), model.head.proj.weight.double())
+        per_position = per_position + model.head.proj.bias.double()
+    logits = ex.load_exported("onnx", out)(clips).double()
+    assert logits.shape == (3, len(CLASSES))
+    assert torch.allclose(logits, per_position.mean(dim=(1, 2, 3)), atol=TOLERANCE, rtol=0)
+    assert torch.allclose(probs.double(), per_position.softmax(-1).mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)
+    assert not torch.allclose(logits.softmax(-1), probs.double(), atol=1e-3)
+    assert ex.read_metadata("onnx", out)["output"] == "logits"
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(out, providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, 8, 96, 96]  # only the batch is dynamic
+    with pytest.raises(Exception, match="(?i)dimension"):
+        session.run(None, {"clip": ex.random_clips(1, (3, 16, 96, 96)).numpy()})
+
+
+def test_default_real_clip_is_the_first_video_of_the_test_manifest(tiny, tmp_path, capsys):
+    cfg_path, _ = tiny["cgnl"]
+    lists = os.path.join(os.path.dirname(cfg_path), "lists")
+    write_manifest(os.path.join(lists, "test.txt"), [ManifestEntry(tiny["frames"], 0, 24)])
+    try:
+        out = str(tmp_path / "model.pt")
+        assert run_tool("export", export_argv(tiny, "cgnl", "torchscript", out, "--verify")) == 0
+        assert f"{tiny['frames']} (batch 1)" in capsys.readouterr().out
+    finally:
+        os.remove(os.path.join(lists, "test.txt"))
+    assert run_tool("export", export_argv(tiny, "cgnl", "torchscript", out, "--verify")) == 2
+    err = capsys.readouterr().err
+    assert os.path.join(lists, "test.txt") in err and "--verify-video" in err
+
+
+def corrupted_torchscript(write):
+    """The TorchScript writer ``write``, tracing a copy of the model with one CGNL weight changed."""
+    def write_corrupted(module, example, path, metadata):
+        bad = copy.deepcopy(module)
+        with torch.no_grad():
+            bad.model.get_submodule("blocks.4.inserted.4").z.weight.mul_(1.5)
+        write(bad, example, path, metadata)
+    return write_corrupted
+
+
+def test_failed_verification_exits_1_and_leaves_out_untouched(tiny, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "model.pt"
+    out.write_text("an earlier export")
+    monkeypatch.setitem(ex.WRITERS, "torchscript", corrupted_torchscript(ex.WRITERS["torchscript"]))
+    argv = export_argv(tiny, "cgnl", "torchscript", str(out), "--verify", "--verify-video", tiny["video"])
+    assert run_tool("export", argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("FAILED") == 3 and min(reported_differences(captured.out)) > TOLERANCE
+    assert f"error: verification failed, {out} not written: 3 of 3 checks differ by more than the tolerance 0.0001" \
+        in captured.err
+    assert out.read_text() == "an earlier export" and sorted(os.listdir(tmp_path)) == ["model.pt"]
+
+
+def test_missing_onnx_extra_is_named_with_the_install_command(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    assert run_tool("export", export_argv(tiny, "cgnl", "onnx", str(tmp_path / "m.onnx"))) == 2
+    err = capsys.readouterr().err
+    assert "missing: onnxruntime" in err and 'pip install -e ".[export]"' in err
+    with pytest.raises(ex.MissingExtraError):
+        ex.export_model(ex.ExportedClassifier(torch.nn.Identity()), "onnx", str(tmp_path / "m.onnx"),
+                        (3, 1, 1, 1), ex.Metadata("probs", [], 1, [], [], []))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--checkpoint", "nowhere.pyth"], "checkpoint not found: nowhere.pyth"),
+    (["--checkpoint", "NL"], "nl_trained.pyth"),  # the + NL weights do not fit the + CGNL model
+    (["--verify", "--verify-video", "MISSING"], "no such file or folder"),
+    (["--frames", "1"], "cannot take clips of (3, 1, 64, 64)"),
+    (["--opt", "MODEL.NUM_CLASSES", "0"], "MODEL.NUM_CLASSES"),
+])
+def test_bad_inputs_are_named_with_exit_status_2(tiny, tmp_path, capsys, change, message):
+    out = str(tmp_path / "model.pt")
+    change = [tiny["nl"][1] if c == "NL" else tiny["missing"] if c == "MISSING" else c for c in change]
+    message = tiny["missing"] if message == "no such file or folder" else message
+    assert run_tool("export", export_argv(tiny, "cgnl", "torchscript", out) + change) == 2
+    assert message in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "tflite"], "invalid choice: 'tflite'"),
+    (["--format", "onnx", "--tolerance", "1e-3"], "--tolerance needs --verify"),
+    (["--format", "onnx", "--verify-video", "v.mp4"], "--verify-video needs --verify"),
+    (["--format", "onnx", "--frames", "0"], "--frames must be positive"),
+    (["--format", "onnx", "--verify", "--tolerance", "-1"], "--tolerance must be >= 0"),
+])
+def test_bad_arguments_exit_2(tiny, capsys, argv, message):
+    assert runpy.run_path(os.path.join(ROOT, "tools", "export.py"))["FORMATS"] == ex.FORMATS
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool("export", ["--cfg", tiny["cgnl"][0], "--checkpoint", "c.pyth", "--out", "m", *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
