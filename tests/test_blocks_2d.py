@@ -259,3 +259,36 @@ def test_cgnl_2d_in_resnet50_before_the_last_res4_block():
     expected = model(x)
     model.to(memory_format=torch.channels_last)
     torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: CGNLBlock2d(32, 16, groups=4, kernel="rbf"), lambda: NonLocalBlock2d(32, 16)],
+                         ids=["cgnl_rbf", "nl"])
+def test_block_in_a_user_network_exports_to_onnx_and_torchscript(make, tmp_path):
+    """A user's image network holding a 2D block deploys like ours (tools/export.py's
+    formats): ONNX through onnxruntime at another batch size, and a traced TorchScript
+    file after a save/load round trip, both equal to PyTorch with the branch switched on."""
+    import onnxruntime
+
+    torch.manual_seed(0)
+    block = make()
+    norm = block.norm if hasattr(block, "norm") else block.bn
+    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), block, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        nn.init.uniform_(norm.weight, 0.5, 1.5)  # trained-like: the zero-initialised norm hides the branch
+        nn.init.normal_(norm.bias, std=0.1)
+    net.eval()
+    x, other = torch.randn(2, 3, 12, 12), torch.randn(3, 3, 12, 12)
+    without_branch = net[:2](other)
+    assert (block(without_branch) - without_branch).abs().max() > 0.1
+    path = str(tmp_path / "net.onnx")
+    torch.onnx.export(net, (x,), path, input_names=["image"], dynamo=True,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {"image": other.numpy()})[0]
+    with torch.no_grad():
+        expected = net(other)
+    assert abs(torch.from_numpy(onnx_out) - expected).max() < 1e-5
+    traced_path = str(tmp_path / "net.pt")
+    with torch.no_grad():
+        torch.jit.save(torch.jit.trace(net, x), traced_path)
+        assert (torch.jit.load(traced_path)(other) - expected).abs().max() < 1e-6
