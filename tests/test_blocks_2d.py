@@ -224,6 +224,14 @@ def test_anything_but_an_image_batch_is_refused(make, shape):
         block(torch.rand(shape))
 
 
+@pytest.mark.parametrize("make", [lambda: CGNLBlock(16, groups=2), lambda: NonLocalBlock(16),
+                                  lambda: SimpleResidualBlock(16, groups=2)], ids=["cgnl", "nl", "residual"])
+def test_spacetime_blocks_refuse_images_naming_the_2d_blocks(make):
+    """A 4-D image batch given to a spacetime block: Conv3d would take it as one unbatched clip."""
+    with pytest.raises(ValueError, match=r"takes clips \(B, C, T, H, W\), got a 4-D tensor.*CGNLBlock2d"):
+        make()(torch.rand(2, 16, 5, 5))
+
+
 def test_nonlocal_2d_pool_size_is_height_and_width():
     with pytest.raises(ValueError, match=r"pool_size is \(H, W\) for a 2D block, got \(1, 2, 2\)"):
         NonLocalBlock2d(16, pool_size=(1, 2, 2))

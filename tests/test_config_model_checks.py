@@ -58,8 +58,7 @@ RAISES = {
     ("cgnl.py", "make_zero_norm"): ["norm-cgnl", "norm-residual"],
     ("cgnl.py", "check_groups"): ["groups-cgnl", "groups-residual", "groups-channels", "groups-zero"],
     ("nonlocal_block.py", "NonLocalBlock.__init__"): ["nl-instantiation"],
-    ("blocks_2d.py", "_OnImages.forward"): "the shape of an input tensor; the 2D blocks are built by user "
-                                           "code, not from a config (tests/test_blocks_2d.py)",
+    ("cgnl.py", "Layers.check_input"): "the shape of an input tensor, not a config value (tests/test_blocks_2d.py)",
     ("blocks_2d.py", "NonLocalBlock2d.__init__"): "an argument of a 2D block built by user code, not from a config "
                                                   "(tests/test_blocks_2d.py)",
     ("weights.py", "load_imagenet_weights"): "the content of a weight file, not a config value",

@@ -23,24 +23,16 @@ refuses 5-D weights) like any torchvision network.
 
 from typing import ClassVar, Sequence
 
-import torch
 
 from cgnl_video.models.cgnl import IMAGE, CGNLBlock, Layers
 from cgnl_video.models.nonlocal_block import NonLocalBlock, SimpleResidualBlock
 
 
 class _OnImages:
-    """What makes a block 2D: the ``IMAGE`` layers, and a forward that refuses anything
-    but (B, C, H, W) (a 2D convolution would take a 3-D tensor as one unbatched image)."""
+    """What makes a block 2D: the ``IMAGE`` layers (whose ``check_input`` refuses
+    anything but (B, C, H, W) in the block's forward)."""
 
     layers: ClassVar[Layers] = IMAGE
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"{type(self).__name__} takes images (B, C, H, W), got a {x.dim()}-D tensor of "
-                             f"shape {tuple(x.shape)}; clips (B, C, T, H, W) go to the spacetime blocks "
-                             f"(CGNLBlock, NonLocalBlock, SimpleResidualBlock)")
-        return super().forward(x)  # type: ignore[misc]
 
 
 class CGNLBlock2d(_OnImages, CGNLBlock):

@@ -112,6 +112,7 @@ class NonLocalBlock(nn.Module):
         return F.scaled_dot_product_attention(query, key, value, scale=scale).squeeze(1).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.layers.check_input(self, x)
         theta = self.theta(x)
         source = self.pool(x) if self.pool is not None else x
         phi = self.phi(source)
@@ -142,4 +143,5 @@ class SimpleResidualBlock(nn.Module):
         init_block_convs(self.theta, self.z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.layers.check_input(self, x)
         return x + self.norm(self.z(self.theta(x)))
