@@ -23,7 +23,6 @@ refuses 5-D weights) like any torchvision network.
 
 from typing import ClassVar, Sequence
 
-
 from cgnl_video.models.cgnl import IMAGE, CGNLBlock, Layers
 from cgnl_video.models.nonlocal_block import NonLocalBlock, SimpleResidualBlock
 
