@@ -10,9 +10,9 @@
 * ``split_and``, ``strip_comment``: the pieces of one command line, quotes respected.
 * ``output_mismatch(expected, actual)``: compares the SHAPE of a command's output with
   the listing in the docs: numbers, hex addresses, class names and absolute paths are
-  abstracted, ``...`` matches anything, a JSON document is compared by its keys and
-  list lengths, and the expected lines must appear in order (other lines may be
-  interleaved: library warnings are left out of the listings).
+  abstracted, the package logger's prefix is dropped, ``...`` matches anything, a JSON
+  document is compared by its keys and list lengths, and the expected lines must appear
+  in order (other lines may be interleaved: library warnings are left out of the listings).
 """
 
 import json
@@ -171,19 +171,22 @@ def split_and(text: str) -> List[str]:
 
 # ----------------------------------------------------------------------------- output shapes
 
-NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d*)?(?:e[-+]?\d+)?(?![\w])")  # "1." as torch prints it
+#: a number ("1." as torch prints it; both ends of a range "1..40")
+NUMBER = re.compile(r"(?:(?<![\w.])|(?<=\.\.))[-+]?\d[\d,]*(?:\.(?!\.)\d*)?(?:e[-+]?\d+)?(?![\w])")
 HEX = re.compile(r"\b0x[0-9a-fA-F]+\b")
 ABSOLUTE = re.compile(r"(?<![\w.~])/(?:[^\s'\"/:]+/)*?(?=(?:output|data|demo_data|docs|configs|pretrained|my_\w+)/)")
 #: output lines of other programs that a listing may show or not (ffmpeg / decord log lines, "[...] text")
 OPTIONAL_LINE = re.compile(r"^\[[^\]]*\] ")
+#: the prefix of the package logger's lines (cgnl_video/utils/logging.py): listings quote the message
+LOG_PREFIX = re.compile(r"^\[\d\d/\d\d \d\d:\d\d:\d\d [A-Z]+ [\w.]+:\d+\] ")
 WILDCARD = "\x00"
 
 
 def normalise(line: str, words: Sequence[str] = ()) -> str:
     """The shape of an output line: numbers -> ``#``, hex -> ``#``, ``words`` -> ``<word>``,
     absolute paths into the repository -> ``<repo>/``, ``...`` -> a wildcard, runs of
-    blanks -> one (columns of numbers are aligned by their width)."""
-    line = " ".join(line.split()).replace("...", WILDCARD)
+    blanks -> one (columns of numbers are aligned by their width), no log prefix."""
+    line = LOG_PREFIX.sub("", " ".join(line.split())).replace("...", WILDCARD)
     line = ABSOLUTE.sub("<repo>/", line)
     line = HEX.sub("#", line)
     line = NUMBER.sub("#", line)

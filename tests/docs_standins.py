@@ -3,22 +3,25 @@ the sandbox the docs' commands run in (no tests here). Used by tests/test_docs_r
 
 Every stand-in is small but real and in the official format, made once per test
 session under one folder, by the data_prep scripts themselves where the docs use
-them (``StandIns.get(name)`` builds on first use):
+them (``StandIns.get(name)`` builds on first use). A stand-in's folder is laid out as
+a sandbox (the repository's root): a path of the docs is the same path in it.
 
-* ``synthetic``: the demo's data (``make_synthetic`` -> ``extract_frames`` ->
-  ``build_manifests generic``), 6 classes x (3 train + 2 test) videos of 24 frames.
+* ``synthetic``: ``demo_data/synthetic``, the demo's data (``make_synthetic`` ->
+  ``extract_frames`` -> ``build_manifests generic``), 6 classes x (3 train + 2 test)
+  videos of 48 frames at 12 fps (the demo's length: the docs' windows fit them).
 * ``tools_demo``: ``output/tools_demo/{data,demo_cgnl,demo_nl}``: the two demo runs of
   docs/TOOLS.md (the demo config as shipped, 40 epochs, on ``synthetic``; a checkpoint at
   the end only).
-* ``ucf101``: ``UCF-101/<Class>/v_<Class>_gGG_cCC.avi`` (what ``unrar x UCF101.rar``
-  gives), ``UCF101TrainTestSplits-RecognitionTask.zip`` (classInd.txt with 101
-  classes and the train/test lists of 3 splits, CRLF line ends, as published), and
-  what the docs' commands make of them: ``ucfTrainTestlist/``, ``frames/``, ``split1/``.
-* ``kinetics``: ``videos/<label>/<ytid>_<start:06d>_<end:06d>.mp4``, the Kinetics-400
-  CSVs ``annotations/{train,validate}.csv`` (``label,youtube_id,time_start,time_end,split``)
-  for 200 labels, the Mini-Kinetics-200 id lists ``minikinetics200/{train,val}_ytid_list.txt``
-  (most listed clips are not downloaded: they are "no longer on YouTube"), and
-  ``frames/``, ``manifests/`` made from them.
+* ``ucf101``: ``data/ucf101/UCF-101/<Class>/v_<Class>_gGG_cCC.avi`` (what ``unrar x
+  UCF101.rar`` gives), ``UCF101TrainTestSplits-RecognitionTask.zip`` (classInd.txt with
+  101 classes and the train/test lists of 3 splits, CRLF line ends, as published), and
+  what the docs' commands make of them: ``data/ucf101/{ucfTrainTestlist,frames,split1}``.
+* ``kinetics``: ``data/kinetics/videos/<label>/<ytid>_<start:06d>_<end:06d>.mp4``, the
+  Kinetics-400 CSVs ``data/kinetics/annotations/{train,validate}.csv``
+  (``label,youtube_id,time_start,time_end,split``) for 200 labels, the Mini-Kinetics-200
+  id lists ``data/minikinetics200/{train,val}_ytid_list.txt`` (most listed clips are not
+  downloaded: they are "no longer on YouTube"), and ``data/kinetics/frames``,
+  ``data/minikinetics200/manifests`` made from them.
 * ``generic``: ``my_videos/`` and ``my_lists/`` of DATA_PREP.md's "your own videos".
 * ``get(name, builder)``: any other stand-in, e.g. the checkpoint a test-only command reads.
 * ``torch_home``: torchvision's cache (``TORCH_HOME``); ``imagenet_standin(arch, name)``
@@ -107,16 +110,12 @@ class StandIns:
                 open(folder + ".done", "w").close()
         return folder
 
-    def source(self, spec: str) -> str:
-        """``"asset/sub/path"`` -> that path inside stand-in ``asset``."""
-        name, _, sub = spec.partition("/")
-        return os.path.join(self.get(name), sub) if sub else self.get(name)
-
     # ------------------------------------------------------------------------- builders
 
-    def _synthetic(self, folder: str) -> None:
+    def _synthetic(self, root: str) -> None:
+        folder = os.path.join(root, "demo_data", "synthetic")
         run_script("data_prep/make_synthetic.py", ["--out", folder, "--classes", "6", "--videos-per-class", "3",
-                                                   "--test-videos-per-class", "2", "--frames", "24"], self.env)
+                                                   "--test-videos-per-class", "2"], self.env)
         run_script("data_prep/extract_frames.py", ["--src", f"{folder}/videos", "--dst", f"{folder}/frames",
                                                    "--short-side", "64", "--workers", "1", "--no-progress"], self.env)
         run_script("data_prep/build_manifests.py", ["generic", "--list-dir", f"{folder}/annotations",
@@ -126,7 +125,7 @@ class StandIns:
         """The two runs of docs/TOOLS.md with the demo config as shipped (40 epochs), on the
         small synthetic set, both at once (one core each)."""
         site = os.path.join(folder, "output", "tools_demo")
-        shutil.copytree(self.get("synthetic"), os.path.join(site, "data"))
+        shutil.copytree(os.path.join(self.get("synthetic"), "demo_data", "synthetic"), os.path.join(site, "data"))
         data = ["DATA.PATH_TO_DATA_DIR", "output/tools_demo/data/manifests",
                 "DATA.PATH_PREFIX", "output/tools_demo/data/frames"]
         runs = {"demo_cgnl": [], "demo_nl": ["NONLOCAL.TYPE", "nl"]}
@@ -146,7 +145,8 @@ class StandIns:
                 with open(log.name, encoding="utf-8") as handle:
                     raise RuntimeError(f"stand-in run {name} failed:\n{handle.read()[-3000:]}")
 
-    def _ucf101(self, folder: str) -> None:
+    def _ucf101(self, root: str) -> None:
+        folder = os.path.join(root, "data", "ucf101")
         classes = list(UCF_CLASSES_WITH_CLIPS) + [f"Action{i:03d}" for i in range(4, 102)]
         train, test = [], []
         for index, name in enumerate(UCF_CLASSES_WITH_CLIPS):
@@ -159,7 +159,7 @@ class StandIns:
         for split in (1, 2, 3):
             _write(os.path.join(lists, f"trainlist0{split}.txt"), "".join(f"{row}\n" for row in train), "\r\n")
             _write(os.path.join(lists, f"testlist0{split}.txt"), "".join(f"{row}\n" for row in test), "\r\n")
-        with zipfile.ZipFile(os.path.join(folder, "UCF101TrainTestSplits-RecognitionTask.zip"), "w") as archive:
+        with zipfile.ZipFile(os.path.join(root, "UCF101TrainTestSplits-RecognitionTask.zip"), "w") as archive:
             for name in sorted(os.listdir(lists)):
                 archive.write(os.path.join(lists, name), f"ucfTrainTestlist/{name}")
         run_script("data_prep/extract_frames.py", ["--src", f"{folder}/UCF-101", "--dst", f"{folder}/frames",
@@ -167,7 +167,8 @@ class StandIns:
         run_script("data_prep/build_manifests.py", ["ucf101", "--annotations", lists, "--split", "1",
                                                     "--root", f"{folder}/frames", "--out", f"{folder}/split1"], self.env)
 
-    def _kinetics(self, folder: str) -> None:
+    def _kinetics(self, root: str) -> None:
+        folder, mini = os.path.join(root, "data", "kinetics"), os.path.join(root, "data", "minikinetics200")
         labels = list(KINETICS_LABELS_WITH_CLIPS) + [f"action {i:03d}" for i in range(2, 200)]
         rows = {"train": [], "val": []}
         for index, label in enumerate(labels):
@@ -183,14 +184,14 @@ class StandIns:
         for split, csv_name in (("train", "train.csv"), ("val", "validate.csv")):
             body = "".join(f'"{label}",{youtube_id},10,20,{split}\n' for label, youtube_id in rows[split])
             _write(os.path.join(folder, "annotations", csv_name), header + body)
-            _write(os.path.join(folder, "minikinetics200", f"{split}_ytid_list.txt"),
+            _write(os.path.join(mini, f"{split}_ytid_list.txt"),
                    "".join(f"{youtube_id}\n" for _label, youtube_id in rows[split]))
         run_script("data_prep/extract_frames.py", ["--src", f"{folder}/videos", "--dst", f"{folder}/frames",
                                                    "--workers", "1", "--no-progress"], self.env)
         run_script("data_prep/build_manifests.py", [
             "minikinetics", "--k400-annotations", f"{folder}/annotations/train.csv",
-            f"{folder}/annotations/validate.csv", "--ytid-lists", f"{folder}/minikinetics200",
-            "--root", f"{folder}/frames", "--out", f"{folder}/manifests"], self.env)
+            f"{folder}/annotations/validate.csv", "--ytid-lists", mini,
+            "--root", f"{folder}/frames", "--out", f"{mini}/manifests"], self.env)
 
     def _generic(self, folder: str) -> None:
         lists: Dict[str, List[str]] = {"train": [], "test": []}

@@ -7,15 +7,18 @@ Each block runs in its own sandbox, a copy of the repository's files without the
 package (imported from this checkout through PYTHONPATH), outputs or data. What the
 docs assume a user already has (downloaded videos and annotations, torchvision's
 ImageNet weights, a trained demo run) is put in the sandbox from small real stand-ins
-(``tests/docs_standins.py``) just before the command that reads it (``PROVIDED``). How
-a command may differ from the docs, each with its reason:
+(``tests/docs_standins.py``) just before the command that reads it (``PROVIDED``); what
+a block reads that an earlier block of the docs writes (a video, features, event files)
+comes from that block's sandbox, after it ran. How a command may differ from the docs,
+each with its reason:
 
 * ``EXCEPTIONS``: not run (several GPUs or machines, the test suite itself, a system
   package install);
 * ``REPLACED``: run as another command (a download by its stand-in, a long listing by
   one of its rows);
 * ``APPENDED``: run with small overrides appended (a narrow network, one epoch, few
-  test views; small benchmark sizes);
+  test views; small benchmark sizes); the checkpoint a run starts from or tests is the
+  untrained narrow network (``RUN_CHECKPOINT``);
 * a usage synopsis (``[--option ...]``, placeholders) is checked against the tool's
   ``--help``: every option it names must exist;
 * ``KNOWN_FAILURES``: a block that fails for a reported bug (it must fail so, and the
@@ -29,11 +32,13 @@ Checks besides the exit status (0, unless a console listing shows it with ``echo
 where the docs show output (console blocks; the plain block after a code block listed
 in ``FOLLOWING_OUTPUT``), the command's output must have its shape
 (``docs_blocks.output_mismatch``: numbers and class names abstracted, lines in order,
-JSON by keys); ``OUTPUT_IN_FILE``: printed table rows must be in the docs' table;
-``NOT_IN_OUTPUT``: e.g. a manifest builder must find the stand-in clips.
+JSON by keys; ``VARYING_OUTPUT``: parts that depend on the stand-in runs' results);
+``OUTPUT_IN_FILE``: printed table rows must be in the docs' table; ``NOT_IN_OUTPUT``:
+e.g. a manifest builder must find the stand-in clips.
 
 The blocks run two at a time (the machine's cores) in a pool started by the first
-test; every test waits for its own block.
+test, a block after those whose output it reads; every test waits for its own block.
+A block whose commands are all EXCEPTIONS is not run: its test skips at once.
 """
 
 import glob
@@ -68,23 +73,25 @@ TINY_DEMO = "SOLVER.MAX_EPOCH 1 TEST.NUM_ENSEMBLE_VIEWS 2 TEST.NUM_SPATIAL_CROPS
 
 #: the exceptions: command pattern -> why it is not run
 EXCEPTIONS: Dict[str, str] = {
-    r"^torchrun ": "several GPUs or machines (nproc_per_node 4-8, nnodes 2, RESNET.NORM sync_batchnorm is "
-                   "GPU-only): tests/test_engine_launch_commands.py runs every documented torchrun command's "
-                   "start-up checks for its world size, tests/test_engine_distributed.py trains on 2 gloo processes",
+    r"^torchrun .*\btools/run_net\.py ": (
+        "several GPUs or machines (nproc_per_node 4-8, nnodes 2, RESNET.NORM sync_batchnorm is GPU-only): "
+        "tests/test_engine_launch_commands.py runs every documented torchrun command's start-up checks for its "
+        "world size, tests/test_engine_distributed.py trains on 2 gloo processes"),
     r"^python -m pytest -q tests$": "the test suite itself (what CI runs, .ci/run): not run again from inside it",
     r"^apt-get install -y ffmpeg$": "installs a system package (needs root and the network)",
-    r"^python benchmarks/bench_extract\.py$": "compares against the ffmpeg command line, which the line before "
-                                              "installs (not run here)",
+    r"^python benchmarks/bench_extract\.py$": (
+        "needs the ffmpeg program, which the line before installs (not run here), and even at its smallest "
+        "(--videos 1 --seconds 1 --repeats 1 --decode-repeats 1) takes about 30 s of CPU (every decoder at 1 and "
+        "all cores, torchcodec's 3 s import in each process); tests/test_prep_extract.py and "
+        "tests/test_torchcodec.py cover extract_frames' decoders"),
     # Blocks that landed together with this harness; each is covered by the test named.
     r"^python -m pytest -q tests -p no:cacheprovider$": "the test suite itself (what CI runs): not run again from inside it",
-    r"^python -m pytest -q tests/test_behaviour_engine\.py ": "runs test files of the suite, which the sandbox does not copy",
-    r"^python tools/run_net\.py --cfg configs/ucf101/R50_CGNL1_from_minikinetics\.yaml": (
-        "fine-tunes from a finished full-width Mini-Kinetics run, which this harness's stand-ins do not make yet; "
-        "tests/test_fine_tune.py fine-tunes a real run into other classes through run_net"),
+    r"^python -m pytest -q tests/test_behaviour_engine\.py ": "runs two test files of the suite, which the suite "
+                                                           "runs itself (the sandbox does not copy the tests)",
     r"^tensorboard --logdir ": "starts a server that runs until stopped; tests/test_tensorboard.py reads the event files",
-    r"^python -m cgnl_video\.utils\.tensorboard ": "not yet run by this harness: written in parallel with it and not wired to its stand-ins yet (follow-up); tests/test_tensorboard.py checks this table command",
-    r"^python benchmarks/bench_blocks\.py$": "its res3/res4 shapes are the paper's, fixed: about 30 s of CPU even "
-                                             "at batch 1 with one repeat; tests/test_fast_path.py covers the blocks",
+    r"^python benchmarks/bench_blocks\.py$": (
+        "its res3/res4 shapes are the paper's, fixed: about 20 s of CPU even with --quick --repeats 1 --warmup 0; "
+        "tests/test_fast_path.py covers the blocks"),
 }
 
 #: command pattern -> (what runs instead, why)
@@ -105,10 +112,11 @@ REPLACED: Dict[str, Tuple[str, str]] = {
 
 #: command pattern -> (arguments appended, why)
 APPENDED: Dict[str, Tuple[str, str]] = {
-    r"^python tools/run_net\.py --cfg configs/(minikinetics|ucf101)/(?!\w+_from_)": (
+    r"^python tools/run_net\.py --cfg configs/(minikinetics|ucf101)/": (
         TINY_RUN, "a narrow network (width 4) on 8 x 32 x 32 clips, 1 epoch, 2 test views, on the stand-in data; "
                   "no ImageNet weights (they fit the full-width network only; configs/README.md's weights "
-                  "commands run)"),
+                  "commands run); a fine-tune starts from the untrained narrow network of its Mini-Kinetics "
+                  "config (RUN_CHECKPOINT), 200 classes, and trains 101"),
     r"^python tools/run_net\.py --cfg configs/demo/": (
         TINY_DEMO, "1 epoch and 2 x 1 test views instead of 40 epochs and 10 x 3 (the full-length demo run is "
                    "the tools_demo stand-in)"),
@@ -128,73 +136,85 @@ APPENDED: Dict[str, Tuple[str, str]] = {
 @dataclass(frozen=True)
 class Provided:
     trigger: str  # pattern searched in a command (comments stripped)
-    target: str  # path in the sandbox, made before the command when it does not exist
-    source: str  # "<stand-in>/<path in it>" (tests/docs_standins.py)
-    unless: str = r"(?!)"  # pattern: the block makes the target itself
+    path: str  # in the sandbox (made before the command when it does not exist) and in its source
+    standin: Optional[str]  # the stand-in holding it (tests/docs_standins.py, laid out as a sandbox)
+    writer: Optional[str] = None  # the pattern of the block of the docs that writes it
 
 
-#: what the docs assume exists, put in the sandbox just before a command that reads it
-PROVIDED: List[Provided] = [
+def table_rows(text: str) -> List[List[str]]:
+    """The rows of a text table: columns apart by two blanks or more, the header line and
+    ``#`` comment lines left out."""
+    lines = [line.strip() for line in text.strip().splitlines()[1:]]
+    return [re.split(r"\s{2,}", line) for line in lines if line and not line.startswith("#")]
+
+
+#: what the docs assume exists, put in the sandbox from a stand-in just before a command that
+#: reads it (not for a block that names the path as its OUTPUT_DIR: it makes it)
+STANDINS = r"""
+    pattern in a command                                path                                       stand-in
     # the demo's data: DATA.PREPARE_SYNTHETIC finds it and skips making it (tests/test_demo.py and
     # DATA_PREP.md's demo block make it)
-    Provided(r"configs/demo/C2D_CGNL_synthetic\.yaml", "demo_data/synthetic", "synthetic"),
-    Provided(r"output/tools_demo/", "output/tools_demo/data", "synthetic"),
-    Provided(r"output/tools_demo/", "output/tools_demo/demo_cgnl", "tools_demo/output/tools_demo/demo_cgnl",
-             unless=r"OUTPUT_DIR output/tools_demo/demo_cgnl\b"),
-    Provided(r"output/tools_demo/", "output/tools_demo/demo_nl", "tools_demo/output/tools_demo/demo_nl",
-             unless=r"OUTPUT_DIR output/tools_demo/demo_nl\b"),
+    configs/demo/C2D_CGNL_synthetic\.yaml                demo_data/synthetic                        synthetic
+    output/tools_demo/                                  output/tools_demo/data                     tools_demo
+    output/tools_demo/                                  output/tools_demo/demo_cgnl                tools_demo
+    output/tools_demo/                                  output/tools_demo/demo_nl                  tools_demo
     # UCF-101: the downloads, and what the docs' commands make of them for the commands that read those
-    Provided(r"unrar x UCF101\.rar|--src data/ucf101/UCF-101\b", "data/ucf101/UCF-101", "ucf101/UCF-101"),
-    Provided(r"UCF101TrainTestSplits-RecognitionTask\.zip", "UCF101TrainTestSplits-RecognitionTask.zip",
-             "ucf101/UCF101TrainTestSplits-RecognitionTask.zip"),
-    Provided(r"--annotations data/ucf101/ucfTrainTestlist\b", "data/ucf101/ucfTrainTestlist", "ucf101/ucfTrainTestlist"),
-    Provided(r"--root data/ucf101/frames\b|configs/ucf101/", "data/ucf101/frames", "ucf101/frames"),
-    Provided(r"configs/ucf101/", "data/ucf101/split1", "ucf101/split1"),
+    unrar x UCF101\.rar|--src data/ucf101/UCF-101\b      data/ucf101/UCF-101                        ucf101
+    UCF101TrainTestSplits-RecognitionTask\.zip           UCF101TrainTestSplits-RecognitionTask.zip  ucf101
+    --annotations data/ucf101/ucfTrainTestlist\b         data/ucf101/ucfTrainTestlist               ucf101
+    --root data/ucf101/frames\b|configs/ucf101/          data/ucf101/frames                         ucf101
+    configs/ucf101/                                     data/ucf101/split1                         ucf101
     # Kinetics / Mini-Kinetics-200
-    Provided(r"data/kinetics/videos\b", "data/kinetics/videos", "kinetics/videos"),
-    Provided(r"data/kinetics/annotations\b", "data/kinetics/annotations", "kinetics/annotations"),
-    Provided(r"--ytid-lists data/minikinetics200\b", "data/minikinetics200/train_ytid_list.txt",
-             "kinetics/minikinetics200/train_ytid_list.txt"),
-    Provided(r"--ytid-lists data/minikinetics200\b", "data/minikinetics200/val_ytid_list.txt",
-             "kinetics/minikinetics200/val_ytid_list.txt"),
-    Provided(r"--root data/kinetics/frames\b|configs/minikinetics/", "data/kinetics/frames", "kinetics/frames"),
-    Provided(r"configs/minikinetics/", "data/minikinetics200/manifests", "kinetics/manifests"),
+    data/kinetics/videos\b                               data/kinetics/videos                       kinetics
+    data/kinetics/annotations\b                          data/kinetics/annotations                  kinetics
+    --ytid-lists data/minikinetics200\b                  data/minikinetics200/train_ytid_list.txt   kinetics
+    --ytid-lists data/minikinetics200\b                  data/minikinetics200/val_ytid_list.txt     kinetics
+    --root data/kinetics/frames\b|configs/minikinetics/  data/kinetics/frames                       kinetics
+    configs/minikinetics/                               data/minikinetics200/manifests             kinetics
     # "your own videos"
-    Provided(r"--src my_videos\b", "my_videos", "generic/my_videos"),
-    Provided(r"--list-dir my_lists\b", "my_lists", "generic/my_lists"),
-]
+    --src my_videos\b                                    my_videos                                  generic
+    --list-dir my_lists\b                                my_lists                                   generic
+"""
+
+#: what a block of the docs writes that later blocks read: path -> pattern of the block writing it.
+#: A block naming the path gets it from that block's sandbox, after it ran (it runs first).
+WRITTEN_BY: Dict[str, str] = {
+    "output/tools_demo/long_video.mp4": r'encode_mp4\("output/tools_demo/long_video\.mp4"',
+    "output/tools_demo/features_test": r"--out output/tools_demo/features_test\n",
+    "output/demo_tb/tensorboard": r"OUTPUT_DIR output/demo_tb\n",
+}
+
+PROVIDED = [Provided(*row) for row in table_rows(STANDINS)] + \
+    [Provided(re.escape(path) + r"(?![\w.])", path, None, writer) for path, writer in WRITTEN_BY.items()]
 
 #: torchvision ImageNet weights named in a command: a stand-in goes into torchvision's cache (TORCH_HOME)
 IMAGENET_WEIGHTS = re.compile(r"\b(IMAGENET1K_V\d)\b")
-#: a checkpoint of a paper config's run named in a command (to test, or to start from): the untrained
-#: weights of that config's network with TINY_RUN are put there
+#: a checkpoint of a paper config's run named in a command or in the config file it names (``--cfg``):
+#: to test, or to start from; the untrained weights of that config's network with TINY_RUN are put there
 RUN_CHECKPOINT = re.compile(r"\boutput/(minikinetics|ucf101)/(\w+)/checkpoints/checkpoint_epoch_(\d+)\.pyth\b")
-
-#: block pattern -> why the whole block is not run yet (each names the test covering it)
-NOT_YET_RUN: Dict[str, str] = {
-    r"--timeline docs/images/timeline_demo\.png": "predict --timeline on a long video made from the demo runs: "
-        "not wired to this harness's stand-ins yet; tests/test_tools_predict_timeline.py",
-    r"--timeline output/tools_demo/timeline\.png --json": "predict --timeline --json on the long video that the "
-        "block above makes (not run yet, see above); tests/test_tools_predict_timeline.py checks the JSON",
-    r"--split test --out output/tools_demo/features_test": "extract_features on the demo runs: not wired to "
-        "this harness's stand-ins yet; tests/test_tools_extract_features.py",
-    r"--window-stride 8 --root output/tools_demo": "extract_features --window-stride: not wired to this "
-        "harness's stand-ins yet; tests/test_tools_extract_features.py",
-    r"python tools/analyze_test\.py output/tools_demo/demo_cgnl --compare": "analyze_test on the two demo "
-        "runs: not wired to this harness's stand-ins yet; tests/test_tools_analyze_test.py",
-    r'root = "output/tools_demo/features_test"': "reads what the extract_features block above writes "
-        "(not run yet, see above); tests/test_tools_extract_features.py covers the index format",
-}
 
 #: block pattern -> (text its failure output must contain, the bug): run, and must fail so
 KNOWN_FAILURES: Dict[str, Tuple[str, str]] = {
 }
 
-#: block pattern -> why the next plain block is the output of its last command
+#: block pattern -> why the next plain (or ``text``) block is the output of its last command
 FOLLOWING_OUTPUT: Dict[str, str] = {
     r"python tools/run_net\.py --cfg configs/demo/C2D_CGNL_synthetic\.yaml\n": "the demo's last line",
     r'torch\.hub\.load\("\.", "c2d_r50_cgnl8"': "what the hub example prints",
     r"model\.layer3 = nn\.Sequential\(\*model\.layer3\[:-1\], block": "what the image-network example prints",
+    r'custom_metadata_map\["cgnl_video"\]': "what the onnxruntime example prints",
+    r'root = "output/tools_demo/features_test"': "what the nearest-neighbour example prints",
+    r"python -m cgnl_video\.utils\.tensorboard output/demo_tb/tensorboard\n": "the scalars of the demo run",
+    r"--cfg configs/ucf101/R50_CGNL1_from_minikinetics\.yaml\n": "the fine-tune's log lines on its checkpoint",
+}
+
+#: command pattern -> (pattern of the parts of the docs' listing that depend on the runs' results, why):
+#: compared as "..." (anything); a line that is nothing else is not compared
+VARYING_OUTPUT: Dict[str, Tuple[str, str]] = {
+    r"^python tools/analyze_test\.py ": (
+        r"(?<=largest gains: ).*|(?<=largest losses: ).*|^ *\w+ -> \w+: .*",
+        "how many classes gain, lose or are confused depends on the results: the stand-in runs are smaller "
+        "(12 test videos, not 96)"),
 }
 
 #: command pattern -> its output lines starting with "|" must be lines of the block's markdown file
@@ -243,6 +263,41 @@ def block_match(table: Dict[str, object], block: Block) -> Optional[str]:
     return next((pattern for pattern in table if re.search(pattern, block.text)), None)
 
 
+def writer_of(entry: Provided) -> Block:
+    """The block that writes ``entry.path`` (WRITTEN_BY): exactly one must match."""
+    blocks = [block for block in RUNNABLE if re.search(entry.writer, block.text)]
+    if len(blocks) != 1:
+        raise ValueError(f"WRITTEN_BY {entry.path}: {len(blocks)} blocks match {entry.writer!r}, not one")
+    return blocks[0]
+
+
+def makes(block: Block, entry: Provided) -> bool:
+    """Whether ``block`` makes ``entry.path`` itself: it writes it, or trains into it."""
+    if entry.writer and re.search(entry.writer, block.text):
+        return True
+    return re.search(rf"\bOUTPUT_DIR {re.escape(entry.path)}(?![\w/])", block.text) is not None
+
+
+def texts_run(block: Block) -> List[str]:
+    """What runs of ``block``: its Python text, or its commands that are not EXCEPTIONS."""
+    if block.kind == "python":
+        return [block.text]
+    return [command for command in command_parts(block) if not first_match(EXCEPTIONS, command)]
+
+
+def writers_read_by(block: Block) -> List[Block]:
+    """The blocks whose output ``block`` reads (WRITTEN_BY)."""
+    return [writer_of(entry) for entry in PROVIDED if entry.writer and not makes(block, entry)
+            and any(re.search(entry.trigger, text) for text in texts_run(block))]
+
+
+def not_run(block: Block) -> Optional[str]:
+    """Why ``block`` is not run (every command is one of the EXCEPTIONS), or None."""
+    if texts_run(block):
+        return None
+    return "; ".join(sorted({plan(command).note for command in command_parts(block)})) or "no command"
+
+
 # ----------------------------------------------------------------------------- running a block
 
 
@@ -258,8 +313,18 @@ class Step:
 
     @property
     def output(self) -> str:
-        """stdout, then stderr: the order of the docs' listings."""
-        return self.stdout + (("" if self.stdout.endswith("\n") or not self.stdout else "\n") + self.stderr)
+        """stdout, then stderr: the order of most of the docs' listings."""
+        return joined(self.stdout, self.stderr)
+
+    @property
+    def stderr_first(self) -> str:
+        """stderr, then stdout: a listing where a tool reports a failed input before its results."""
+        return joined(self.stderr, self.stdout)
+
+
+def joined(first: str, second: str) -> str:
+    """Two outputs one after the other, the second on a line of its own."""
+    return first + ("" if first.endswith("\n") or not first else "\n") + second
 
 
 def plan(command: str) -> Step:
@@ -283,22 +348,52 @@ def plan(command: str) -> Step:
 
 
 class Runner:
-    """Runs blocks in sandboxes under ``root`` with the session's stand-ins."""
+    """Runs blocks in ``pool``, in sandboxes under ``root``, with the session's stand-ins;
+    ``futures``: ``{block id: Future of its steps}``."""
 
-    def __init__(self, root: str, standins: StandIns, env: Dict[str, str]):
-        self.root, self.standins, self.env = root, standins, env
+    def __init__(self, root: str, standins: StandIns, env: Dict[str, str], pool: ThreadPoolExecutor):
+        self.root, self.standins, self.env, self.pool = root, standins, env, pool
+        self.futures: Dict[str, Future] = {}
+        self.writers = {writer_of(entry).id for entry in PROVIDED if entry.writer}
 
-    def sandbox(self, block: Block) -> str:
-        name = re.sub(r"\W+", "_", block.id)
-        return make_sandbox(os.path.join(self.root, name))
+    def submit(self, block: Block) -> None:
+        """Run ``block`` in the pool, after the blocks whose output it reads (submitted first:
+        the pool starts blocks in order, so a block never waits for one not started)."""
+        if block.id in self.futures:
+            return
+        for writer in writers_read_by(block):
+            self.submit(writer)
+        self.futures[block.id] = self.pool.submit(self.run_block, block)
+
+    def sandbox_path(self, block_id: str) -> str:
+        return os.path.join(self.root, re.sub(r"\W+", "_", block_id))
+
+    def remove_writers_sandboxes(self) -> None:
+        """The sandboxes kept for the blocks reading them, unless something failed there."""
+        for block_id in self.writers & set(self.futures):
+            future = self.futures[block_id]
+            if future.done() and not future.cancelled() and not future.exception() \
+                    and not any(step.problems for step in future.result()):
+                shutil.rmtree(self.sandbox_path(block_id), ignore_errors=True)
+
+    def source(self, entry: Provided) -> str:
+        """Where ``entry.path`` comes from: its stand-in, or the sandbox of the block that
+        writes it, once that block has run without problems."""
+        if entry.standin:
+            return os.path.join(self.standins.get(entry.standin), entry.path)
+        writer = writer_of(entry)
+        if any(step.problems for step in self.futures[writer.id].result()):
+            raise RuntimeError(f"{entry.path} is written by the block {writer.id}, which failed")
+        return os.path.join(self.sandbox_path(writer.id), entry.path)
 
     def provide_for(self, command: str, block: Block, sandbox: str) -> None:
+        """Put what ``command`` of ``block`` reads into ``sandbox``: PROVIDED paths, run
+        checkpoints (RUN_CHECKPOINT) and ImageNet weights (IMAGENET_WEIGHTS)."""
         for entry in PROVIDED:
-            target = os.path.join(sandbox, entry.target)
-            if re.search(entry.trigger, command) and not re.search(entry.unless, block.text) \
-                    and not os.path.lexists(target):
-                provide(self.standins.source(entry.source), target)
-        for match in RUN_CHECKPOINT.finditer(command):
+            target = os.path.join(sandbox, entry.path)
+            if re.search(entry.trigger, command) and not os.path.lexists(target) and not makes(block, entry):
+                provide(self.source(entry), target)
+        for match in RUN_CHECKPOINT.finditer(with_configs(command, sandbox)):
             target = os.path.join(sandbox, match.group(0))
             if not os.path.lexists(target):
                 dataset, name, epoch = match.groups()
@@ -341,10 +436,11 @@ class Runner:
                 step.problems.append(f"the synopsis names {option}, which `{program} --help` does not list")
 
     def run_block(self, block: Block) -> List[Step]:
-        """Run ``block`` in a fresh sandbox, removed afterwards unless something failed."""
-        sandbox = self.sandbox(block)
+        """Run ``block`` in a fresh sandbox, removed afterwards unless something failed or
+        later blocks read from it."""
+        sandbox = make_sandbox(self.sandbox_path(block.id))
         steps = [self._python(block, sandbox)] if block.kind == "python" else self._commands(block, sandbox)
-        if not any(step.problems for step in steps):
+        if not any(step.problems for step in steps) and block.id not in self.writers:
             shutil.rmtree(sandbox, ignore_errors=True)
         return steps
 
@@ -389,7 +485,7 @@ class Runner:
         if step.rc != 0 and not shows_status:
             step.problems.append(f"exit status {step.rc}")
         if shown:
-            self._compare(step, shown)
+            self._compare(step, compared_lines(step.docs, shown))
         pattern = first_match(NOT_IN_OUTPUT, step.docs)
         if pattern and re.search(NOT_IN_OUTPUT[pattern][0], step.output):
             step.problems.append(f"the output has {NOT_IN_OUTPUT[pattern][0]!r}: {NOT_IN_OUTPUT[pattern][1]}")
@@ -408,8 +504,10 @@ class Runner:
         return step
 
     def _compare(self, step: Step, expected: List[str]) -> None:
+        """The output has the shape of the docs' listing, which shows stdout and stderr one
+        after the other, in either order."""
         mismatch = output_mismatch(expected, step.output.splitlines(), CLASS_WORDS)
-        if mismatch:
+        if mismatch and output_mismatch(expected, step.stderr_first.splitlines(), CLASS_WORDS):
             step.problems.append(f"output differs in shape from the docs: {mismatch}")
 
     def _following_output(self, block: Block, step: Step) -> None:
@@ -417,8 +515,8 @@ class Runner:
             return
         position = ALL_BLOCKS.index(block)
         following = ALL_BLOCKS[position + 1] if position + 1 < len(ALL_BLOCKS) else None
-        if following is None or following.path != block.path or following.lang:
-            step.problems.append("FOLLOWING_OUTPUT: the next block of the file is not a plain block")
+        if following is None or following.path != block.path or following.lang not in ("", "text"):
+            step.problems.append("FOLLOWING_OUTPUT: the next block of the file is not a plain or text block")
             return
         self._compare(step, following.text.splitlines())
 
@@ -431,6 +529,25 @@ class Runner:
         if not rows:
             step.problems.append("OUTPUT_IN_FILE: the command printed no table row")
         step.problems += [f"the row {row!r} is not in {block.path}" for row in rows if row not in lines]
+
+
+def with_configs(command: str, sandbox: str) -> str:
+    """``command`` and the text of the config files it names with ``--cfg`` (in ``sandbox``)."""
+    text = command
+    for path in re.findall(r"--cfg (\S+\.yaml)\b", command):
+        if os.path.isfile(os.path.join(sandbox, path)):
+            with open(os.path.join(sandbox, path), encoding="utf-8") as handle:
+                text += "\n" + handle.read()
+    return text
+
+
+def compared_lines(command: str, shown: List[str]) -> List[str]:
+    """The docs' listing of ``command`` as compared: VARYING_OUTPUT parts as ``...``."""
+    pattern = first_match(VARYING_OUTPUT, command)
+    if not pattern:
+        return shown
+    lines = [re.sub(VARYING_OUTPUT[pattern][0], "...", line) for line in shown]
+    return [line for line in lines if line.strip() != "..."]
 
 
 def describe(block: Block, steps: List[Step]) -> str:
@@ -476,8 +593,8 @@ def docs_env(torch_home: str) -> Dict[str, str]:
 
 @pytest.fixture(scope="module")
 def docs_runs(request, tmp_path_factory):
-    """``{block id: Future of its steps}`` for the blocks selected in this session, run two
-    at a time in file order."""
+    """``{block id: Future of its steps}`` for the blocks selected in this session that run
+    (and the blocks whose output they read), two at a time in file order."""
     this_module = sys.modules[__name__]
     selected = [item.callspec.params["block"] for item in request.session.items
                 if getattr(item, "module", None) is this_module and hasattr(item, "callspec")
@@ -485,11 +602,14 @@ def docs_runs(request, tmp_path_factory):
     standins_root = str(tmp_path_factory.mktemp("docs_standins"))
     env = docs_env(os.path.join(standins_root, "torch_home"))
     standins = StandIns(standins_root, env)
-    runner = Runner(str(tmp_path_factory.mktemp("docs_sandboxes")), standins, env)
     pool = ThreadPoolExecutor(max_workers=2)
-    futures: Dict[str, Future] = {block.id: pool.submit(runner.run_block, block) for block in selected}
-    yield futures
+    runner = Runner(str(tmp_path_factory.mktemp("docs_sandboxes")), standins, env, pool)
+    for block in selected:
+        if not not_run(block):
+            runner.submit(block)
+    yield runner.futures
     pool.shutdown(wait=True, cancel_futures=True)
+    runner.remove_writers_sandboxes()
     shutil.rmtree(standins_root, ignore_errors=True)  # ImageNet stand-ins and trained runs: hundreds of MB
 
 
@@ -498,12 +618,12 @@ def docs_runs(request, tmp_path_factory):
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[block.id for block in RUNNABLE])
 def test_documented_block_runs(block, docs_runs):
+    skipped = not_run(block)
+    if skipped:
+        pytest.skip(skipped)
     steps = docs_runs[block.id].result()
     report = describe(block, steps)
     print(report)  # shown with -rP: what ran, and how it differs from the docs
-    not_yet = block_match(NOT_YET_RUN, block)
-    if not_yet:
-        pytest.skip(NOT_YET_RUN[not_yet])
     known = block_match(KNOWN_FAILURES, block)
     failed = any(step.problems for step in steps)
     if known:
@@ -513,8 +633,6 @@ def test_documented_block_runs(block, docs_runs):
             f"fails, but not with {needle!r} as KNOWN_FAILURES expects:\n{report}"
         pytest.xfail(bug)
     assert not failed, report
-    if all(step.run is None for step in steps):
-        pytest.skip("; ".join(sorted({step.note for step in steps})))
 
 
 def test_the_docs_have_blocks_of_every_kind():
@@ -525,20 +643,23 @@ def test_the_docs_have_blocks_of_every_kind():
 
 
 def test_every_table_entry_matches_the_docs():
-    """No entry of EXCEPTIONS, REPLACED, APPENDED, PROVIDED, KNOWN_FAILURES, FOLLOWING_OUTPUT
-    or OUTPUT_IN_FILE outlives the command or block it was written for."""
+    """No entry of EXCEPTIONS, REPLACED, APPENDED, PROVIDED, WRITTEN_BY, KNOWN_FAILURES,
+    FOLLOWING_OUTPUT, VARYING_OUTPUT or OUTPUT_IN_FILE outlives the command or block it was
+    written for."""
     commands = [part for block in RUNNABLE for part in command_parts(block)]
     commands += [block.text for block in RUNNABLE if block.kind == "python"]
     texts = [block.text for block in RUNNABLE]
     stale = [f"{name}: {pattern}" for name, table in
              (("EXCEPTIONS", EXCEPTIONS), ("REPLACED", REPLACED), ("APPENDED", APPENDED),
-                                 ("OUTPUT_IN_FILE", OUTPUT_IN_FILE), ("NOT_IN_OUTPUT", NOT_IN_OUTPUT))
+              ("OUTPUT_IN_FILE", OUTPUT_IN_FILE), ("NOT_IN_OUTPUT", NOT_IN_OUTPUT), ("VARYING_OUTPUT", VARYING_OUTPUT))
              for pattern in table if not any(re.search(pattern, command) for command in commands)]
-    stale += [f"PROVIDED: {entry.trigger} -> {entry.target}" for entry in PROVIDED
+    stale += [f"PROVIDED: {entry.trigger} -> {entry.path}" for entry in PROVIDED
               if not any(re.search(entry.trigger, command) for command in commands)]
+    stale += [f"WRITTEN_BY: {entry.path} is read by no other block" for entry in PROVIDED
+              if entry.writer and not any(writer_of(entry) in writers_read_by(block) for block in RUNNABLE)]
     stale += [f"provider: {pattern.pattern}" for pattern in (RUN_CHECKPOINT, IMAGENET_WEIGHTS)
               if not any(pattern.search(command) for command in commands)]
-    stale += [f"{name}: {pattern}" for name, table in (("KNOWN_FAILURES", KNOWN_FAILURES), ("NOT_YET_RUN", NOT_YET_RUN),
+    stale += [f"{name}: {pattern}" for name, table in (("KNOWN_FAILURES", KNOWN_FAILURES),
                                                       ("FOLLOWING_OUTPUT", FOLLOWING_OUTPUT))
               for pattern in table if not any(re.search(pattern, text) for text in texts)]
     assert not stale, "table entries that match no command of the docs any more:\n" + "\n".join(stale)
@@ -580,6 +701,13 @@ def test_output_shapes():
     assert output_mismatch(["(2, 6) tensor([1.0000, 1.0000])"], ["(2, 6) tensor([1., 1.])"]) is None
     assert output_mismatch(['{"p": [{"k": 1}]}'], ['{"p": [{"k": 0.5}]}']) is None
     assert output_mismatch(['{"p": [{"k": 1}]}'], ['{"p": [{"q": 1}]}']) is not None
+    assert output_mismatch(["train/lr  40  1..40  4.7e-07"], ["train/lr  1  1..1  0.01"]) is None
+    logged = ["[05/11 23:59:01 INFO resume.py:86] initialised the weights from a.pyth (3 tensors)"]
+    assert output_mismatch(["initialised the weights from a.pyth (327 tensors)"], logged) is None
+    assert output_mismatch(["initialised the weights from b.pyth (327 tensors)"], logged) is not None
+    analysis = ["worst classes: a 1%", "  largest gains: a +1, b +2", "  largest losses: none", "  a -> b: 1 videos"]
+    assert compared_lines("python tools/analyze_test.py x", analysis) == \
+        ["worst classes: a 1%", "  largest gains: ...", "  largest losses: ..."]
     assert "--json" in plan("python tools/predict.py --cfg C [--json]").docs
     assert plan("python tools/predict.py --cfg C [--json]").note.startswith("usage synopsis")
     assert plan("torchrun --nproc_per_node 8 tools/run_net.py --cfg c.yaml").run is None

@@ -4,6 +4,8 @@ predictions over a long video made of segments of different synthetic actions.""
 import json
 import math
 import os
+import subprocess
+import sys
 import weakref
 
 import numpy as np
@@ -185,6 +187,24 @@ def test_unreadable_inputs_are_named_and_the_others_scored(tiny, capsys, tmp_pat
                                                                                 (4, 20, 4.0)]
     status, document, _ = timeline_json(tiny, capsys, "--fps", "4", frames)
     assert document["timelines"][0]["windows"][0]["end_s"] == 4.0
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly(tiny):
+    """``predict.py ... --json | head -n 24`` (docs/TOOLS.md): when stdout's reader has gone,
+    the rest of the output is dropped without a BrokenPipeError and the exit status stays
+    the run's (0: every input was read), so the pipeline does not fail."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has stopped before the tool writes
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "predict.py")
+    argv = ["--cfg", tiny["cfg_path"], "--checkpoint", tiny["checkpoint"], "--json",
+            "--timeline", os.path.join(tiny["folder"], "closed.png"), tiny["video"]]
+    try:
+        result = subprocess.run([sys.executable, tool, *argv], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0, result.stderr
+    assert "BrokenPipeError" not in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [

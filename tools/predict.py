@@ -31,6 +31,7 @@ Exit status: 0 when every input was scored, 1 when some input could not be
 
 import argparse
 import json
+import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
@@ -98,14 +99,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report_failures(failures)
     if args.json:
         document = {"predictions": [p.to_json() for p in predictions], "failed": failed_json(failures)}
-        print(json.dumps(document, indent=2))
+        print_out(json.dumps(document, indent=2))
     else:
         lines: List[str] = []
         for p in predictions:
             lines.append(f"{p.path} ({p.views} views)")
             lines.extend(f"  {prob:7.2%}  {name}" for name, prob in p.top)
-        print("\n".join(lines))
+        print_out("\n".join(lines))
     return 1 if failures else 0
+
+
+def print_out(text: str) -> None:
+    """``text`` on stdout. A reader that stops early (``predict.py ... | head``) ends the
+    output: the rest is dropped quietly and the exit status stays the run's."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor an error when Python flushes at exit
 
 
 def report_failures(failures: Sequence[Tuple[str, str]]) -> None:
@@ -138,14 +148,14 @@ def score_timelines(cfg, model, device, classes: Sequence[str], args: argparse.N
     if args.json:
         document = {"timelines": [t.to_json(classes, args.top_k) for t in done], "failed": failed_json(failures),
                     "figure": args.timeline if done else None}
-        print(json.dumps(document, indent=2))
+        print_out(json.dumps(document, indent=2))
     else:
         lines: List[str] = []
         for t in done:
             lines.extend([f"{t.path}: {t.summary()}", *t.table(classes, args.top_k), ""])
         if done:
             lines.append(f"timeline figure: {args.timeline}")
-        print("\n".join(lines))
+        print_out("\n".join(lines))
     return 1 if failures else 0
 
 if __name__ == "__main__":
