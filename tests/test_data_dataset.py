@@ -272,6 +272,30 @@ def test_pyav_stream_shorter_than_expected_is_a_decode_error(data):
         reader.read([2, 44])
 
 
+@pytest.mark.parametrize("name", ["v.mkv", "v.mp4"])
+def test_pyav_reads_in_order_decode_each_frame_once_and_equal_fresh_reads(data, name):
+    """Sliding windows (predict --timeline, extract_features --window-stride) read a long
+    video in order: PyAV goes on from where it stopped instead of decoding from frame 0
+    for every window (quadratic in the video's length). A read that goes back starts
+    over; every read equals the same read by a fresh reader."""
+    root, _ = data
+    path = os.path.join(root, name)
+    requests = [[0, 3, 9], [9, 10, 15], [16, 18, 18, 24], [30, 39], [5, 8], [8, 12], [39, 2]]
+    with decode.PyAVReader(path) as reader:
+        for number, indices in enumerate(requests):
+            with decode.PyAVReader(path) as fresh:
+                assert torch.equal(reader.read(indices), fresh.read(indices))
+            if number == 3:  # in order so far, overlapping at frame 9: frames 0..39, each decoded once
+                assert reader.frames_decoded == 40
+    assert reader.frames_decoded == 40 + 9 + 4 + 40  # [5, 8] and [39, 2] went back: from frame 0 again
+    with pytest.raises(decode.DecodeError, match="ends before frame 44"):
+        short = decode.PyAVReader(path)
+        short.read([1])
+        short.num_frames = 45  # as if the container claimed more frames than it holds
+        short.read([2, 44])
+    assert short.read([0, 39]).shape[0] == 2  # after the error it decodes from the start again
+
+
 def test_backends_agree(data):
     pytest.importorskip("decord")
     root, _ = data

@@ -160,6 +160,37 @@ def test_only_one_chunk_of_frames_is_decoded_and_held_at_a_time(tiny, capsys, mo
     assert alive_at_read == [0] * len(reads)
 
 
+def test_pyav_decodes_each_frame_of_the_long_video_once(tiny, monkeypatch):
+    """Without decord (PyAV, e.g. macOS on Apple silicon), overlapping chunks of windows
+    go on decoding where the previous chunk stopped: frames 0..70 (the last window's
+    last sampled frame) decoded once each for the 29 windows, not the video from its first frame again for every chunk (quadratic in
+    an hour-long video). The scores equal those of a fresh reader for every chunk."""
+    from cgnl_video.analysis.timeline import timeline
+    from cgnl_video.data import decode
+
+    cfg = load_config(tiny["cfg_path"], ["DATA.DECODING_BACKEND", "pyav"])
+    decoded = []
+    original_close = decode.VideoFileReader.close
+
+    def counting_close(self):
+        decoded.append(self.frames_decoded)
+        original_close(self)
+
+    monkeypatch.setattr(decode.VideoFileReader, "close", counting_close)
+    window, stride = Span.parse("16f"), Span.parse("2f")
+    kept = timeline(cfg, tiny["model"], tiny["video"], torch.device("cpu"), window, stride)
+    assert len(kept.ranges) == 29 and decoded == [71]  # the old reader: 386
+    original_read = decode.PyAVReader.read
+
+    def fresh_read(self, indices):  # every chunk from a reader of its own: from frame 0
+        with decode.PyAVReader(self.path) as reader:
+            return original_read(reader, indices)
+
+    monkeypatch.setattr(decode.PyAVReader, "read", fresh_read)
+    fresh = timeline(cfg, tiny["model"], tiny["video"], torch.device("cpu"), window, stride)
+    assert torch.equal(kept.probs, fresh.probs)
+
+
 def test_unreadable_inputs_are_named_and_the_others_scored(tiny, capsys, tmp_path):
     frames = str(tmp_path / "frames" / "clip")
     write_frame_folder(frames, 20, height=64, width=80)

@@ -23,10 +23,11 @@ with the PyAV fallback; when torchcodec or FFmpeg is missing that is a ConfigErr
 naming the key (``cgnl_video.utils.torchcodec_support``), never a silent fallback.
 """
 
+import collections
 import logging
 import os
 import warnings
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -174,7 +175,15 @@ class FrameFolderReader(FrameReader):
 
 
 class PyAVReader(FrameReader):
-    """Sequential single-threaded PyAV decoding from the first frame up to the last one needed.
+    """Sequential single-threaded PyAV decoding up to the last frame needed.
+
+    The decoder stays open between reads and goes on from where it stopped, so a
+    long video read in order (sliding windows: predict --timeline, extract_features
+    --window-stride) is decoded once, not from frame 0 for every window. The last
+    decoded frames of a read (as many as it spans, at most 4x the frames it asked
+    for) are kept undecoded-to-RGB, so the next read may overlap it; a read that
+    needs a frame before those starts again from frame 0. Frames are counted in
+    decoding order (no timestamp arithmetic, so variable frame rates read exactly).
 
     The frame count is the stream's ``frames`` field, or when the container does not
     store it (e.g. Matroska) the number of demuxed video packets.
@@ -185,6 +194,10 @@ class PyAVReader(FrameReader):
         import av
 
         self._av = av
+        self._container: Optional[Any] = None
+        self._frames: Optional[Iterator[Any]] = None
+        self._next = 0  # position of the frame that self._frames yields next
+        self._recent: Deque[Tuple[int, Any]] = collections.deque()  # (position, av.VideoFrame), in order
         try:
             with av.open(path) as container:
                 stream = container.streams.video[0]
@@ -195,32 +208,47 @@ class PyAVReader(FrameReader):
             raise DecodeError(f"video {path} has no frames")
         self.num_frames = count
 
+    def _restart(self) -> None:
+        self.close()
+        self._container = self._av.open(self.path)
+        stream = self._container.streams.video[0]
+        stream.thread_count = 1  # one decoding thread per worker process, as with decord
+        self._frames = iter(self._container.decode(stream))
+
     def read(self, indices: Sequence[int]) -> torch.Tensor:
         unique = _distinct_sorted(indices, self.num_frames, self.path)
-        wanted, last = set(unique), unique[-1]
-        buffer: Optional[np.ndarray] = None
-        filled = 0
+        wanted, first, last = set(unique), unique[0], unique[-1]
+        kept = {position: frame for position, frame in self._recent if position >= first}
         try:
-            with self._av.open(self.path) as container:
-                stream = container.streams.video[0]
-                stream.thread_count = 1  # one decoding thread per worker process, as with decord
-                for position, frame in enumerate(container.decode(stream)):
-                    self.frames_decoded += 1
-                    if position in wanted:
-                        image = frame.to_ndarray(format="rgb24")
-                        if buffer is None:
-                            buffer = np.empty((len(unique),) + image.shape, dtype=np.uint8)
-                        buffer[filled] = image
-                        filled += 1
-                    if position >= last:
-                        break
+            if self._frames is None or any(i < self._next and i not in kept for i in unique):
+                self._restart()
+                kept = {}
+            images = {i: kept[i].to_ndarray(format="rgb24") for i in unique if i in kept}
+            recent = collections.deque(kept.items(), maxlen=min(last - first + 1, 4 * len(unique)))
+            while self._next <= last:
+                frame = next(self._frames, None)  # type: ignore[arg-type]
+                if frame is None:
+                    break
+                position, self._next = self._next, self._next + 1
+                self.frames_decoded += 1
+                recent.append((position, frame))
+                if position in wanted:
+                    images[position] = frame.to_ndarray(format="rgb24")
         except (self._av.error.FFmpegError, OSError, ValueError) as error:
+            self.close()
             raise DecodeError(f"cannot decode video {self.path} with PyAV: {error}") from error
-        if filled < len(unique):
-            raise DecodeError(
-                f"video {self.path} ends before frame {unique[filled]} (expected {self.num_frames} frames)"
-            )
-        return _in_request_order(torch.from_numpy(buffer), unique, indices)
+        missing = [i for i in unique if i not in images]
+        if missing:
+            self.close()
+            raise DecodeError(f"video {self.path} ends before frame {missing[0]} (expected {self.num_frames} frames)")
+        self._recent = recent
+        return _in_request_order(torch.from_numpy(np.stack([images[i] for i in unique])), unique, indices)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container, self._frames, self._next = None, None, 0
+        self._recent = collections.deque()
 
 
 class DecordReader(FrameReader):
