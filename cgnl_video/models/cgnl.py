@@ -306,20 +306,21 @@ class Layers:
     conv_fn: Callable[..., torch.Tensor]
     batch_norm: Type[nn.Module]
     max_pool: Type[nn.Module]
-    input: str  # the input layout, "(B, C, T, H, W)"
+    rank: int  # of the inputs
+    input: str  # what the inputs are, "clips (B, C, T, H, W)"
     other: str  # where inputs of the other layout go
 
     def check_input(self, block: nn.Module, x: torch.Tensor) -> None:
         """Refuse an input of another rank: a convolution would take a 4-D tensor
         as one unbatched clip, or a 3-D one as one unbatched image."""
-        if x.dim() != self.input.count(",") + 1:
+        if x.dim() != self.rank:
             raise ValueError(f"{type(block).__name__} takes {self.input}, got a {x.dim()}-D tensor of shape "
                              f"{tuple(x.shape)}; {self.other}")
 
 
-SPACETIME = Layers(nn.Conv3d, F.conv3d, nn.BatchNorm3d, nn.MaxPool3d, "clips (B, C, T, H, W)",
+SPACETIME = Layers(nn.Conv3d, F.conv3d, nn.BatchNorm3d, nn.MaxPool3d, 5, "clips (B, C, T, H, W)",
                    "images (B, C, H, W) go to the 2D blocks (CGNLBlock2d, NonLocalBlock2d, SimpleResidualBlock2d)")
-IMAGE = Layers(nn.Conv2d, F.conv2d, nn.BatchNorm2d, nn.MaxPool2d, "images (B, C, H, W)",
+IMAGE = Layers(nn.Conv2d, F.conv2d, nn.BatchNorm2d, nn.MaxPool2d, 4, "images (B, C, H, W)",
                "clips (B, C, T, H, W) go to the spacetime blocks (CGNLBlock, NonLocalBlock, SimpleResidualBlock)")
 
 
