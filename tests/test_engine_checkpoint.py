@@ -126,3 +126,19 @@ def test_the_last_checkpoint_is_resumed_before_the_weights_file_initialises(tmp_
     model_fresh, *parts = _training_parts(no_resume, seed=3)
     assert resume_or_initialise(no_resume, model_fresh, *parts) is None
     assert torch.equal(model_fresh.weight, init.weight)
+
+
+def test_resuming_reads_the_last_checkpoint_once(tmp_path, monkeypatch):
+    """One process reads the newest checkpoint once to resume (weights, optimizer,
+    scheduler from the same load), not once to choose it and again for the weights."""
+    out = str(tmp_path / "run")
+    cfg = load_config(None, ["OUTPUT_DIR", out])
+    model, *parts = _training_parts(cfg, seed=2)
+    path = save_training_state(cfg, model, *parts, 1)
+    reads = []
+    original = cu.load_checkpoint
+    monkeypatch.setattr(cu, "load_checkpoint", lambda p, *a, **k: reads.append(p) or original(p, *a, **k))
+    resumed, *parts = _training_parts(cfg, seed=3)
+    state = resume_or_initialise(cfg, resumed, *parts)
+    assert state["path"] == path and torch.equal(resumed.weight, model.weight)
+    assert reads == [path]

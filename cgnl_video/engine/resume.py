@@ -111,11 +111,8 @@ def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Opti
 
     RNG states are restored later, right before the next epoch starts.
     """
-    path = None
-    if du.is_main_process():
-        last = cu.load_last_checkpoint(cfg.OUTPUT_DIR)
-        path = last["path"] if last else None
-    path = du.broadcast_object(path)
+    last = cu.load_last_checkpoint(cfg.OUTPUT_DIR) if du.is_main_process() else None
+    path = du.broadcast_object(last["path"] if last else None)
     if path is None:
         return None
     if not os.path.isfile(path):
@@ -124,7 +121,7 @@ def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Opti
             "OUTPUT_DIR must be on a file system that every machine shares"
         )
     try:
-        state, _ = cu.load_model_weights(model, path)
+        state, _ = cu.load_model_weights(model, path, state=last)  # rank 0 has read it already
     except CheckpointError as exc:
         raise ConfigError(f"OUTPUT_DIR: resuming from its last checkpoint: {exc} (a run with another "
                           "model needs another OUTPUT_DIR, or TRAIN.AUTO_RESUME False)") from None
