@@ -276,18 +276,23 @@ def test_pyav_stream_shorter_than_expected_is_a_decode_error(data):
 def test_pyav_reads_in_order_decode_each_frame_once_and_equal_fresh_reads(data, name):
     """Sliding windows (predict --timeline, extract_features --window-stride) read a long
     video in order: PyAV goes on from where it stopped instead of decoding from frame 0
-    for every window (quadratic in the video's length). A read that goes back starts
-    over; every read equals the same read by a fresh reader."""
+    for every window (quadratic in the video's length); a read told where the next one
+    starts (keep_from) keeps the frames they share. A read that goes back to a frame not
+    kept starts over; every read equals the same read by a fresh reader."""
     root, _ = data
     path = os.path.join(root, name)
-    requests = [[0, 3, 9], [9, 10, 15], [16, 18, 18, 24], [30, 39], [5, 8], [8, 12], [39, 2]]
+    requests = [([0, 3, 9], 9), ([9, 10, 15], 16), ([16, 18, 18, 24], 30), ([30, 39], None),
+                ([5, 8], 8), ([8, 12], None), ([11, 12], None), ([39, 2], None)]
     with decode.PyAVReader(path) as reader:
-        for number, indices in enumerate(requests):
+        for number, (indices, next_start) in enumerate(requests):
+            reader.keep_from(next_start)
             with decode.PyAVReader(path) as fresh:
                 assert torch.equal(reader.read(indices), fresh.read(indices))
             if number == 3:  # in order so far, overlapping at frame 9: frames 0..39, each decoded once
                 assert reader.frames_decoded == 40
-    assert reader.frames_decoded == 40 + 9 + 4 + 40  # [5, 8] and [39, 2] went back: from frame 0 again
+    # [5, 8] went back: 0..8 again; [8, 12] goes on (8 kept): 9..12; [11, 12] went back to a
+    # frame not kept (no keep_from): 0..12 again; [39, 2]: 0..39 again
+    assert reader.frames_decoded == 40 + 9 + 4 + 13 + 40
     with pytest.raises(decode.DecodeError, match="ends before frame 44"):
         short = decode.PyAVReader(path)
         short.read([1])

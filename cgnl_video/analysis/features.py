@@ -32,7 +32,7 @@ from torch import nn
 
 from cgnl_video.data.decode import FrameReader
 from cgnl_video.data.policies import CentreClip
-from cgnl_video.data.windows import FrameRange, window_clips, window_range, window_starts
+from cgnl_video.data.windows import FrameRange, chunked_window_clips, window_range, window_starts
 from cgnl_video.engine.inputs import to_device
 
 #: name of the default feature layer in messages and outputs
@@ -139,8 +139,6 @@ def window_features(features: Callable[[torch.Tensor], torch.Tensor], reader: Fr
     policy = CentreClip.from_config(cfg)
     starts = window_starts(reader.num_frames, policy.window, stride)
     chunk = cfg.TEST.VIEWS_PER_FORWARD
-    rows = []
-    for first in range(0, len(starts), chunk):
-        clips = window_clips(reader, policy, starts[first:first + chunk])
-        rows.append(forward_chunks(features, clips, chunk, cfg, device, precision))
+    rows = [forward_chunks(features, clips, chunk, cfg, device, precision)
+            for clips in chunked_window_clips(reader, policy, starts, chunk)]
     return torch.cat(rows), [window_range(s, policy.window, reader.num_frames) for s in starts]

@@ -39,7 +39,7 @@ from cgnl_video.data import DecodeError, ManifestEntry, open_reader
 from cgnl_video.data.decode import FrameReader
 from cgnl_video.data.policies import CentreClip
 from cgnl_video.data.sampling import spread_offsets
-from cgnl_video.data.windows import FrameRange, window_clips, window_range, window_starts
+from cgnl_video.data.windows import FrameRange, chunked_window_clips, window_range, window_starts
 from cgnl_video.engine.multiview import forward_views
 from cgnl_video.inference import InputError, input_entry
 from cgnl_video.utils.logging import progress
@@ -189,9 +189,8 @@ def window_probabilities(model: nn.Module, reader: FrameReader, cfg: CfgNode, wi
     starts = [start + offset for start, _end in ranges for offset in offsets]
     chunk = max(1, cfg.TEST.VIEWS_PER_FORWARD // len(offsets)) * len(offsets)
     rows = []
-    for first in progress(range(0, len(starts), chunk), math.ceil(len(starts) / chunk),
+    for clips in progress(chunked_window_clips(reader, policy, starts, chunk), math.ceil(len(starts) / chunk),
                           os.path.basename(reader.path), True):
-        clips = window_clips(reader, policy, starts[first:first + chunk])
         rows.append(forward_views(model, clips, cfg.TEST.VIEWS_PER_FORWARD, device, cfg))
         del clips  # before the next chunk is decoded
     probs = torch.cat(rows).double().view(len(ranges), len(offsets), -1).mean(dim=1).float()

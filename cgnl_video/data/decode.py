@@ -23,11 +23,10 @@ with the PyAV fallback; when torchcodec or FFmpeg is missing that is a ConfigErr
 naming the key (``cgnl_video.utils.torchcodec_support``), never a silent fallback.
 """
 
-import collections
 import logging
 import os
 import warnings
-from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -86,6 +85,11 @@ class FrameReader:
 
     def read(self, indices: Sequence[int]) -> torch.Tensor:
         raise NotImplementedError
+
+    def keep_from(self, position: Optional[int]) -> None:
+        """Say that the read after the next one starts at frame ``position`` (None: no
+        read follows), for a reader that decodes sequentially and can keep what the two
+        share (PyAVReader); the others ignore it."""
 
     def close(self) -> None:
         """Release decoder resources (nothing to do by default)."""
@@ -179,11 +183,12 @@ class PyAVReader(FrameReader):
 
     The decoder stays open between reads and goes on from where it stopped, so a
     long video read in order (sliding windows: predict --timeline, extract_features
-    --window-stride) is decoded once, not from frame 0 for every window. The last
-    decoded frames of a read (as many as it spans, at most 4x the frames it asked
-    for) are kept undecoded-to-RGB, so the next read may overlap it; a read that
-    needs a frame before those starts again from frame 0. Frames are counted in
-    decoding order (no timestamp arithmetic, so variable frame rates read exactly).
+    --window-stride) is decoded once, not from frame 0 for every window. A read
+    told by ``keep_from`` where the following read starts keeps the decoded frames
+    from there on (not yet converted to RGB), so the two may overlap; a read that
+    needs a frame before the decoder's position and not kept starts again from
+    frame 0. Frames are counted in decoding order (no timestamp arithmetic, so
+    variable frame rates read exactly).
 
     The frame count is the stream's ``frames`` field, or when the container does not
     store it (e.g. Matroska) the number of demuxed video packets.
@@ -197,7 +202,8 @@ class PyAVReader(FrameReader):
         self._container: Optional[Any] = None
         self._frames: Optional[Iterator[Any]] = None
         self._next = 0  # position of the frame that self._frames yields next
-        self._recent: Deque[Tuple[int, Any]] = collections.deque()  # (position, av.VideoFrame), in order
+        self._kept: Dict[int, Any] = {}  # position -> av.VideoFrame, for the next read
+        self._keep_from: Optional[int] = None
         try:
             with av.open(path) as container:
                 stream = container.streams.video[0]
@@ -208,6 +214,9 @@ class PyAVReader(FrameReader):
             raise DecodeError(f"video {path} has no frames")
         self.num_frames = count
 
+    def keep_from(self, position: Optional[int]) -> None:
+        self._keep_from = position
+
     def _restart(self) -> None:
         self.close()
         self._container = self._av.open(self.path)
@@ -217,21 +226,21 @@ class PyAVReader(FrameReader):
 
     def read(self, indices: Sequence[int]) -> torch.Tensor:
         unique = _distinct_sorted(indices, self.num_frames, self.path)
-        wanted, first, last = set(unique), unique[0], unique[-1]
-        kept = {position: frame for position, frame in self._recent if position >= first}
+        wanted, last = set(unique), unique[-1]
+        keep_from, self._keep_from = self._keep_from, None  # a hint for this read only
         try:
-            if self._frames is None or any(i < self._next and i not in kept for i in unique):
+            if self._frames is None or any(i < self._next and i not in self._kept for i in unique):
                 self._restart()
-                kept = {}
-            images = {i: kept[i].to_ndarray(format="rgb24") for i in unique if i in kept}
-            recent = collections.deque(kept.items(), maxlen=min(last - first + 1, 4 * len(unique)))
+            images = {i: self._kept[i].to_ndarray(format="rgb24") for i in unique if i in self._kept}
+            kept = {p: f for p, f in self._kept.items() if keep_from is not None and p >= keep_from}
             while self._next <= last:
                 frame = next(self._frames, None)  # type: ignore[arg-type]
                 if frame is None:
                     break
                 position, self._next = self._next, self._next + 1
                 self.frames_decoded += 1
-                recent.append((position, frame))
+                if keep_from is not None and position >= keep_from:
+                    kept[position] = frame
                 if position in wanted:
                     images[position] = frame.to_ndarray(format="rgb24")
         except (self._av.error.FFmpegError, OSError, ValueError) as error:
@@ -241,14 +250,13 @@ class PyAVReader(FrameReader):
         if missing:
             self.close()
             raise DecodeError(f"video {self.path} ends before frame {missing[0]} (expected {self.num_frames} frames)")
-        self._recent = recent
+        self._kept = kept
         return _in_request_order(torch.from_numpy(np.stack([images[i] for i in unique])), unique, indices)
 
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
-        self._container, self._frames, self._next = None, None, 0
-        self._recent = collections.deque()
+        self._container, self._frames, self._next, self._kept = None, None, 0, {}
 
 
 class DecordReader(FrameReader):
@@ -364,6 +372,9 @@ class VideoFileReader(FrameReader):
             return self._reader.read(indices)
         finally:
             self.frames_decoded += self._reader.frames_decoded - before
+
+    def keep_from(self, position: Optional[int]) -> None:
+        self._reader.keep_from(position)
 
     def read(self, indices: Sequence[int]) -> torch.Tensor:
         try:
