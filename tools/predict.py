@@ -77,23 +77,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     # imported after parsing, so that --help answers quickly
-    from cgnl_video.config import ConfigError
     from cgnl_video.inference import class_names, load_model, predict
     from cgnl_video.utils.distributed import select_device
 
     try:
         cfg = load_tool_config(args)
-    except ConfigError as exc:
+        if args.timeline is not None:
+            check_lengths(cfg, args)  # before the model is loaded
+    except ValueError as exc:  # a ConfigError, or a --window shorter than one clip
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = select_device()
     model = load_model(cfg, args.checkpoint, device)
     if args.timeline is not None:
-        try:
-            check_lengths(cfg, args)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
         return score_timelines(cfg, model, device, class_names(cfg), args)
     predictions, failures = predict(cfg, model, args.inputs, device, class_names(cfg), args.top_k)
     report_failures(failures)
