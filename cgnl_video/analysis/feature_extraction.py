@@ -31,10 +31,10 @@ import torch
 from fvcore.common.config import CfgNode
 
 from cgnl_video.analysis.features import HEAD_INPUT, PooledFeatures, video_features, window_features
-from cgnl_video.data import DecodeError, ManifestEntry, VideoDataset, build_loader
+from cgnl_video.data import DecodeError, ManifestEntry, ShardSampler, VideoDataset, build_loader
 from cgnl_video.data.dataset import classes_path, manifest_path
 from cgnl_video.data.manifest import read_classes, read_manifest
-from cgnl_video.inference import InputError, input_entry
+from cgnl_video.inference import InputError, dataset_for, input_entry
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.io import atomic_open, atomic_write_text, read_lines
 from cgnl_video.utils.logging import progress
@@ -216,7 +216,7 @@ def _extract_windows(cfg: CfgNode, features: PooledFeatures, dataset: VideoDatas
                      out_dir: str, settings: dict, device: torch.device, outcome: Outcome) -> None:
     """Sliding windows: every world-th pending input on this rank, streamed window chunk by chunk."""
     world, rank = du.get_world_size(), du.get_rank()
-    share = range(rank, len(items), world)
+    share = ShardSampler(len(items), world, rank)
     for index in progress(share, len(share), "features", du.is_main_process()):
         try:
             with dataset.open(index) as reader:
@@ -240,8 +240,7 @@ def extract(cfg: CfgNode, features: PooledFeatures, inputs: Sequence[FeatureInpu
     local = Outcome()
     if todo:
         split = "test" if settings["mode"] == "video" else "val"
-        # decoded in the loader workers whatever DATA.DECODE_ON says: inputs may be video files
-        dataset = VideoDataset.from_config(cfg, split, [item.entry for item in todo], classes, decode_on="worker")
+        dataset = dataset_for(cfg, [item.entry for item in todo], split, classes)
         run = _extract_videos if settings["mode"] == "video" else _extract_windows
         run(cfg, features, dataset, todo, out_dir, settings, device, local)
     for part in du.all_gather_object(local):
