@@ -85,10 +85,11 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             logger.info("epoch %d/%d iter %d/%d loss %.4f lr %.6g data %.3fs iter %.3fs eta %s",
                         epoch + 1, cfg.SOLVER.MAX_EPOCH, it + 1, n_iters, loss_value, lr,
                         data_time / (it + 1), iter_time, format_seconds(eta))
-            batch_err = {f"top{k}_err": 100 * errors[k] / labels.numel() for k in (1, 5)}
-            scalars.add_scalars("train_iter", {"loss": loss_value, **batch_err, "lr": lr,
-                                               "data_time": data_time / (it + 1), "iter_time": iter_time,
-                                               "mem_mb": memory_mb(device)}, step=epoch * n_iters + it + 1)
+            if scalars.enabled:  # TENSORBOARD.ENABLE on rank 0
+                batch_err = {f"top{k}_err": 100 * errors[k] / labels.numel() for k in (1, 5)}
+                scalars.add_scalars("train_iter", {"loss": loss_value, **batch_err, "lr": lr,
+                                                   "data_time": data_time / (it + 1), "iter_time": iter_time,
+                                                   "mem_mb": memory_mb(device)}, step=epoch * n_iters + it + 1)
     stats = meter.reduced()
     remaining = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * (time.perf_counter() - start)
     stats.update(lr=scheduler.last_lr, iters=n_iters, data_time=data_time / max(n_iters, 1),
