@@ -3,6 +3,7 @@
 
     python tools/run_net.py --cfg configs/minikinetics/R101_CGNL8.yaml [KEY VALUE ...]
     torchrun --nproc_per_node 8 tools/run_net.py --cfg ... [KEY VALUE ...]
+    python tools/run_net.py --cfg configs/demo/C2D_CGNL_synthetic.yaml SOLVER.MAX_EPOCH 5 OUTPUT_DIR output/demo
 
 Exit status 2 for a bad config, missing data (checked before any work), a
 checkpoint that does not fit the model or ImageNet weights that are neither in
@@ -15,13 +16,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from cgnl_video.utils.cli import docstring_parser
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Train and/or test a C2D (+CGNL/NL) video model.",
-        epilog="Example: python tools/run_net.py --cfg configs/demo/C2D_CGNL_synthetic.yaml "
-               "SOLVER.MAX_EPOCH 5 OUTPUT_DIR ./output/demo",
-    )
+    parser = docstring_parser(__doc__)
     parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment YAML file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the file")
     return parser.parse_args(argv)
