@@ -21,7 +21,7 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from cgnl_video.utils.cli import add_opt_argument, opt_list, tool_parser
+from cgnl_video.utils.cli import add_opt_argument, load_tool_config, tool_parser
 
 
 def int_list(text: str) -> List[int]:
@@ -51,19 +51,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # imported after parsing, so that --help answers quickly
     from cgnl_video.analysis.attention import attention_maps
     from cgnl_video.analysis.attention_figure import attention_figure, display_frames
-    from cgnl_video.config import ConfigError, load_config
+    from cgnl_video.config import ConfigError
     from cgnl_video.inference import InputError, class_names, load_clip, load_model
     from cgnl_video.utils.distributed import select_device
 
     if (args.nl_cfg is None) != (args.nl_checkpoint is None):
         print("error: --nl-cfg and --nl-checkpoint go together", file=sys.stderr)
         return 2
-    opts = opt_list(args)
     try:
-        cfg = load_config(args.cfg_file, opts)
+        cfg = load_tool_config(args)
         models = [(cfg, args.checkpoint, args.block)]
         if args.nl_cfg:
-            models.append((load_config(args.nl_cfg, opts), args.nl_checkpoint, args.nl_block))
+            models.append((load_tool_config(args, args.nl_cfg), args.nl_checkpoint, args.nl_block))
         clip = load_clip(cfg, args.video)
     except (ConfigError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)

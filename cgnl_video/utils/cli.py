@@ -7,7 +7,7 @@ Imports nothing heavy (the config is loaded on call), so that ``--help`` answers
 """
 
 import argparse
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Optional
 
 if TYPE_CHECKING:
     from fvcore.common.config import CfgNode
@@ -39,12 +39,12 @@ def opt_list(args: argparse.Namespace) -> List[str]:
     return [x for pair in args.opt for x in pair]
 
 
-def load_tool_config(args: argparse.Namespace) -> "CfgNode":
-    """The config of ``--cfg`` with the ``--opt`` overrides, its decoding backend
-    checked; raises ConfigError naming the key."""
+def load_tool_config(args: argparse.Namespace, cfg_file: Optional[str] = None) -> "CfgNode":
+    """The config of ``cfg_file`` (default ``--cfg``) with the ``--opt`` overrides, its
+    decoding backend checked; raises ConfigError naming the key."""
     from cgnl_video.config import load_config
     from cgnl_video.utils.torchcodec_support import check_decoding_backend
 
-    cfg = load_config(args.cfg_file, opt_list(args))
+    cfg = load_config(cfg_file or args.cfg_file, opt_list(args))
     check_decoding_backend(cfg.DATA.DECODING_BACKEND)
     return cfg
