@@ -38,6 +38,7 @@ from cgnl_video.engine.optim import EpochLRScheduler
 from cgnl_video.engine.precision import native_bf16
 from cgnl_video.engine.train_loop import train_epoch
 from cgnl_video.models import CGNLBlock, NonLocalBlock
+from cgnl_video.utils.io import atomic_write_text
 
 DEPTHS = (50, 101)
 STEP_MODES = ("eager", "amp", "fast-nocompile")  # fp32; bf16 autocast; bf16 + channels_last + fused
@@ -106,10 +107,8 @@ class Sizes:
 
 
 def write_atomic(path: str, data: Dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, default=str)
-    os.replace(tmp, path)
+    """``data`` as JSON at ``path``, never half-written (a watchdog may kill the writer)."""
+    atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
 def read_record(path: str) -> Optional[Dict]:

@@ -40,10 +40,8 @@ Prints markdown tables and writes benchmarks/results/end_to_end.json.
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from typing import Dict, List, Sequence
 
@@ -206,8 +204,7 @@ def main() -> int:
     machine = common.machine_info(device)
     print(f"# bench_end_to_end on {machine.get('gpu', machine['cpu'])} ({device.type}), mode {args.mode}, "
           f"batch {args.batch}, {args.frames}x{args.size}x{args.size}, {args.workers} workers", flush=True)
-    work = args.work or tempfile.mkdtemp(prefix="bench_e2e_")
-    try:
+    with common.work_folder(args.work, "bench_e2e_") as work:
         print("writing frame folders ...", flush=True)
         data = make_data(work, args.videos)
         load_start = common.load_average()
@@ -215,32 +212,27 @@ def main() -> int:
         train = bench_train(args, data, device)
         print("multi-view test ...", flush=True)
         test = bench_test(args, data, device)
-    finally:
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
     result = {
         "machine": machine, "command": common.command_line(), "load_average_1min": [load_start, common.load_average()],
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "work")},
         "frames": f"{FRAMES_PER_VIDEO} JPEG frames of 340x256 per video (quality 90)",
         "train": train, "test": test,
     }
-    common.write_json(args.json, result)
-
     rows = [["model only (synthetic batch)", f"{train['model_only_clips_per_s']:.2f}", "", ""]]
     for path in args.inputs:
         row = train[f"input_{path}"]
         rows.append([f"real loader, {path} decode/augment", f"{row['clips_per_s']:.2f}",
                      f"{100 * row['data_wait_fraction']:.1f}%", f"{100 * row['stall_vs_model_only']:.1f}%"])
-    print(f"\nTraining, {train['model']}, mode {args.mode}, batch {args.batch}, {args.frames}x{args.size}x{args.size}, "
-          f"{args.workers} workers:\n")
-    print(common.markdown_table(["input", "clips/s", "time waiting for data", "stall vs model only"], rows))
-    print(f"\nMulti-view test, {test['views_per_video']} views of {args.frames}x{args.test_size}x{args.test_size}, "
-          f"{test['videos']} videos:\n")
-    print(common.markdown_table(["", "videos/s"], [["end to end (run_test)", f"{test['videos_per_s']:.3f}"],
-                                                   ["model only (30 synthetic views)", f"{test['model_only_videos_per_s']:.3f}"],
-                                                   ["stall", f"{100 * test['stall_vs_model_only']:.1f}%"]]))
-    print(f"\nresults written to {args.json}")
-    return 0
+    text = "\n".join([
+        f"\nTraining, {train['model']}, mode {args.mode}, batch {args.batch}, {args.frames}x{args.size}x{args.size}, "
+        f"{args.workers} workers:\n",
+        common.markdown_table(["input", "clips/s", "time waiting for data", "stall vs model only"], rows),
+        f"\nMulti-view test, {test['views_per_video']} views of {args.frames}x{args.test_size}x{args.test_size}, "
+        f"{test['videos']} videos:\n",
+        common.markdown_table(["", "videos/s"], [["end to end (run_test)", f"{test['videos_per_s']:.3f}"],
+                                                 ["model only (30 synthetic views)", f"{test['model_only_videos_per_s']:.3f}"],
+                                                 ["stall", f"{100 * test['stall_vs_model_only']:.1f}%"]])])
+    return common.report(args.json, result, text)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ for a warm cache, as on a second run.
 """
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Dict, List
 
@@ -102,8 +100,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=80000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="bench_manifests_")
-    try:
+    with common.work_folder(None, "bench_manifests_") as work:
         clips = clip_names(args.clips)
         start = time.perf_counter()
         roots = write_trees(work, clips)
@@ -122,20 +119,17 @@ def main() -> None:
             ours = tree.walk(roots[kind], set() if kind == "frames_all" else names)
             assert len(ours) == len(os_walk_catalog(roots[kind], names)) == args.clips, kind
         times = common.time_interleaved(cases, args.repeats, warmup=1, clock="wall")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     rows = []
     for kind in ("videos", "frames", "frames_all"):
         ours, base = times[f"tree.walk, {kind}"], times[f"os.walk (baseline), {kind}"]
         rows.append([kind, f"{ours['median_s']:.3f}", f"{base['median_s']:.3f}",
                      f"{base['median_s'] / ours['median_s']:.2f}x"])
-    print(common.markdown_table(["tree", "tree.walk s", "os.walk s (baseline)", "tree.walk is faster by"], rows))
     build = times["build_minikinetics, videos"]
-    print(f"\nbuild_minikinetics (train, {args.clips} clips, --no-check-videos): {build['median_s']:.2f} s")
+    text = (common.markdown_table(["tree", "tree.walk s", "os.walk s (baseline)", "tree.walk is faster by"], rows)
+            + f"\n\nbuild_minikinetics (train, {args.clips} clips, --no-check-videos): {build['median_s']:.2f} s")
     result = {"machine": common.machine_info(torch.device("cpu")), "load_average": common.load_average(),
               "command": common.command_line(), "clips": args.clips, "classes": CLASSES, "times": times}
-    common.write_json(args.json, result)
-    print(f"\nresults written to {args.json}")
+    common.report(args.json, result, text)
 
 
 if __name__ == "__main__":
