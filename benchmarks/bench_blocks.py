@@ -462,12 +462,9 @@ def main_precision(args: argparse.Namespace, device: torch.device, machine: Dict
               "settings": {"batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "groups": 8,
                            "amp_dtypes": args.amp_dtypes},
               "precision": res, "load_average_1min_at_end": common.load_average()}
-    common.write_json(args.json, result)
-    for stage, rows in res.items():
-        print(f"\n{stage}: input {next(iter(rows.values()))['input']}, forward + backward\n")
-        print(precision_table(rows, args.amp_dtypes))
-    print(f"\nresults written to {args.json}")
-    return 0
+    return common.report(args.json, result, "\n".join(
+        f"\n{stage}: input {next(iter(rows.values()))['input']}, forward + backward\n\n"
+        f"{precision_table(rows, args.amp_dtypes)}" for stage, rows in res.items()))
 
 
 def main() -> int:
@@ -547,18 +544,11 @@ def main() -> int:
         "res": res, "sweep": sweep, "analysis": analysis,
     }
     result["load_average_1min_at_end"] = common.load_average()
-    common.write_json(args.json, result)
-
-    for stage, rows in res.items():
-        print(f"\n{stage}: input {next(iter(rows.values()))['input']}\n")
-        print(res_table(rows))
-    print(f"\nN sweep, 512 channels, batch {args.sweep_batch} (time ms / peak MB):\n")
-    print(sweep_table(sweep))
-    print("\nanalysis:")
-    for key, value in analysis.items():
-        print(f"  {key}: {value}")
-    print(f"\nresults written to {args.json}")
-    return 0
+    lines = [f"\n{stage}: input {next(iter(rows.values()))['input']}\n\n{res_table(rows)}"
+             for stage, rows in res.items()]
+    lines += [f"\nN sweep, 512 channels, batch {args.sweep_batch} (time ms / peak MB):\n", sweep_table(sweep),
+              "\nanalysis:", *(f"  {key}: {value}" for key, value in analysis.items())]
+    return common.report(args.json, result, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -63,8 +63,6 @@ def main() -> int:
     medians = {name: statistics.median(values) for name, values in times.items()}
     rows = [[name, f"{medians[name] * 1000:.0f}", f"{min(times[name]) * 1000:.0f}",
              f"{medians[name] / medians[BASELINE]:.1f}x", "yes" if torch_loaded[name] else "no"] for name in CASES]
-    print(common.markdown_table(["import of cgnl_video.", "median ms", "best ms", "vs lazy data.manifest",
-                                 "imports torch"], rows, "lrrrl"))
     result = {
         "machine": common.machine_info(common.pick_device("cpu")),
         "load_average": common.load_average(),
@@ -74,9 +72,8 @@ def main() -> int:
                          "ratio_to_baseline": medians[name] / medians[BASELINE], "imports_torch": torch_loaded[name]}
                   for name in CASES},
     }
-    common.write_json(args.json, result)
-    print(f"wrote {args.json}")
-    return 0
+    return common.report(args.json, result, common.markdown_table(
+        ["import of cgnl_video.", "median ms", "best ms", "vs lazy data.manifest", "imports torch"], rows, "lrrrl"))
 
 
 if __name__ == "__main__":

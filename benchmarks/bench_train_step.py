@@ -252,12 +252,8 @@ def main() -> int:
         "memory_measure": common.MEMORY_NOTE[device.type],
         "rows": rows,
     }
-    common.write_json(args.json, result)
-    print(f"\nTraining step, batch {args.batch}, {args.frames}x{args.size}x{args.size}, "
-          f"median of {args.repeats} steps:\n")
-    print(table(rows))
-    print(f"\nresults written to {args.json}")
-    return 0
+    return common.report(args.json, result, f"\nTraining step, batch {args.batch}, {args.frames}x{args.size}x"
+                         f"{args.size}, median of {args.repeats} steps:\n\n{table(rows)}")
 
 
 if __name__ == "__main__":
