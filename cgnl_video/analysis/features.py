@@ -33,7 +33,7 @@ from torch import nn
 from cgnl_video.data.decode import FrameReader
 from cgnl_video.data.policies import CentreClip
 from cgnl_video.data.windows import FrameRange, chunked_window_clips, window_range, window_starts
-from cgnl_video.engine.inputs import to_device
+from cgnl_video.engine.multiview import forward_views
 
 #: name of the default feature layer in messages and outputs
 HEAD_INPUT = "head input"
@@ -113,22 +113,11 @@ def precision_context(precision: str, device: torch.device) -> ContextManager:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def forward_chunks(features: Callable[[torch.Tensor], torch.Tensor], clips: torch.Tensor, chunk: int,
-                   cfg: CfgNode, device: torch.device, precision: str) -> torch.Tensor:
-    """``features`` of ``clips`` (N x C x T x H x W; uint8 pixels are normalised on
-    ``device`` as in the test), ``chunk`` clips per forward; (N, D) float32 on the CPU."""
-    rows = []
-    for start in range(0, clips.shape[0], chunk):
-        batch = to_device(clips[start:start + chunk], device, cfg)
-        with precision_context(precision, device):
-            rows.append(features(batch).float().cpu())
-    return torch.cat(rows)
-
-
 def video_features(features: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor, cfg: CfgNode,
                    device: torch.device, precision: str) -> torch.Tensor:
     """The mean over a video's test views (V x C x T x S x S, uint8) of their features: (D,)."""
-    rows = forward_chunks(features, views, cfg.TEST.VIEWS_PER_FORWARD, cfg, device, precision)
+    rows = forward_views(features, views, cfg.TEST.VIEWS_PER_FORWARD, device, cfg,
+                         lambda: precision_context(precision, device))
     return rows.double().mean(dim=0).float()
 
 
@@ -139,6 +128,6 @@ def window_features(features: Callable[[torch.Tensor], torch.Tensor], reader: Fr
     policy = CentreClip.from_config(cfg)
     starts = window_starts(reader.num_frames, policy.window, stride)
     chunk = cfg.TEST.VIEWS_PER_FORWARD
-    rows = [forward_chunks(features, clips, chunk, cfg, device, precision)
+    rows = [forward_views(features, clips, chunk, device, cfg, lambda: precision_context(precision, device))
             for clips in chunked_window_clips(reader, policy, starts, chunk)]
     return torch.cat(rows), [window_range(s, policy.window, reader.num_frames) for s in starts]

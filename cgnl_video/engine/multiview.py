@@ -14,7 +14,7 @@ import itertools
 import math
 import os
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import simplejson
 import torch
@@ -149,9 +149,11 @@ def prediction_records(
     return records
 
 
-def forward_views(model: nn.Module, views: torch.Tensor, chunk: int, device: torch.device,
-                  cfg: CfgNode) -> torch.Tensor:
-    """Eval-mode probabilities of ``views`` (N x C x T x H x W), ``chunk`` views per forward.
+def forward_views(model: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor, chunk: int,
+                  device: torch.device, cfg: CfgNode,
+                  autocast: Optional[Callable[[], ContextManager]] = None) -> torch.Tensor:
+    """Eval-mode outputs (float32, on the CPU) of ``views`` (N x C x T x H x W), ``chunk``
+    views per forward, under ``autocast()`` (default the run's, ``autocast_context``).
 
     Test views come as uint8 pixels; each chunk is normalised on ``device`` by
     ``to_device`` (float views are taken as already normalised).
@@ -159,7 +161,7 @@ def forward_views(model: nn.Module, views: torch.Tensor, chunk: int, device: tor
     outputs = []
     for start in range(0, views.shape[0], chunk):
         clips = to_device(views[start:start + chunk], device, cfg)
-        with autocast_context(cfg, device):
+        with autocast() if autocast else autocast_context(cfg, device):
             outputs.append(model(clips).float().cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
