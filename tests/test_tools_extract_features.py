@@ -186,7 +186,8 @@ def _extract_in_rank(rank, argv, summary):
 
 
 def test_two_gloo_ranks_write_the_same_files_as_one_process(tiny, tmp_path):
-    """A manifest split (labels in the index), one unreadable entry, 4 readable ones."""
+    """A manifest split (labels in the index), one unreadable entry, 4 readable ones; a test
+    batch that the 2 ranks do not divide (the test loader gives each rank its share)."""
     data = tmp_path / "data"
     (data / "videos").mkdir(parents=True)
     for i in range(2):
@@ -199,7 +200,7 @@ def test_two_gloo_ranks_write_the_same_files_as_one_process(tiny, tmp_path):
         ManifestEntry("videos/v0.mkv", 0), ManifestEntry("frames/f0", 1, 17), ManifestEntry("videos/broken.mkv", 2),
         ManifestEntry("videos/v1.mkv", 2), ManifestEntry("frames/f1", 0, 20)])
     opts = ["--opt", "DATA.PATH_TO_DATA_DIR", str(manifests), "--opt", "DATA.PATH_PREFIX", str(data),
-            "--opt", "TEST.NUM_ENSEMBLE_VIEWS", "1", "--split", "test"]
+            "--opt", "TEST.NUM_ENSEMBLE_VIEWS", "1", "--opt", "TEST.BATCH_SIZE", "3", "--split", "test"]
     assert run_tool("extract_features", base_args(tiny, tmp_path / "one", *opts)) == 1
     # each input on one rank only: 4 extracted in all, the broken one failed once
     summary = f"5 inputs: 4 extracted, 0 already complete, 1 failed; index {tmp_path / 'two' / 'index.jsonl'}\n"

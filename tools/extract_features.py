@@ -64,7 +64,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from cgnl_video.analysis import feature_extraction as fe
     from cgnl_video.analysis.features import PooledFeatures, resolve_precision
     from cgnl_video.config import ConfigError
-    from cgnl_video.data import per_process_batch_size
     from cgnl_video.inference import load_model
     from cgnl_video.utils import distributed as du
 
@@ -79,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rank, world = du.init_distributed(cfg.DIST.BACKEND)
+    rank, _world = du.init_distributed(cfg.DIST.BACKEND)
     if cfg.NUM_THREADS > 0:
         torch.set_num_threads(cfg.NUM_THREADS)  # as run_net.py does
     try:
@@ -87,10 +86,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings = fe.extraction_settings(cfg, args.checkpoint, args.layer, args.window_stride,
                                           resolve_precision(args.precision, device))
         try:
-            if args.window_stride is None:  # the test loader splits each batch over the processes
-                per_process_batch_size(cfg.TEST.BATCH_SIZE, world, "TEST.BATCH_SIZE")
             features = PooledFeatures(load_model(cfg, args.checkpoint, device), args.layer)
-        except (ValueError, FileNotFoundError) as exc:  # TEST.BATCH_SIZE, the checkpoint, a --layer that is no module
+        except (ValueError, FileNotFoundError) as exc:  # the checkpoint, a --layer that is no module
             print(f"error: {exc}", file=sys.stderr)
             return 2
         with features:
