@@ -185,7 +185,7 @@ class StandIns:
             body = "".join(f'"{label}",{youtube_id},10,20,{split}\n' for label, youtube_id in rows[split])
             _write(os.path.join(folder, "annotations", csv_name), header + body)
             mini_ids = [youtube_id for label, youtube_id in rows[split] if label in labels[:200]]
-            _write(os.path.join(mini, f"{split}_ytid_list.txt"), "".join(f"{youtube_id}\n" for youtube_id in mini_ids))
+            _write(os.path.join(mini, f"{split}_ytid_list.txt"), "".join(f"{y}\n" for y in mini_ids))
         run_script("data_prep/extract_frames.py", ["--src", f"{folder}/videos", "--dst", f"{folder}/frames",
                                                    "--workers", "1", "--no-progress"], self.env)
         run_script("data_prep/build_manifests.py", [

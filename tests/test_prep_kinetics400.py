@@ -103,7 +103,8 @@ def test_only_the_val_csv_builds_val_with_its_classes(tmp_path):
     "train_text, message",
     [
         ("label,youtube_id,time_start,time_end\nzumba,z1,0,10\n", r"train.csv:1: missing column\(s\) \['split'\]"),
-        (HEADER + "zumba,z1,0,10,validate,0\n", r"train.csv:2: split 'validate' is not one of \['train', 'val', 'test'\]"),
+        (HEADER + "zumba,z1,0,10,validate,0\n",
+         r"train.csv:2: split 'validate' is not one of \['train', 'val', 'test'\]"),
         (HEADER + "zumba,z1,0,10,train,0\nzumba,a6fffffffff,2,12,train,0\n",
          r"validate.csv:4: a6fffffffff labelled 'abseiling', but 'zumba' on .*train.csv:3"),
         (HEADER + "abseiling,a6fffffffff,2,12,train,0\n",

@@ -154,7 +154,7 @@ def select_clips(
     return classes, wanted
 
 
-def write_kinetics(
+def write_kinetics_manifests(
     classes: List[str], wanted: Dict[str, List[Wanted]], root: str, out: str, check_videos: bool
 ) -> List[str]:
     """Find the ``wanted`` clips under ``root`` and write the manifests (test = val) to ``out``; the summary."""
@@ -181,7 +181,7 @@ def build_minikinetics(
     classes, wanted = select_clips(table, splits, ids)
     if num_classes and len(classes) != num_classes:
         raise ManifestError(f"the listed videos have {len(classes)} classes, expected {num_classes}")
-    return write_kinetics(classes, wanted, root, out, check_videos)
+    return write_kinetics_manifests(classes, wanted, root, out, check_videos)
 
 
 def build_kinetics400(
@@ -211,4 +211,4 @@ def build_kinetics400(
             seen = sorted({a.split for a in table.values()})
             raise ManifestError(f"no row of the annotation CSVs has split {split!r} (they have {seen}); "
                                 f"pass the CSV of that split, or build the others only (--splits)")
-    return write_kinetics(classes, wanted, root, out, check_videos)
+    return write_kinetics_manifests(classes, wanted, root, out, check_videos)
