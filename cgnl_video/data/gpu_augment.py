@@ -23,21 +23,16 @@ uint8 resize). On CUDA nvJPEG's IDCT / chroma upsampling and torchvision's float
 resize of uint8 on CUDA (it rounds after a float interpolation; the CPU has a
 fixed-point uint8 kernel) differ from the CPU by a few grey levels.
 
-Which frames go to the device. A frame is sent to the device only if its bytes
-start with the JPEG SOI marker, end with EOI and carry a baseline (SOF0) frame header
-with 1 or 3 components, and all frames of the sample have one size
-(``jpeg_frame_size``): NVIDIA documents nvJPEG's hardware decoder for baseline JPEGs,
-and torchvision decodes every other JPEG (progressive ones included) one by one with
-a host sync each (docs/DATA_PIPELINE.md). Anything else is made on the worker path
-instead, in the worker. A frame the device decoder then rejects (or decodes to
-another size than its header said) is made on the worker path in the training
-process (``VideoDataset.redo_on_worker_path``), resumed from the generator state the
-sample was planned with, and counted (``DeviceRejects``: a rate-limited warning
-with the decoder's message, ``device_rejects`` in the epoch stats). So a corrupt
-frame is reported, counted and replaced by exactly the sample, label and random
-choices the worker path gives, and the checks only decide where that happens. A
-device out of memory or a CUDA error is no bad frame: it is raised
-(``DeviceDecodeError``), naming DATA.DECODE_ON and what to lower.
+Which frames go to the device: a sample whose frames all start with the JPEG SOI
+marker, end with EOI, carry a baseline (SOF0) frame header with 1 or 3 components
+and have one size (``jpeg_frame_size``); nvJPEG's hardware decoder is documented for
+baseline JPEGs only (docs/DATA_PIPELINE.md). Any other sample (progressive JPEGs
+included) is made on the worker path, in the worker. A frame the device decoder
+rejects (or decodes to another size than its header said) is made on the worker
+path in the training process (``VideoDataset.redo_on_worker_path``, from the
+generator state the sample was planned with: the same replacement, label and random
+choices as with ``worker``), counted and logged (``DeviceRejects``). An out of
+memory or CUDA error is no bad frame: it is raised, naming DATA.DECODE_ON.
 """
 
 import logging
