@@ -262,7 +262,7 @@ def _raise_device_failure(error: RuntimeError, frames: Sequence[torch.Tensor], d
     if not (out_of_memory or isinstance(error, accelerator) or DEVICE_FAILURE_TEXT.search(text)):
         return
     where = (f"DATA.DECODE_ON device: decoding {len(frames)} JPEG frames "
-             f"({sum(frame.numel() for frame in frames) / 2 ** 20:.1f} MB) on {device} failed: {text}. ")
+             f"({sum(frame.numel() for frame in frames) / 2 ** 20:.1f} MB of JPEG) on {device} failed: {text}. ")
     if out_of_memory:
         raise torch.cuda.OutOfMemoryError(
             where + "The device ran out of memory, which is no bad frame: lower TRAIN.BATCH_SIZE (train / val) "
@@ -285,7 +285,10 @@ def _decode_jpegs(encoded: Sequence[torch.Tensor], device: torch.device) -> List
         # freed on the current stream, so a block whose readers are still queued there (the
         # frames of the group decoded before, being stacked; the last batch's clips) could
         # be overwritten before they run. Waiting for the current stream makes those reads
-        # finish first; torchvision's decoder itself waits for its stream before returning.
+        # finish first (torchvision's decoder itself waits for its stream before returning).
+        # Keeping the frames alive would not do: the last batch's memory is freed outside.
+        # The training and validation loops read each batch's loss on the host before the
+        # next batch is decoded, so the stream is idle there and the wait costs nothing.
         torch.cuda.current_stream(device).synchronize()
     with warnings.catch_warnings():
         # torchvision >= 0.29 warns on every decode that its image decoders are deprecated.
