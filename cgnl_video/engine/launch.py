@@ -33,16 +33,15 @@ def build_model_on(cfg: CfgNode, device: torch.device) -> nn.Module:
 
 @contextlib.contextmanager
 def _torch_settings_restored() -> Iterator[None]:
-    """Put back the process-wide torch settings a run changes (determinism, threads,
-    fp32 matmul precision), so that a run called from Python leaves none behind."""
-    deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    matmul_precision_before = torch.get_float32_matmul_precision()
+    """Put back the process-wide torch settings a run changes (threads, and the kernel
+    switches of ``seed_everything``: determinism, cuDNN autotuning, TF32 for matmuls and
+    convolutions), so that a run called from Python leaves none behind."""
+    kernels_before, threads_before = du.kernel_settings(), torch.get_num_threads()
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(deterministic_before)
+        du.restore_kernel_settings(kernels_before)
         torch.set_num_threads(threads_before)
-        torch.set_float32_matmul_precision(matmul_precision_before)
 
 
 def _prepare(cfg: CfgNode, rank: int, world_size: int) -> None:

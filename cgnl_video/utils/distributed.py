@@ -164,12 +164,14 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed python, numpy and torch, and choose the kernels.
 
-    ``deterministic``: torch's deterministic algorithms (cuDNN included) and full
-    fp32 matmuls, so a run repeats bit for bit. Otherwise cuDNN autotuning on CUDA
-    and TensorFloat-32 for fp32 matmuls on CUDA (``set_float32_matmul_precision("high")``:
-    Ampere and newer GPUs). CPU matmuls stay full fp32 either way: since torch 2.9 the
-    global setting also reaches oneDNN, which would round them on CPUs with TF32
-    support and change CPU results (the demo's among them).
+    ``deterministic``: torch's deterministic algorithms (cuDNN included), full fp32
+    matmuls and full fp32 cuDNN convolutions (no TensorFloat-32 anywhere), so a run
+    repeats bit for bit. Otherwise cuDNN autotuning on CUDA and TensorFloat-32 for fp32
+    matmuls and convolutions on CUDA (``set_float32_matmul_precision("high")``, cuDNN's
+    conv precision "tf32": Ampere and newer GPUs). CPU matmuls stay full fp32 either way:
+    since torch 2.9 the global setting also reaches oneDNN, which would round them on
+    CPUs with TF32 support and change CPU results (the demo's among them).
+    ``kernel_settings`` / ``restore_kernel_settings`` save and put back what this sets.
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -177,6 +179,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.set_float32_matmul_precision("highest" if deterministic else "high")
     if hasattr(torch.backends.mkldnn, "matmul"):  # torch >= 2.9: per-backend precision
         torch.backends.mkldnn.matmul.fp32_precision = "ieee"
+    _set_cudnn_tf32(not deterministic)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -184,6 +187,57 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = torch.cuda.is_available()
+
+
+def _new_tf32_api() -> bool:
+    """torch >= 2.9 sets TF32 per backend and operation (``fp32_precision``); mixing it
+    with the older ``allow_tf32`` flags is an error there."""
+    return hasattr(torch.backends.cudnn, "conv")
+
+
+def _set_cudnn_tf32(allowed: bool) -> None:
+    """TF32 in cuDNN's fp32 convolutions (and RNNs, so that both flags agree) on or off."""
+    if _new_tf32_api():
+        precision = "tf32" if allowed else "ieee"
+        torch.backends.cudnn.conv.fp32_precision = precision
+        torch.backends.cudnn.rnn.fp32_precision = precision
+    else:
+        torch.backends.cudnn.allow_tf32 = allowed
+
+
+def kernel_settings() -> Dict[str, Any]:
+    """The process-wide switches that ``seed_everything`` (and a run) sets, for
+    ``restore_kernel_settings``."""
+    settings: Dict[str, Any] = {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
+    if hasattr(torch.backends.mkldnn, "matmul"):
+        settings["mkldnn_matmul"] = torch.backends.mkldnn.matmul.fp32_precision
+    if _new_tf32_api():
+        settings["cudnn_conv"] = torch.backends.cudnn.conv.fp32_precision
+        settings["cudnn_rnn"] = torch.backends.cudnn.rnn.fp32_precision
+    else:
+        settings["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+    return settings
+
+
+def restore_kernel_settings(settings: Dict[str, Any]) -> None:
+    """Put back what ``kernel_settings`` returned (the global matmul precision first:
+    since torch 2.9 it also sets the per-backend ones restored after it)."""
+    torch.use_deterministic_algorithms(settings["deterministic_algorithms"])
+    torch.set_float32_matmul_precision(settings["matmul_precision"])
+    torch.backends.cudnn.deterministic = settings["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = settings["cudnn_benchmark"]
+    if "mkldnn_matmul" in settings:
+        torch.backends.mkldnn.matmul.fp32_precision = settings["mkldnn_matmul"]
+    if "cudnn_conv" in settings:
+        torch.backends.cudnn.conv.fp32_precision = settings["cudnn_conv"]
+        torch.backends.cudnn.rnn.fp32_precision = settings["cudnn_rnn"]
+    else:
+        torch.backends.cudnn.allow_tf32 = settings["cudnn_allow_tf32"]
 
 
 def get_rng_states() -> dict:
