@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from cgnl_video.utils.logging import get_logger
+
 
 def is_distributed() -> bool:
     """True inside an initialised process group."""
@@ -251,6 +253,7 @@ def get_rng_states() -> dict:
     }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
+        states["cuda_device"] = torch.cuda.current_device()  # the GPU this process used
     return states
 
 
@@ -262,6 +265,24 @@ def set_rng_states(states: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
-        cuda_states = states["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
+        _set_cuda_rng_states(states["cuda"], states.get("cuda_device"))
+
+
+def _set_cuda_rng_states(saved: List[torch.Tensor], saved_device: Optional[int]) -> None:
+    """Every CUDA generator when as many GPUs are visible as when ``saved`` was taken.
+    Otherwise (one warning, naming both counts) the generator of the GPU the saving
+    process used (``saved_device``; unknown in older checkpoints) goes to this process's
+    current GPU, the one it computes on; the others keep their seeded state."""
+    visible = torch.cuda.device_count()
+    if len(saved) == visible:
+        torch.cuda.set_rng_state_all(saved)
+        return
+    current = torch.cuda.current_device()
+    if saved_device is not None and 0 <= saved_device < len(saved):
+        torch.cuda.set_rng_state(saved[saved_device], current)
+        restored = (f"restored the generator of the GPU it used (cuda:{saved_device} there) on this "
+                    f"process's GPU (cuda:{current}); the other GPUs' generators keep their seeded state")
+    else:
+        restored = "the CUDA generators are not restored (the checkpoint does not say which GPU it used)"
+    get_logger().warning("the checkpoint's process saw %d GPU(s), this one sees %d: %s", len(saved), visible,
+                         restored)
