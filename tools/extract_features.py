@@ -76,14 +76,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             paths = fe.read_path_list(args.list_file) if args.list_file else args.inputs
             inputs, classes = fe.path_inputs(paths, args.root), ["unlabelled"]
         fe.check_unique_outputs(inputs)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        device = du.select_device()
+    except (ConfigError, ValueError, FileNotFoundError, du.UnsupportedGPUError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rank, _world = du.init_distributed(cfg.DIST.BACKEND)
     if cfg.NUM_THREADS > 0:
         torch.set_num_threads(cfg.NUM_THREADS)  # as run_net.py does
     try:
-        device = du.select_device()
         settings = fe.extraction_settings(cfg, args.checkpoint, args.layer, args.window_stride,
                                           resolve_precision(args.precision, device))
         try:

@@ -70,17 +70,18 @@ def _prepare(cfg: CfgNode, rank: int, world_size: int) -> None:
 def run(cfg: CfgNode) -> Optional[Dict]:
     """Train and/or test as ``cfg`` says. Returns the test metrics on rank 0 (else None).
 
-    Raises ``ConfigError`` / ``DataMissingError`` before any work for a bad run, and
-    ``NonFiniteLossError`` when training diverges.
+    Raises ``ConfigError`` / ``DataMissingError`` before any work for a bad run,
+    ``UnsupportedGPUError`` (also before any work) for a GPU the installed torch has no
+    kernels for, and ``NonFiniteLossError`` when training diverges.
     """
     rank, world_size = du.init_distributed(cfg.DIST.BACKEND)
     try:
         with _torch_settings_restored(), package_logging_restored():
+            device = du.select_device()  # first: a GPU this torch cannot run fails before any work
             _prepare(cfg, rank, world_size)
             if cfg.NUM_THREADS > 0:
                 torch.set_num_threads(cfg.NUM_THREADS)
             du.seed_everything(cfg.RNG_SEED + rank, cfg.DETERMINISTIC)
-            device = du.select_device()
             log_precision(cfg, device)
             model = build_model_on(cfg, device)
             if cfg.TRAIN.ENABLE:

@@ -67,12 +67,76 @@ def resolve_backend(backend: str) -> str:
 def select_device() -> torch.device:
     """This process's device: the CUDA device LOCAL_RANK % visible GPUs (made current),
     else the CPU. The modulo keeps one visible GPU per process working (a launcher that
-    sets CUDA_VISIBLE_DEVICES per process) as well as all GPUs visible to each process."""
+    sets CUDA_VISIBLE_DEVICES per process) as well as all GPUs visible to each process.
+    Every job and tool picks its device here, so ``check_gpu_supported`` runs before
+    any CUDA work."""
     if not torch.cuda.is_available():
         return torch.device("cpu")
     index = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+    check_gpu_supported(index)
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
+
+
+class UnsupportedGPUError(RuntimeError):
+    """The installed torch has no kernels for the GPU; the message names the fix."""
+
+
+#: the torch build for GPUs older than the default wheels' (docs/TRAINING.md, "GPUs and torch builds");
+#: the installed build goes first (pip would keep it: it satisfies "torch" already)
+LEGACY_GPU_INSTALL = ("pip uninstall -y torch torchvision && "
+                      "pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126")
+LEGACY_GPU_RANGE = ((5, 0), (9, 0))  # compute capabilities of that build's kernels (x86-64)
+
+
+def _parse_arch(arch: str) -> Optional[Tuple[str, int, int, str]]:
+    """("sm" or "compute", major, minor, suffix) of an entry of ``torch.cuda.get_arch_list()``
+    ("sm_86", "sm_90a", "compute_120"); None for another format (e.g. ROCm's gfx names)."""
+    kind, _, rest = arch.partition("_")
+    digits = rest.rstrip("abcdefghijklmnopqrstuvwxyz")
+    if kind not in ("sm", "compute") or len(digits) < 2 or not digits.isdigit():
+        return None
+    return kind, int(digits[:-1]), int(digits[-1]), rest[len(digits):]
+
+
+def arch_runs_on(arch: str, capability: Tuple[int, int]) -> bool:
+    """Whether code built for ``arch`` (an entry of ``torch.cuda.get_arch_list()``) runs
+    on a GPU of compute ``capability``: a cubin ``sm_XY`` on X.Y and later minors of the
+    same major (X.Z, Z >= Y), one with arch-specific features (``sm_90a``) on X.Y only;
+    PTX (``compute_XY``) on any capability from X.Y on (the driver compiles it)."""
+    parsed = _parse_arch(arch)
+    if parsed is None:
+        return False
+    kind, major, minor, suffix = parsed
+    if kind == "compute":
+        return tuple(capability) >= (major, minor)
+    if suffix == "a":
+        return tuple(capability) == (major, minor)
+    return capability[0] == major and capability[1] >= minor
+
+
+def check_gpu_supported(index: int) -> None:
+    """UnsupportedGPUError naming the torch build to install when the installed torch
+    has no kernel that runs on CUDA device ``index`` (its first kernel would fail with
+    "no kernel image is available"); nothing when it has one, or when the build's
+    architecture list cannot tell (ROCm, an unknown format)."""
+    archs = [arch for arch in torch.cuda.get_arch_list() if _parse_arch(arch)]
+    if torch.version.hip or not archs:
+        return
+    capability = tuple(torch.cuda.get_device_capability(index))
+    if any(arch_runs_on(arch, capability) for arch in archs):
+        return
+    major, minor = capability
+    low, high = LEGACY_GPU_RANGE
+    if low <= capability <= high:
+        fix = (f"replace it with the CUDA 12.6 build, which has kernels for compute capability {low[0]}.{low[1]} "
+               f"to {high[0]}.{high[1]}: {LEGACY_GPU_INSTALL}")
+    else:
+        fix = f"install a torch build with kernels for sm_{major}{minor} (or a PTX entry compute_XY at or below it)"
+    raise UnsupportedGPUError(
+        f"cuda:{index} ({torch.cuda.get_device_name(index)}, compute capability {major}.{minor}) cannot run the "
+        f"installed torch {torch.__version__} (CUDA {torch.version.cuda}; kernels for {', '.join(archs)}): "
+        f"{fix} (docs/TRAINING.md, \"GPUs and torch builds\"), or run on the CPU with CUDA_VISIBLE_DEVICES=\"\"")
 
 
 def init_distributed(backend: str = "auto", timeout_minutes: float = 30.0) -> Tuple[int, int]:
