@@ -229,3 +229,21 @@ def test_compile_with_sync_batchnorm_on_several_processes_is_warned_about():
     assert "MODEL.COMPILE" in warning and "SyncBatchNorm" in warning
     assert run_warnings(cfg, 1) == []  # one process: SyncBatchNorm acts as BatchNorm
     assert run_warnings(load_config(None, ["MODEL.COMPILE", "True"]), 8) == []
+
+
+def test_benchmark_precision_label_reads_cudnn_tf32_through_the_new_api_after_deterministic():
+    """torch >= 2.9: once DETERMINISTIC set cuDNN's conv precision to "ieee" through the new
+    API, reading the old allow_tf32 flag raises; the benchmarks' label must not."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from _common import compute_precision
+
+    from cgnl_video.utils.distributed import kernel_settings, restore_kernel_settings, seed_everything
+
+    saved = kernel_settings()
+    try:
+        seed_everything(0, deterministic=True)
+        assert compute_precision(None) == "fp32"
+        seed_everything(0, deterministic=False)
+    finally:
+        restore_kernel_settings(saved)

@@ -271,6 +271,14 @@ def _set_cudnn_tf32(allowed: bool) -> None:
         torch.backends.cudnn.allow_tf32 = allowed
 
 
+def cudnn_conv_tf32() -> bool:
+    """Whether cuDNN's fp32 convolutions may use TF32 (read through the API of this
+    torch: on torch >= 2.9 the old ``allow_tf32`` flag raises once the new one is set)."""
+    if _new_tf32_api():
+        return torch.backends.cudnn.conv.fp32_precision == "tf32"
+    return torch.backends.cudnn.allow_tf32
+
+
 def kernel_settings() -> Dict[str, Any]:
     """The process-wide switches that ``seed_everything`` (and a run) sets, for
     ``restore_kernel_settings``."""
