@@ -106,6 +106,9 @@ def test_errors_name_imports_and_the_module(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"^IMPORTS \(in .*string\.yaml\): must be a list of module names or "
                                           r"\.py paths, got 'se_block\.py'"):
         load_config(str(tmp_path / "string.yaml"))
+    (tmp_path / "orphan.yaml").write_text("_BASE_: gone.yaml\n")  # read for its IMPORTS: named, not a traceback
+    with pytest.raises(ConfigError, match=r"^config file not found: .*gone\.yaml \(the _BASE_ of .*orphan\.yaml\)"):
+        load_config(str(tmp_path / "orphan.yaml"))
 
 
 def _se_yaml(folder, **extra) -> str:

@@ -44,8 +44,6 @@ def _entries(value: Any, source: str, folder: str) -> List[str]:
 def _file_imports(cfg_file: str) -> Optional[List[str]]:
     """IMPORTS of a YAML file following its ``_BASE_`` chain as fvcore merges it (a
     file's own value replaces its bases', a later base an earlier one); None if unset."""
-    if not os.path.isfile(cfg_file):
-        raise ConfigError(f"config file not found: {cfg_file}")
     with open(cfg_file, encoding="utf-8") as handle:
         data = yaml.safe_load(handle)
     if not isinstance(data, dict):
@@ -55,7 +53,10 @@ def _file_imports(cfg_file: str) -> Optional[List[str]]:
     bases = data.get(BASE_KEY, [])
     found = None
     for base in [bases] if isinstance(bases, str) else bases:
-        in_base = _file_imports(os.path.join(os.path.dirname(cfg_file), os.path.expanduser(base)))
+        path = os.path.join(os.path.dirname(cfg_file), os.path.expanduser(base))
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path} (the _BASE_ of {cfg_file})")
+        in_base = _file_imports(path)
         found = found if in_base is None else in_base
     return found
 
