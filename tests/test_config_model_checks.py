@@ -44,6 +44,9 @@ CASES = {
     "groups-channels": ([*CGNL, "NONLOCAL.DIM_INNER_RATIO", "0.75", "CGNL.GROUPS", "3"], "CGNL.GROUPS", ValueError),
     "groups-zero": ([*RESIDUAL, "CGNL.GROUPS", "0"], "CGNL.GROUPS", ValueError),
     "nl-instantiation": ([*NL, "NL.INSTANTIATION", "gaussian"], "NL.INSTANTIATION", ValueError),
+    # 4 -> conv1 2 -> unpadded pool1 (3x3, stride 2): nothing left
+    "train-crop": (["DATA.TRAIN_CROP_SIZE", "4", "RESNET.STEM_POOL_PADDING", "[0, 0, 0]"], "DATA.TRAIN_CROP_SIZE",
+                   ValueError),
     "nl-pool": ([*NL, "NL.POOL", "[1, 2]"], "NL.POOL", RuntimeError),
 }
 
@@ -53,6 +56,7 @@ RAISES = {
     ("build.py", "insert_blocks"): ["location-lists"],
     ("c2d.py", "C2DStage.insert_after"): ["location-index"],
     ("c2d.py", "create_c2d"): ["depth"],
+    ("c2d.py", "feature_size"): ["train-crop"],
     ("cgnl.py", "taylor_coefficients"): ["order-low", "kernel"],
     ("cgnl.py", "_scaled"): ["rbf-vanishes"],
     ("cgnl.py", "make_zero_norm"): ["norm-cgnl", "norm-residual"],

@@ -99,6 +99,16 @@ def _temporal_size_at_res3(cfg: CfgNode) -> float:
     return t / r.POOL2_STRIDE[0]
 
 
+def _side_after_stem(cfg: CfgNode, side: int) -> int:
+    """Height / width of a ``side`` x ``side`` crop after conv1 and pool1 (floor rounding);
+    the padded 3x3 convolutions after them never take a side of 1 or more below 1."""
+    r = cfg.RESNET
+    k, s = r.STEM_CONV_KERNEL[1], r.STEM_CONV_STRIDE[1]
+    side = (side + 2 * ((k - 1) // 2) - k) // s + 1
+    k, s, p = r.STEM_POOL_KERNEL[1], r.STEM_POOL_STRIDE[1], r.STEM_POOL_PADDING[1]
+    return (side + 2 * p - k) // s + 1
+
+
 def validate_c2d(cfg: CfgNode) -> None:
     """The RESNET keys, and DATA.NUM_FRAMES against the temporal strides."""
     r = cfg.RESNET
@@ -125,6 +135,8 @@ def validate_c2d(cfg: CfgNode) -> None:
             f"needs 4 positive integers (res2..res5), got {list(r[key])}",
         )
     train = cfg.DATA.TRAIN_CROP_SIZE
+    require(_side_after_stem(cfg, train) >= 1, "DATA.TRAIN_CROP_SIZE",
+            f"a {train}x{train} crop leaves no feature map after conv1 and pool1 (RESNET.STEM_*)")
     for key in ("VAL_CROP_SIZE", "TEST_CROP_SIZE"):  # the eval-mode head pools the training window
         require(cfg.DATA[key] >= train, f"DATA.{key}",
                 f"{cfg.DATA[key]} is smaller than DATA.TRAIN_CROP_SIZE {train}: the eval-mode head averages "
