@@ -48,6 +48,7 @@ RULES: Tuple[Tuple[str, str], ...] = (
     ("nonlocal_conv{stage}_{i}_bn_{bn}", "{stage}.inserted.{i}.norm.{bn}"),
 )
 _FIELD = re.compile(r"\{(\w+)\}")
+_BN_BLOB = re.compile(r"_bn_(s|b|rm|riv)$")
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,7 +89,7 @@ def key_of_blob(blob: str) -> Optional[str]:
 
 def blob_of_key(key: str) -> str:
     """The Caffe2 blob of our ``key`` (for messages; ``key`` itself when no rule covers it)."""
-    if key.endswith(".num_batches_tracked"):  # filled in by caffe2_state_dict, named after the variance
+    if key.endswith(".num_batches_tracked"):  # made by caffe2_state_dict with any blob of the norm
         key = key[: -len("num_batches_tracked")] + "running_var"
     return _rename(key, side=1) or key
 
@@ -136,8 +137,8 @@ def is_caffe2_checkpoint(obj: Any) -> bool:
 def caffe2_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> FileState:
     """Our state dict (keys of ``RULES``, float tensors) of a Caffe2 ``{"blobs": ...}`` dict.
 
-    Every BatchNorm gets ``num_batches_tracked`` 0 (Caffe2 has no such blob) so the load
-    can be strict. Raises CheckpointError naming ``source`` and the blobs no rule covers.
+    Every BatchNorm with a blob gets ``num_batches_tracked`` 0 (Caffe2 has no such blob)
+    so the load can be strict. Raises CheckpointError naming ``source`` and the blobs no rule covers.
     """
     state, unknown = FileState(name_in_file=blob_of_key), []
     for blob, value in checkpoint["blobs"].items():
@@ -148,8 +149,8 @@ def caffe2_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint")
             unknown.append(blob)
             continue
         state[key] = torch.from_numpy(np.array(value, dtype=np.float32))
-        if key.endswith(".running_var"):
-            state[key[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(0)
+        if _BN_BLOB.search(blob):
+            state[key.rsplit(".", 1)[0] + ".num_batches_tracked"] = torch.tensor(0)
     if unknown:
         raise CheckpointError(f"{source}: {len(unknown)} Caffe2 blobs that are no weight of our models "
                               f"(no rule in cgnl_video/models/caffe2.py): {', '.join(sorted(unknown))}")

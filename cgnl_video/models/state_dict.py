@@ -202,8 +202,8 @@ def load_state(model: nn.Module, state: StateDict, new_classifier: bool = False,
     shapes = [f"{named(k)} {tuple(state[k].shape)} in the file, {tuple(target[k].shape)} in the model"
               for k in state if k in target and k not in report.skipped and state[k].shape != target[k].shape]
     if missing or unexpected or shapes:
-        raise CheckpointError(f"{source} does not fit the model: "
-                              f"{_describe([named(k) for k in missing], [named(k) for k in unexpected], shapes)}")
+        missing, unexpected = (list(dict.fromkeys(map(named, keys))) for keys in (missing, unexpected))
+        raise CheckpointError(f"{source} does not fit the model: {_describe(missing, unexpected, shapes)}")
     loaded = {k: v for k, v in state.items() if k not in report.skipped}
     model.load_state_dict(loaded, strict=not (report.skipped or report.new_blocks))
     report.loaded = sorted(loaded)
