@@ -114,9 +114,13 @@ def dataset_classes(cfg: CfgNode) -> Optional[List[str]]:
 def checkpoint_classes(cfg: CfgNode, checkpoint: Dict) -> Optional[List[str]]:
     """The class names of the rows of the fine-tuning checkpoint's classifier: the file
     TRAIN.CHECKPOINT_CLASSES names, else the ``classes`` our checkpoints store; None if unknown."""
-    if cfg.TRAIN.CHECKPOINT_CLASSES:
-        return read_classes(cfg.TRAIN.CHECKPOINT_CLASSES)
-    return checkpoint.get("classes")
+    path = cfg.TRAIN.CHECKPOINT_CLASSES
+    if not path:
+        return checkpoint.get("classes")
+    try:
+        return read_classes(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"TRAIN.CHECKPOINT_CLASSES: {exc}") from None
 
 
 def classifier_rows_by_name(cfg: CfgNode, model: nn.Module, checkpoint: Dict) -> Optional[List[int]]:
@@ -124,19 +128,20 @@ def classifier_rows_by_name(cfg: CfgNode, model: nn.Module, checkpoint: Dict) ->
     (DATA.PATH_TO_DATA_DIR/classes.txt) is a class of the checkpoint (``checkpoint_classes``);
     None when a name or the names are unknown (the classifier then loads as the shapes allow).
 
-    Raises CheckpointError when the checkpoint's class names are not one per classifier row.
+    Raises ConfigError (CheckpointError for stored names) when the checkpoint's class names
+    are not one per row of its classifier.
     """
     names, classes = checkpoint_classes(cfg, checkpoint), dataset_classes(cfg)
-    key = cu.unwrap_model(model).classifier_key
-    state = model_state(checkpoint, cfg.TRAIN.CHECKPOINT_FILE_PATH)
+    path, key = cfg.TRAIN.CHECKPOINT_FILE_PATH, cu.unwrap_model(model).classifier_key
+    state = model_state(checkpoint, path)
     if names is None or classes is None or key not in state:
         return None
     rows = int(state[key].shape[0])
+    if len(names) != rows and cfg.TRAIN.CHECKPOINT_CLASSES:
+        raise ConfigError(f"TRAIN.CHECKPOINT_CLASSES: {cfg.TRAIN.CHECKPOINT_CLASSES} lists {len(names)} classes, "
+                          f"but the classifier of {path} ({key}) has {rows} rows")
     if len(names) != rows:
-        where = f"TRAIN.CHECKPOINT_CLASSES {cfg.TRAIN.CHECKPOINT_CLASSES}" if cfg.TRAIN.CHECKPOINT_CLASSES \
-            else "its stored classes"
-        raise CheckpointError(f"{where} lists {len(names)} classes, but the classifier of "
-                              f"{cfg.TRAIN.CHECKPOINT_FILE_PATH} ({key}) has {rows} rows")
+        raise CheckpointError(f"{path} stores {len(names)} class names for the {rows} rows of its classifier ({key})")
     return classifier_rows(names, classes)
 
 
