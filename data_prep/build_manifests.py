@@ -10,7 +10,8 @@ with no clip found is an error (exit code 2), one with fewer than half a warning
 See docs/DATA_PREP.md.
 
   ucf101        official UCF-101 split files (classInd.txt, trainlistNN.txt, testlistNN.txt)
-  minikinetics  Kinetics-400 annotation CSVs joined with the Mini-Kinetics-200 id lists
+  kinetics400   Kinetics-400 annotation CSVs (train.csv, validate.csv): all 400 classes
+  minikinetics  Kinetics-400 annotation CSVs filtered by the Mini-Kinetics-200 id lists
   generic       lists of '<relative path> <class name>' (the synthetic set, your own videos)
 """
 
@@ -20,7 +21,7 @@ import sys
 
 from cgnl_video.data.manifest import ManifestError
 from cgnl_video.prep.generic import build_generic
-from cgnl_video.prep.kinetics import build_minikinetics
+from cgnl_video.prep.kinetics import build_kinetics400, build_minikinetics
 from cgnl_video.prep.ucf101 import build_ucf101
 
 
@@ -41,13 +42,19 @@ def main(argv=None) -> int:
     ucf.add_argument("--annotations", required=True, help="folder with classInd.txt, trainlistNN.txt, testlistNN.txt")
     ucf.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="official split (default: 1)")
 
-    mk = command("minikinetics", "Mini-Kinetics-200 from Kinetics-400 CSVs and the YouTube id lists")
-    mk.add_argument("--k400-annotations", nargs="+", required=True,
-                    help="Kinetics-400 annotation CSV files, or folders of them (train.csv, validate.csv)")
+    def kinetics(name: str, help_text: str, num_classes: int) -> argparse.ArgumentParser:
+        sub = command(name, help_text)
+        sub.add_argument("--k400-annotations", nargs="+", required=True,
+                         help="Kinetics-400 annotation CSV files, or folders of them (train.csv, validate.csv)")
+        sub.add_argument("--splits", nargs="+", choices=("train", "val"), default=["train", "val"],
+                         help="splits to build (default: train val; test.txt is always the val videos)")
+        sub.add_argument("--num-classes", type=int, default=num_classes,
+                         help=f"expected number of classes, 0 = any (default: {num_classes})")
+        return sub
+
+    kinetics("kinetics400", "Kinetics-400 from its annotation CSVs (split column: train, val)", 400)
+    mk = kinetics("minikinetics", "Mini-Kinetics-200 from Kinetics-400 CSVs and the YouTube id lists", 200)
     mk.add_argument("--ytid-lists", required=True, help="folder with train_ytid_list.txt and val_ytid_list.txt")
-    mk.add_argument("--splits", nargs="+", choices=("train", "val"), default=["train", "val"],
-                    help="splits to build (default: train val; test.txt is always the val videos)")
-    mk.add_argument("--num-classes", type=int, default=200, help="expected number of classes, 0 = any (default: 200)")
 
     gen = command("generic", "any dataset given as lists of '<relative path> <class name>'")
     gen.add_argument("--list-dir", required=True,
@@ -59,6 +66,9 @@ def main(argv=None) -> int:
     try:
         if args.dataset == "ucf101":
             summary = build_ucf101(args.annotations, args.split, args.root, args.out, check)
+        elif args.dataset == "kinetics400":
+            summary = build_kinetics400(args.k400_annotations, args.root, args.out, args.splits,
+                                        args.num_classes, check)
         elif args.dataset == "minikinetics":
             summary = build_minikinetics(args.k400_annotations, args.ytid_lists, args.root, args.out,
                                          args.splits, args.num_classes, check)

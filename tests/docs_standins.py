@@ -18,9 +18,9 @@ a sandbox (the repository's root): a path of the docs is the same path in it.
   what the docs' commands make of them: ``data/ucf101/{ucfTrainTestlist,frames,split1}``.
 * ``kinetics``: ``data/kinetics/videos/<label>/<ytid>_<start:06d>_<end:06d>.mp4``, the
   Kinetics-400 CSVs ``data/kinetics/annotations/{train,validate}.csv``
-  (``label,youtube_id,time_start,time_end,split``) for 200 labels, the Mini-Kinetics-200
-  id lists ``data/minikinetics200/{train,val}_ytid_list.txt`` (most listed clips are not
-  downloaded: they are "no longer on YouTube"), and ``data/kinetics/frames``,
+  (``label,youtube_id,time_start,time_end,split``) for 400 labels, the Mini-Kinetics-200
+  id lists ``data/minikinetics200/{train,val}_ytid_list.txt`` of the clips of 200 of them
+  (most clips are not downloaded: they are "no longer on YouTube"), and ``data/kinetics/frames``,
   ``data/minikinetics200/manifests`` made from them.
 * ``generic``: ``my_videos/`` and ``my_lists/`` of DATA_PREP.md's "your own videos".
 * ``get(name, builder)``: any other stand-in, e.g. the checkpoint a test-only command reads.
@@ -169,7 +169,7 @@ class StandIns:
 
     def _kinetics(self, root: str) -> None:
         folder, mini = os.path.join(root, "data", "kinetics"), os.path.join(root, "data", "minikinetics200")
-        labels = list(KINETICS_LABELS_WITH_CLIPS) + [f"action {i:03d}" for i in range(2, 200)]
+        labels = list(KINETICS_LABELS_WITH_CLIPS) + [f"action {i:03d}" for i in range(2, 400)]
         rows = {"train": [], "val": []}
         for index, label in enumerate(labels):
             clips = 2 if label in KINETICS_LABELS_WITH_CLIPS else 1
@@ -184,8 +184,8 @@ class StandIns:
         for split, csv_name in (("train", "train.csv"), ("val", "validate.csv")):
             body = "".join(f'"{label}",{youtube_id},10,20,{split}\n' for label, youtube_id in rows[split])
             _write(os.path.join(folder, "annotations", csv_name), header + body)
-            _write(os.path.join(mini, f"{split}_ytid_list.txt"),
-                   "".join(f"{youtube_id}\n" for _label, youtube_id in rows[split]))
+            mini_ids = [youtube_id for label, youtube_id in rows[split] if label in labels[:200]]
+            _write(os.path.join(mini, f"{split}_ytid_list.txt"), "".join(f"{y}\n" for y in mini_ids))
         run_script("data_prep/extract_frames.py", ["--src", f"{folder}/videos", "--dst", f"{folder}/frames",
                                                    "--workers", "1", "--no-progress"], self.env)
         run_script("data_prep/build_manifests.py", [

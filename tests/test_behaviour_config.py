@@ -45,6 +45,11 @@ RULES: Dict[str, Tuple[str, str, str, Optional[str], List[str]]] = {
     'dropout rate 1': ('MODEL.DROPOUT_RATE', '1.0', '0.99', None, []),
     'val crop larger than the resized frame': ('DATA.VAL_SHORT_SIDE', '200', '224',
         r'DATA\.VAL_CROP_SIZE', ['DATA.VAL_CROP_SIZE', '224']),
+    # the eval-mode head pools the training window: views at least as large as training crops
+    'test crop smaller than the training crop': ('DATA.TEST_CROP_SIZE', '223', '224', None, []),
+    'val crop smaller than the training crop': ('DATA.VAL_CROP_SIZE', '200', '224', None, []),
+    'pool1 padding past half its kernel': ('RESNET.STEM_POOL_PADDING', '[0, 2, 1]', '[0, 1, 1]', None, []),
+    'negative pool1 padding': ('RESNET.STEM_POOL_PADDING', '[0, -1, 0]', '[0, 0, 0]', None, []),
 }
 
 

@@ -85,22 +85,73 @@ def test_train_mode_gives_logits_and_eval_mode_probabilities_for_any_size():
         assert torch.allclose(probs.sum(1), torch.ones(1), atol=1e-5) and (probs >= 0).all()
 
 
-def test_eval_mode_averages_the_softmax_of_the_fc_at_every_position():
-    torch.manual_seed(1)
-    model = build_model(_cfg(*NARROW, "MODEL.NUM_CLASSES", "5")).eval()
+def _reference_eval_head(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                         window: Sequence[int]) -> torch.Tensor:
+    """The reference test head written out: average every training-size window (stride 1),
+    the fc on each, softmax per window, mean over windows."""
+    t, h, w = window
+    size_t, size_h, size_w = features.shape[2:]
+    probs = []
+    for t0 in range(size_t - t + 1):
+        for h0 in range(size_h - h + 1):
+            for w0 in range(size_w - w + 1):
+                pooled = features[:, :, t0:t0 + t, h0:h0 + h, w0:w0 + w].mean(dim=(2, 3, 4))
+                probs.append((pooled @ weight.T + bias).softmax(dim=1))
+    return torch.stack(probs).mean(dim=0)
+
+
+@pytest.mark.parametrize("padding", ["[0, 1, 1]", "[0, 0, 0]"])
+@pytest.mark.parametrize("frames, crop, window, test_maps", [
+    (32, 224, (4, 7, 7), {224: (4, 7, 7), 256: (4, 8, 8)}),  # the paper's C2D 32x224
+    (8, 112, (1, 4, 4), {112: (1, 4, 4), 160: (1, 5, 5)}),
+])
+def test_eval_head_window_is_the_training_clips_feature_map(padding, frames, crop, window, test_maps):
+    cfg = _cfg(*NARROW, "DATA.NUM_FRAMES", str(frames), "DATA.TRAIN_CROP_SIZE", str(crop),
+               "RESNET.STEM_POOL_PADDING", padding)
+    model = build_model(cfg).eval()
+    assert model.head.window == window
+    for side, expected in test_maps.items():  # the res5 map a forward really gives
+        assert _shapes(model, torch.zeros(1, 3, frames, side, side))[5][2:] == expected
+
+
+@pytest.mark.parametrize("side, windows", [(224, 1), (256, 4)])
+def test_eval_head_equals_the_reference_pool_fc_softmax_mean(side, windows):
+    """R-50 at 32x224 (window 4x7x7): res5 features that vary over space and time, a
+    trained-like fc; at 224 one window (= softmax of the training logits), at 256 the
+    4x8x8 map gives 1x2x2 windows."""
+    torch.manual_seed(3)
+    model = build_model(_cfg("MODEL.NUM_CLASSES", "10"))
+    head = model.head
     with torch.no_grad():
-        model.head.proj.weight.normal_(0, 1)
-    clip = torch.randn(2, 3, 8, 96, 128)
+        head.proj.weight.normal_(0, 0.05)
+        head.proj.bias.normal_(0, 0.1)
+    size = side // 32
+    # ReLU features whose statistics change from place to place (as res5 maps do)
+    features = (torch.randn(2, 2048, 4, size, size) * torch.linspace(0.2, 3, size)[None, None, None, :, None]
+                + torch.linspace(-1, 1, 4)[None, None, :, None, None]).relu()
     with torch.no_grad():
-        features = clip
-        for block in model.blocks[:-1]:
-            features = block(features)
-        weight, bias = model.head.proj.weight, model.head.proj.bias
-        logits = torch.einsum("bcthw,kc->bkthw", features, weight) + bias[:, None, None, None]
-        expected = logits.softmax(dim=1).mean(dim=(2, 3, 4))
-        assert torch.allclose(model(clip), expected, atol=1e-6)
-        # ... which is not the softmax of the averaged logits (3x4 positions here).
-        assert not torch.allclose(expected, logits.mean(dim=(2, 3, 4)).softmax(dim=1), atol=1e-4)
+        expected = _reference_eval_head(features, head.proj.weight, head.proj.bias, (4, 7, 7))
+        probs = head.eval()(features)
+        assert torch.allclose(probs, expected, atol=1e-6)
+        if windows == 1:  # the training size: softmax of the training logits
+            training_logits = head.proj(features.mean(dim=(2, 3, 4)))  # train mode without dropout
+            assert torch.allclose(probs, training_logits.softmax(dim=1), atol=1e-6)
+        # ... which is not the softmax of every single res5 position averaged (the old head)
+        per_position = torch.einsum("bcthw,kc->bthwk", features, head.proj.weight) + head.proj.bias
+        assert (per_position.softmax(dim=-1).mean(dim=(1, 2, 3)) - probs).abs().max() > 0.05
+
+
+def test_eval_head_pools_a_map_smaller_than_the_window_whole():
+    """Outside runs (whose configs keep test views >= training crops), a smaller clip is
+    pooled whole in each short dimension instead of failing."""
+    torch.manual_seed(4)
+    model = build_model(_cfg(*NARROW, "MODEL.NUM_CLASSES", "5"))
+    head = model.head
+    features = torch.randn(2, 256, 4, 3, 9).relu()  # H shorter than the window 7, W longer
+    with torch.no_grad():
+        head.proj.weight.normal_(0, 0.3)
+        assert torch.allclose(head.eval()(features),
+                              _reference_eval_head(features, head.proj.weight, head.proj.bias, (4, 3, 7)), atol=1e-6)
 
 
 @pytest.mark.parametrize("block_type, extra", [

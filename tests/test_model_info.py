@@ -109,6 +109,36 @@ def test_every_config_matches_its_name(folder, classes):
             assert cfg.CGNL.KERNEL == KERNELS[match["kernel"]], path
 
 
+#: configs/README.md: C2D_R50[_NL5]_{frames}x{stride}.yaml (the released non-local models' layouts)
+K400_NAME = re.compile(r"^C2D_R50(?P<nl>_NL5)?_(?P<frames>\d+)x(?P<rate>\d+)$")
+
+
+def test_kinetics400_configs_have_the_released_models_layout():
+    files = _config_files("kinetics400")
+    assert {_stem(p) for p in files} == {"C2D_R50_32x2", "C2D_R50_NL5_32x2", "C2D_R50_8x8", "C2D_R50_NL5_8x8"}
+    for path in files:
+        match = K400_NAME.match(_stem(path))
+        assert match, f"{path} does not follow the naming scheme of configs/README.md"
+        cfg = load_config(path, ["RESNET.WIDTH_PER_GROUP", "4"])
+        frames, rate = int(match["frames"]), int(match["rate"])
+        assert (cfg.DATA.NUM_FRAMES, cfg.DATA.SAMPLING_RATE, cfg.MODEL.NUM_CLASSES) == (frames, rate, 400), path
+        assert cfg.DATA.MEAN == [0.45] * 3 and cfg.DATA.STD == [0.225] * 3, path  # 114.75 / 57.375 of 255
+        assert cfg.RESNET.STEM_POOL_PADDING == [0, 0, 0], path
+        assert cfg.NONLOCAL.TYPE == ("nl" if match["nl"] else "none"), path
+        if match["nl"]:
+            assert cfg.NONLOCAL.LOCATION == placement_preset(50, 5) and cfg.NL.POOL == [1, 2, 2], path
+        model = build_model(cfg).eval()
+        shapes = []
+        hooks = [b.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[2:])))
+                 for b in model.blocks[:-1]]
+        with torch.no_grad():
+            model(torch.zeros(1, 3, frames, 224, 224))
+        for hook in hooks:
+            hook.remove()
+        # unpadded pool1: 224 -> conv1 112 -> pool1 55 -> res3 28 -> res4 14 -> res5 7; T 4 at res3..res5
+        assert shapes[0][1:] == (55, 55) and shapes[5] == (4, 7, 7) and model.head.window == (4, 7, 7), path
+
+
 def test_the_paper_rows_have_configs():
     mini = {_stem(p) for p in _config_files("minikinetics")}
     for depth in (50, 101):

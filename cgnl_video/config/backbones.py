@@ -37,6 +37,7 @@ _C.RESNET.STEM_CONV_KERNEL = [1, 7, 7]  # conv1 kernel (T, H, W)
 _C.RESNET.STEM_CONV_STRIDE = [2, 2, 2]  # conv1 stride (T, H, W)
 _C.RESNET.STEM_POOL_KERNEL = [2, 3, 3]  # pool1 kernel (T, H, W)
 _C.RESNET.STEM_POOL_STRIDE = [2, 2, 2]  # pool1 stride (T, H, W)
+_C.RESNET.STEM_POOL_PADDING = [0, 1, 1]  # pool1 padding (T, H, W); the official non-local models: [0, 0, 0]
 _C.RESNET.POOL2_KERNEL = [2, 1, 1]  # temporal max pool after res2 (T, H, W)
 _C.RESNET.POOL2_STRIDE = [2, 1, 1]  # its stride (T, H, W)
 _C.RESNET.CONV_A_KERNEL = [[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]]  # 1st conv of blocks, res2..res5
@@ -109,6 +110,10 @@ def validate_c2d(cfg: CfgNode) -> None:
     for key in ("STEM_CONV_KERNEL", "STEM_CONV_STRIDE", "STEM_POOL_KERNEL", "STEM_POOL_STRIDE",
                 "POOL2_KERNEL", "POOL2_STRIDE"):
         triple(r[key], f"RESNET.{key}")
+    padding, kernel = r.STEM_POOL_PADDING, r.STEM_POOL_KERNEL
+    require(len(padding) == 3 and all(isinstance(p, int) and 0 <= p <= k // 2 for p, k in zip(padding, kernel)),
+            "RESNET.STEM_POOL_PADDING",
+            f"needs 3 integers from 0 to half of RESNET.STEM_POOL_KERNEL {list(kernel)}, got {list(padding)}")
     for key in ("CONV_A_KERNEL", "CONV_B_KERNEL"):
         require(len(r[key]) == 4, f"RESNET.{key}", "needs one (T, H, W) kernel per stage res2..res5")
         for i, kernel in enumerate(r[key]):
@@ -119,6 +124,11 @@ def validate_c2d(cfg: CfgNode) -> None:
             f"RESNET.{key}",
             f"needs 4 positive integers (res2..res5), got {list(r[key])}",
         )
+    train = cfg.DATA.TRAIN_CROP_SIZE
+    for key in ("VAL_CROP_SIZE", "TEST_CROP_SIZE"):  # the eval-mode head pools the training window
+        require(cfg.DATA[key] >= train, f"DATA.{key}",
+                f"{cfg.DATA[key]} is smaller than DATA.TRAIN_CROP_SIZE {train}: the eval-mode head averages "
+                "windows of the training clip's feature map, which needs views at least as large")
     frames, t3 = cfg.DATA.NUM_FRAMES, _temporal_size_at_res3(cfg)
     require(
         t3 >= 1 and t3 == int(t3),

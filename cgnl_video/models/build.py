@@ -50,6 +50,7 @@ def build_c2d(cfg: Any) -> C2DResNet:
         stem_conv_stride=r.STEM_CONV_STRIDE,
         stem_pool_kernel=r.STEM_POOL_KERNEL,
         stem_pool_stride=r.STEM_POOL_STRIDE,
+        stem_pool_padding=r.STEM_POOL_PADDING,
         pool2_kernel=r.POOL2_KERNEL,
         pool2_stride=r.POOL2_STRIDE,
         conv_a_kernels=r.CONV_A_KERNEL,
@@ -57,6 +58,7 @@ def build_c2d(cfg: Any) -> C2DResNet:
         spatial_strides=r.SPATIAL_STRIDES,
         temporal_strides=r.TEMPORAL_STRIDES,
         zero_init_final_bn=r.ZERO_INIT_FINAL_BN,
+        train_input=(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE),
     )
     return model
 

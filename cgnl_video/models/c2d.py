@@ -3,11 +3,11 @@
 Default layout for a 32x224x224 clip (non-local paper, Table 1)::
 
     conv1  1x7x7, stride (2,2,2)          -> 16x112x112
-    pool1  max (2,3,3), stride (2,2,2)    ->  8x56x56
+    pool1  max (2,3,3), stride (2,2,2)    ->  8x56x56   (padding (0,1,1); (0,0,0): 8x55x55)
     res2                                  ->  8x56x56   (256 ch)
     pool2  max (2,1,1), stride (2,1,1)    ->  4x56x56
     res3 / res4 / res5                    ->  4x28x28 / 4x14x14 / 4x7x7 (512 / 1024 / 2048)
-    head   average, dropout, fc
+    head   train: average, dropout, fc; eval: the training window's average pool, fc, softmax
 
 The module list is PyTorchVideo's ``Net.blocks = [stem, res2, pool2, res3, res4,
 res5, head]`` so a PyTorchVideo C2D state dict loads into the baseline as is;
@@ -21,6 +21,7 @@ layout (``STAGE_DEPTHS``) are in ``cgnl_video.config.backbones``.
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from pytorchvideo.models.net import Net
 from pytorchvideo.models.resnet import BottleneckBlock, ResStage, create_bottleneck_block, create_res_stage
 from pytorchvideo.models.stem import create_res_basic_stem
@@ -37,6 +38,11 @@ def same_padding(kernel: Triple) -> Tuple[int, ...]:
     return tuple((k - 1) // 2 for k in kernel)
 
 
+def _conv_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution or max pool (floor rounding, as PyTorch and Caffe2)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
 def _plain_int_stride(conv: Optional[nn.Conv3d]) -> None:
     """PyTorchVideo computes the shortcut stride with numpy; tracing (fvcore,
     torch.jit) needs Python ints."""
@@ -45,24 +51,40 @@ def _plain_int_stride(conv: Optional[nn.Conv3d]) -> None:
 
 
 class C2DHead(nn.Module):
-    """Classifier with a train and an eval behaviour.
+    """Classifier with a train and an eval behaviour (non-local paper, Sec. 4 "Inference").
 
     ``train()``: global average over (T, H, W), dropout, fc -> logits (B, K).
-    ``eval()``: the fc acts as a 1x1x1 convolution on the final feature map,
-    softmax at every position, averaged over (T, H, W) -> probabilities (B, K).
-    Fully convolutional: any spatial size works.
+    ``eval()``: average pool with the training clip's window (``window``: the size of
+    the final feature map of a training clip) and stride 1, the fc on every pooled
+    position, softmax per position, mean over positions -> probabilities (B, K).
+    A test clip of the training size gives softmax(training logits); a larger one
+    (a 256 test crop of a 224-trained model) several windows, each seeing as much
+    as a training clip. A map smaller than the window in a dimension is pooled whole
+    in that dimension (runs cannot get there: their configs need VAL_CROP_SIZE and
+    TEST_CROP_SIZE >= TRAIN_CROP_SIZE).
     """
 
-    def __init__(self, dim_in: int, num_classes: int, dropout_rate: float = 0.5) -> None:
+    def __init__(self, dim_in: int, num_classes: int, dropout_rate: float = 0.5,
+                 window: Triple = (4, 7, 7)) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout_rate)
         self.proj = nn.Linear(dim_in, num_classes)
+        self.window: Tuple[int, int, int] = tuple(int(w) for w in window)
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}"
+
+    def window_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T', H', W', K) of every training-size window of the feature map x
+        (a dimension shorter than the window is pooled whole)."""
+        window = [min(w, int(s)) for w, s in zip(self.window, x.shape[2:])]
+        pooled = F.avg_pool3d(x, window, stride=1)
+        return self.proj(pooled.permute(0, 2, 3, 4, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.proj(self.dropout(x.mean(dim=(2, 3, 4))))
-        logits = self.proj(x.permute(0, 2, 3, 4, 1))  # (B, T, H, W, K)
-        return logits.softmax(dim=-1).mean(dim=(1, 2, 3))
+        return self.window_logits(x).softmax(dim=-1).mean(dim=(1, 2, 3))
 
 
 class C2DStage(ResStage):
@@ -97,10 +119,11 @@ class C2DResNet(Net):
     Outputs depend on the mode:
 
     * ``model.train()``: logits (B, num_classes), for a cross-entropy loss.
-    * ``model.eval()``: class probabilities (B, num_classes): the fc is applied
-      at every (t, h, w) of the last feature map, softmax per position, and the
-      probabilities are averaged (fully convolutional testing). Validation and
-      testing therefore receive probabilities, not logits.
+    * ``model.eval()``: class probabilities (B, num_classes): the last feature
+      map is average-pooled with the training window (stride 1), the fc applied
+      at every pooled position, softmax per position, and the probabilities are
+      averaged (fully convolutional testing, ``C2DHead``). Validation and testing
+      therefore receive probabilities, not logits.
     """
 
     #: the modules of ``blocks`` in order (PyTorchVideo's layout, which its C2D checkpoints use)
@@ -134,6 +157,33 @@ class C2DResNet(Net):
         return self.get_submodule(self.part_path("head"))
 
 
+def _size_through(module: nn.Module, size: List[int]) -> List[int]:
+    """(T, H, W) after a Conv3d or MaxPool3d."""
+    def triple(v):
+        return (v,) * 3 if isinstance(v, int) else tuple(v)
+    kernel, stride, padding = triple(module.kernel_size), triple(module.stride), triple(module.padding)
+    return [_conv_size(n, k, s, p) for n, k, s, p in zip(size, kernel, stride, padding)]
+
+
+def feature_size(parts: Dict[str, nn.Module], clip: Triple) -> Tuple[int, int, int]:
+    """(T, H, W) of the final feature map for a clip of (T, H, W), from the layers' kernels,
+    strides and paddings along the main path (stem conv and pool, conv_a / conv_b of every
+    residual block, pool2); raises ValueError when a layer would get an empty input."""
+    size = list(clip)
+    path: List[nn.Module] = [parts["stem"].conv, parts["stem"].pool]
+    for name in STAGE_NAMES:
+        for res_block in parts[name].res_blocks:
+            path += [res_block.branch2.conv_a, res_block.branch2.conv_b]
+        if name == STAGE_NAMES[0]:
+            path.append(parts["pool2"])
+    for module in path:
+        size = _size_through(module, size)
+        if min(size) < 1:
+            raise ValueError(f"a {'x'.join(map(str, clip))} (T x H x W) training clip leaves no feature map "
+                             "(DATA.NUM_FRAMES / DATA.TRAIN_CROP_SIZE too small for the strides)")
+    return tuple(size)
+
+
 def create_c2d(
     *,
     depth: int = 50,
@@ -144,6 +194,7 @@ def create_c2d(
     stem_conv_stride: Triple = (2, 2, 2),
     stem_pool_kernel: Triple = (2, 3, 3),
     stem_pool_stride: Triple = (2, 2, 2),
+    stem_pool_padding: Optional[Triple] = None,
     pool2_kernel: Triple = (2, 1, 1),
     pool2_stride: Triple = (2, 1, 1),
     conv_a_kernels: Sequence[Triple] = ((1, 1, 1),) * 4,
@@ -152,12 +203,16 @@ def create_c2d(
     temporal_strides: Sequence[int] = (1, 1, 1, 1),
     zero_init_final_bn: bool = True,
     norm: Callable[..., nn.Module] = nn.BatchNorm3d,
+    train_input: Triple = (32, 224, 224),
 ) -> C2DResNet:
     """Build a C2D ResNet; every kernel and stride is an argument (stages res2..res5).
 
     ``width`` is the stem width (64 = standard); all stage widths scale with it.
     The temporal stride of a stage sits on its first block's conv_a and the
     spatial stride on its 3x3 conv_b (ResNet v1.5, as torchvision).
+    ``stem_pool_padding`` None pads pool1 by (k - 1) // 2 (PyTorchVideo, torchvision);
+    the official non-local models use (0, 0, 0). ``train_input`` (T, H, W) of a
+    training clip sets the window the eval-mode head pools (``C2DHead``).
     """
     if depth not in STAGE_DEPTHS:
         raise ValueError(f"depth must be one of {sorted(STAGE_DEPTHS)}, got {depth}")
@@ -170,7 +225,7 @@ def create_c2d(
         pool=nn.MaxPool3d,
         pool_kernel_size=tuple(stem_pool_kernel),
         pool_stride=tuple(stem_pool_stride),
-        pool_padding=same_padding(stem_pool_kernel),
+        pool_padding=same_padding(stem_pool_kernel) if stem_pool_padding is None else tuple(stem_pool_padding),
         norm=norm,
     )
     stages = []
@@ -195,8 +250,8 @@ def create_c2d(
         stages.append(C2DStage(stage.res_blocks))
         dim_in = dim_out
     pool2 = nn.MaxPool3d(tuple(pool2_kernel), tuple(pool2_stride))
-    head = C2DHead(dim_in, num_classes, dropout_rate)
-    parts = {"stem": stem, "pool2": pool2, "head": head, **dict(zip(STAGE_NAMES, stages))}
+    parts = {"stem": stem, "pool2": pool2, **dict(zip(STAGE_NAMES, stages))}
+    parts["head"] = C2DHead(dim_in, num_classes, dropout_rate, feature_size(parts, train_input))
     model = C2DResNet(blocks=nn.ModuleList([parts[name] for name in C2DResNet.PARTS]))
     if not zero_init_final_bn:
         for module in model.modules():
