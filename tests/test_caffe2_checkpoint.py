@@ -21,14 +21,14 @@ from cgnl_video.engine import checkpoint as cu
 from cgnl_video.models import CheckpointError, build_model, load_state, read_state_dict
 from engine_helpers import single_thread  # noqa: F401 (fixture)
 
-NL5 = ["NONLOCAL.TYPE", "nl", "NONLOCAL.LOCATION", "[[], [1, 3], [1, 3, 5], []]"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+C2D, NL5 = "C2D_R50_32x2", "C2D_R50_NL5_32x2"  # configs/kinetics400: the released models' layouts
 
 
-def official_model(*opts):
-    """The official 32x2 architecture: 400 classes, pool1 without spatial padding."""
-    model = build_model(load_config(None, ["MODEL.NUM_CLASSES", "400", "RESNET.IMAGENET_WEIGHTS", "", *opts]))
-    model.stem.pool.padding = (0, 0, 0)  # TODO: RESNET.STEM_POOL_PADDING
-    return model
+def official_model(config=C2D):
+    """The model of configs/kinetics400/<config>.yaml (400 classes, pool1 unpadded), random weights."""
+    return build_model(load_config(os.path.join(ROOT, "configs", "kinetics400", f"{config}.yaml"),
+                                   ["RESNET.IMAGENET_WEIGHTS", ""]))
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +44,10 @@ def files(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name, opts", [("c2d", []), ("nl5", NL5)])
-def test_every_blob_loads_strictly(files, name, opts):
+@pytest.mark.parametrize("name, config", [("c2d", C2D), ("nl5", NL5)])
+def test_every_blob_loads_strictly(files, name, config):
     path, blobs = files[name]
-    model = official_model(*opts)
+    model = official_model(config)
     report = cu.load_model_weights(model, path)[1]
     state = model.state_dict()
     assert len(report.loaded) == len(state)  # every key of the model, nothing skipped
@@ -107,33 +107,39 @@ def torchvision_reference(blobs):
 
 
 @pytest.mark.usefixtures("single_thread")
-@pytest.mark.parametrize("name, opts", [("c2d", []), ("nl5", NL5)])
+@pytest.mark.parametrize("name, config", [("c2d", C2D), ("nl5", NL5)])
 @pytest.mark.parametrize("size", [224, 256])
-def test_a_clip_of_identical_frames_gives_the_2d_networks_features_and_logits(files, name, opts, size):
+def test_a_clip_of_identical_frames_gives_the_2d_networks_features_and_scores(files, name, config, size):
     """8 identical frames (the smallest clip of the 32x2 model's temporal strides): every
     time step of res5 equals torchvision's layer4 on the frame (pool1 unpadded: 224 -> res5
-    7x7, 256 -> 8x8), and the fc on their average equals torchvision's logits. In float64:
-    float32 rounding differs between the two (1e-4 of the largest feature after 5 NL blocks)."""
+    7x7, 256 -> 8x8), and the eval-mode output is the softmax of torchvision's fc on each
+    7x7 window (stride 1) of layer4, averaged: softmax(torchvision's logits) at 224, four
+    windows at 256. In float64: float32 rounding differs between the two (1e-4 of the
+    largest feature after 5 NL blocks)."""
     path, blobs = files[name]
-    model = official_model(*opts).eval()
+    model = official_model(config).eval()
     cu.load_model_weights(model, path)
     model, reference = model.double(), torchvision_reference(blobs).double()
     frame = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size), dtype=torch.float64) * 2
     clip = frame.unsqueeze(2).expand(-1, -1, 8, -1, -1).contiguous()
     with torch.no_grad():
+        scores = model(clip)
         ours = clip
         for block in model.blocks[:-1]:
             ours = block(ours)
-        body = nn.Sequential(*list(reference.children())[:-2])
-        theirs = body(frame)
-        logits = model.head.proj(ours.mean(dim=(2, 3, 4)))
-        expected = reference(frame)
+        theirs = nn.Sequential(*list(reference.children())[:-2])(frame)
+        windows = F.avg_pool2d(theirs, 7, stride=1).permute(0, 2, 3, 1)  # (1, size/32 - 6, size/32 - 6, 2048)
+        expected = reference.fc(windows).softmax(dim=-1).mean(dim=(1, 2))
+        logits = reference(frame)
     assert ours.shape[-2:] == theirs.shape[-2:] == (size // 32,) * 2
     assert theirs.abs().mean() > 0.1  # a live network, not a vanished one
     scale = theirs.abs().max()
     for t in range(ours.shape[2]):
         torch.testing.assert_close(ours[:, :, t] / scale, theirs / scale, atol=1e-10, rtol=0)
-    torch.testing.assert_close(logits, expected, atol=1e-10 * expected.abs().max(), rtol=0)
+    torch.testing.assert_close(scores, expected, atol=1e-12, rtol=1e-9)
+    if size == 224:
+        torch.testing.assert_close(scores, logits.softmax(dim=-1), atol=1e-12, rtol=1e-9)
+    assert scores.max() > 2 / 400  # not a uniform distribution
 
 
 def _rewrite(tmp_path, blobs, **change):
@@ -149,7 +155,7 @@ def test_a_missing_blob_is_named(files, tmp_path):
     path = _rewrite(tmp_path, blobs, res4_2_branch2b_bn_riv=None, nonlocal_conv4_5_phi_b=None)
     with pytest.raises(CheckpointError, match=r"does not fit the model: 2 missing from the file: "
                                               r"res4_2_branch2b_bn_riv, nonlocal_conv4_5_phi_b$"):
-        cu.load_model_weights(official_model(*NL5), path)
+        cu.load_model_weights(official_model(NL5), path)
 
 
 def test_a_blob_of_no_rule_is_named(files, tmp_path):
@@ -212,8 +218,7 @@ def test_hub_takes_an_official_file(files):
     from cgnl_video.hub import hub_model
 
     path, blobs = files["c2d"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    model = hub_model(os.path.join(root, "configs", "minikinetics", "R50.yaml"), checkpoint=path)
+    model = hub_model(os.path.join(ROOT, "configs", "kinetics400", f"{C2D}.yaml"), checkpoint=path)
     assert model.head.proj.out_features == 400
     assert np.array_equal(model.head.proj.weight.detach().numpy(), blobs["pred_w"])
 
