@@ -229,3 +229,32 @@ def test_load_state_reports_keys_in_our_names_for_our_files():
     del state["blocks.0.conv.weight"]
     with pytest.raises(CheckpointError, match=r"1 missing from the file: blocks\.0\.conv\.weight$"):
         load_state(model, state)
+
+
+def test_convert_checkpoint_writes_ours_once_verified(files, tmp_path, capsys, monkeypatch):
+    from tools_fixtures import run_tool
+    from cgnl_video.data import write_classes
+    from caffe2_fixtures import KINETICS_LIKE_CLASSES
+
+    path, _ = files["nl5"]
+    config = os.path.join(ROOT, "configs", "kinetics400", f"{NL5}.yaml")
+    classes, out = str(tmp_path / "classes.txt"), str(tmp_path / "nl5.pyth")
+    write_classes(classes, KINETICS_LIKE_CLASSES)
+    assert run_tool("convert_checkpoint", [path, "--cfg", config, "--out", out, "--classes", classes]) == 0
+    assert capsys.readouterr().out == f"wrote {out}: 385 tensors of {path}, 400 class names\n"
+    converted, original = cu.load_checkpoint(out), read_state_dict(path)
+    assert converted["classes"] == KINETICS_LIKE_CLASSES
+    assert converted["model"].keys() == original.keys()
+    assert all(torch.equal(converted["model"][k], v) for k, v in original.items())
+    model = official_model(NL5)
+    cu.load_model_weights(model, out)  # our layout now, strictly
+
+    wrong = str(tmp_path / "wrong.pyth")  # the C2D config does not take the NL blobs: nothing written
+    assert run_tool("convert_checkpoint", [path, "--cfg", config.replace(NL5, C2D), "--out", wrong]) == 2
+    assert "60 not in the model: nonlocal_conv3_1_theta_w" in capsys.readouterr().err
+    assert not os.path.exists(wrong)
+
+    monkeypatch.setattr("cgnl_video.models.read_state_dict", lambda p: {})  # reading back loses everything
+    assert run_tool("convert_checkpoint", [path, "--cfg", config, "--out", wrong]) == 1
+    assert capsys.readouterr().err.startswith("error: reading the converted file back differs at 385 tensors")
+    assert sorted(os.listdir(tmp_path)) == ["classes.txt", "nl5.pyth"]
