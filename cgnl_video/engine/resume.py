@@ -132,10 +132,10 @@ def classifier_rows_by_name(cfg: CfgNode, model: nn.Module, checkpoint: Dict) ->
     are not one per row of its classifier.
     """
     names, classes = checkpoint_classes(cfg, checkpoint), dataset_classes(cfg)
-    path, key = cfg.TRAIN.CHECKPOINT_FILE_PATH, cu.unwrap_model(model).classifier_key
-    state = model_state(checkpoint, path)
-    if names is None or classes is None or key not in state:
+    path, key = cfg.TRAIN.CHECKPOINT_FILE_PATH, getattr(cu.unwrap_model(model), "classifier_key", "")
+    if names is None or classes is None or key not in model_state(checkpoint, path):
         return None
+    state = model_state(checkpoint, path)
     rows = int(state[key].shape[0])
     if len(names) != rows and cfg.TRAIN.CHECKPOINT_CLASSES:
         raise ConfigError(f"TRAIN.CHECKPOINT_CLASSES: {cfg.TRAIN.CHECKPOINT_CLASSES} lists {len(names)} classes, "
