@@ -1,9 +1,9 @@
 """Fine-tuning (TRAIN.CHECKPOINT_FILE_PATH) from a run with another number of classes:
 every other weight is loaded, the classifier starts afresh (as build_model made it) and
-the log names the keys not loaded, or, when the checkpoint names its classes and this run's
-are among them, takes its rows by class name (tests/test_fine_tune_by_name.py); any other mismatch stops run_net with exit status 2
-and a message naming the keys. Also the shipped config that fine-tunes UCF-101 from
-Mini-Kinetics."""
+the log names the keys not loaded, or, when the checkpoint names its classes and this
+run's are among them, takes its rows by class name (tests/test_fine_tune_by_name.py);
+any other mismatch stops run_net with exit status 2 and a message naming the keys. Also
+the shipped config that fine-tunes UCF-101 from Mini-Kinetics."""
 
 import logging
 import os
@@ -116,7 +116,8 @@ def test_run_net_fine_tunes_and_takes_the_classifier_rows_by_class_name(source, 
         expected = start["model"][name][:3] if name in CLASSIFIER else start["model"][name]
         assert torch.equal(end["model"][name], expected), name
     log = (out / "log.txt").read_text()
-    assert f"took 3 classifier rows of {checkpoint} by class name (every class of this run is one of its classes)" in log
+    assert f"took 3 classifier rows of {checkpoint} by class name (every class of this run is one of its " \
+           "classes)" in log
     assert "not loaded from" not in log
     assert "IMAGENET_WEIGHTS" not in log  # the checkpoint's weights win
 

@@ -112,8 +112,9 @@ def test_a_class_list_of_another_length_is_an_error_naming_the_key(official, tmp
     short = str(tmp_path / "399.txt")
     write_classes(short, KINETICS_LIKE_CLASSES[:399])
     cfg = _cfg(tmp_path, path, SUBSET, "TRAIN.CHECKPOINT_CLASSES", short)
-    with pytest.raises(ConfigError, match=rf"^TRAIN\.CHECKPOINT_CLASSES: {re.escape(short)} lists 399 classes, but "
-                                          rf"the classifier of {re.escape(path)} \(blocks\.6\.proj\.weight\) has 400 rows"):
+    with pytest.raises(ConfigError, match=rf"^TRAIN\.CHECKPOINT_CLASSES: {re.escape(short)} lists 399 classes, "
+                                          rf"but the classifier of {re.escape(path)} \(blocks\.6\.proj\.weight\) "
+                                          r"has 400 rows"):
         fine_tune_from(cfg, build_model(cfg))
 
 
