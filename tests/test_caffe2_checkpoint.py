@@ -258,3 +258,19 @@ def test_convert_checkpoint_writes_ours_once_verified(files, tmp_path, capsys, m
     assert run_tool("convert_checkpoint", [path, "--cfg", config, "--out", wrong]) == 1
     assert capsys.readouterr().err.startswith("error: reading the converted file back differs at 385 tensors")
     assert sorted(os.listdir(tmp_path)) == ["classes.txt", "nl5.pyth"]
+
+
+def test_test_only_runs_and_the_inference_tools_read_an_official_file(files):
+    """TEST.CHECKPOINT_FILE_PATH (a test-only run) and inference.load_model (predict.py,
+    export.py) go through the same reader: the file's weights, strictly."""
+    from cgnl_video.engine.multiview import load_test_weights
+    from cgnl_video.inference import load_model
+
+    path, blobs = files["nl5"]
+    cfg = load_config(os.path.join(ROOT, "configs", "kinetics400", f"{NL5}.yaml"),
+                      ["RESNET.IMAGENET_WEIGHTS", "", "TRAIN.ENABLE", "False", "TEST.CHECKPOINT_FILE_PATH", path])
+    model = build_model(cfg)
+    assert load_test_weights(cfg, model, trained=False) == (path, None)
+    for loaded in (model, load_model(cfg, path)):
+        assert np.array_equal(loaded.stages[2].inserted["5"].g.weight.detach().numpy(), blobs["nonlocal_conv4_5_g_w"])
+        assert np.array_equal(loaded.stem.conv.weight.detach().numpy(), blobs["conv1_w"])
