@@ -43,6 +43,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cgnl_video.utils.distributed import cudnn_conv_tf32
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 
@@ -355,7 +357,7 @@ def compute_precision(amp: Optional[torch.dtype]) -> str:
     the convolutions of C2D nearly all use), else "fp32"."""
     if amp is not None:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
-    return "tf32" if torch.backends.cudnn.allow_tf32 else "fp32"
+    return "tf32" if cudnn_conv_tf32() else "fp32"
 
 
 def peak_tflops(device: torch.device, precision: str, override: float = 0.0) -> Optional[float]:

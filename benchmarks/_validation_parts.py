@@ -34,6 +34,7 @@ import bench_train_step as bts
 from cgnl_video.data import build_loader, set_loader_epoch, write_manifest
 from cgnl_video.data import gpu_augment
 from cgnl_video.data.manifest import read_manifest
+from cgnl_video.engine.multiview import forward_views
 from cgnl_video.engine.optim import EpochLRScheduler
 from cgnl_video.engine.precision import native_bf16
 from cgnl_video.engine.train_loop import train_epoch
@@ -127,16 +128,41 @@ def error_text(error: BaseException) -> str:
 
 class Context:
     """What a part gets: the device, the sizes, the run's options, its deadline and a
-    record (``parts/<name>.json``) that every ``put`` rewrites."""
+    record (``parts/<name>.json``) that every ``put`` rewrites.
+
+    A part runs in two phases, written in the record (``phase``) with what it is doing
+    (``doing``, for the watchdog's report of a part it stops): its "warm-up" (``WARMUPS``:
+    cuDNN autotuning, the first compile), whose limit is ``warmup_limit_s``, then
+    "measuring" (``start_measuring``), whose budget ends at ``deadline``. The warm-up's
+    seconds (``warmup_s``) are not counted in the part's budget or in the run's."""
 
     def __init__(self, name: str, device: torch.device, sizes: Sizes, options: argparse.Namespace,
-                 deadline: float, path: str) -> None:
+                 deadline: float, path: str, warmup_limit_s: float = 0.0) -> None:
         self.name, self.device, self.sizes, self.options = name, device, sizes, options
         self.deadline, self.path = deadline, path
         self.started = time.time()
-        self.record: Dict[str, Any] = {"status": "running", "started": self.started, "deadline": deadline,
+        self.warm: Dict[str, Any] = {}  # what a warm-up found out for its part (e.g. a compile time)
+        self.record: Dict[str, Any] = {"status": "running", "phase": "warm-up", "doing": "starting",
+                                       "started": self.started, "deadline": self.started + warmup_limit_s,
+                                       "warmup_limit_s": warmup_limit_s, "warmup_s": 0.0,
                                        "budget_s": round(deadline - self.started, 1), "error": None, "result": {}}
         self.errors: Dict[str, str] = {}
+        self.save()
+
+    def start_measuring(self, deadline: Optional[float] = None) -> None:
+        """End the warm-up: the budget (to ``deadline``, default the one given at the
+        start) counts from now."""
+        now = time.time()
+        self.deadline = self.deadline if deadline is None else deadline
+        self.record.update(phase="measuring", warmup_s=round(now - self.started, 2), started=now,
+                           deadline=self.deadline, budget_s=round(self.deadline - now, 1))
+        self.started = now
+        self.save()
+
+    def doing(self, what: str) -> None:
+        """Record what the part is doing now (the watchdog quotes it if it stops the part)."""
+        print(f"  {self.name}: {what}", flush=True)
+        self.record["doing"] = what
         self.save()
 
     def left(self) -> float:
@@ -154,6 +180,7 @@ class Context:
     def attempt(self, key: str, fn: Callable[[], Dict]) -> Optional[Dict]:
         """``put(key, fn())``; if it raises, the error goes into the dict under ``key`` (kept
         with what ``fn`` had already put there) and the part goes on."""
+        self.doing(key)
         try:
             value = fn()
         except Exception as error:  # noqa: BLE001 - every failure is reported, none stops the run
@@ -529,28 +556,32 @@ def train_step_depth(ctx: Context, depth: int, share_end: float, compile_s: List
     compiled ("fast") cases while their compile fits before ``share_end``, timed
     round-robin together (their "vs eager" ratio comes from the first timing of the same
     run). Rows are put under "R-<depth>" as they come. ``compile_s``: measured compile
-    times per R-50-sized model, shared between depths."""
+    times per R-50-sized model (the warm-up's first), shared between depths."""
     key = f"R-{depth}"
     args = ctx.step_args(compile_on=False)
     cases: Dict[str, bts.Case] = {}
     rows: Dict[str, Dict] = {}
     for variant in bts.VARIANTS:
+        ctx.doing(f"R-{depth} {variant}: counting FLOPs, building its cases")
         flops = bts.model_flops(depth, variant, args, ctx.device)
         for mode in STEP_MODES:
             build_or_oom(cases, rows, ctx, depth, variant, mode, args, flops)
     timing_s = 0.2 * max(share_end - time.time(), 0.0)
+    ctx.doing(f"R-{depth}: timing {len(cases)} uncompiled cases")
     bts.time_cases(cases, rows, args, ctx.device, max_seconds=max(timing_s, 1.0))
     ctx.put(key, {"rows": list(rows.values())})
     cases.clear()
     free(ctx.device)
     for variant in COMPILE_ORDER if ctx.options.compile_on else ():
-        estimate = (compile_s[-1] if compile_s else COMPILE_GUESS_S) * DEPTH_COST[depth]
+        # the slowest compile seen: a case the warm-up compiled comes from the compile cache
+        estimate = (max(compile_s) if compile_s else COMPILE_GUESS_S) * DEPTH_COST[depth]
         left = share_end - time.time()
         if not compile_plan(left, 0.5 * timing_s, estimate):
             rows[f"{variant} | fast"] = {
                 "depth": depth, "variant": variant, "mode": "fast",
                 "skipped": f"not compiled: about {estimate:.0f} s to compile, {left - 0.5 * timing_s:.0f} s left"}
             continue
+        ctx.doing(f"R-{depth} {variant}: compiling (torch.compile, about {estimate:.0f} s)")
         start = time.time()
         build_or_oom(cases, rows, ctx, depth, variant, "fast", ctx.step_args(compile_on=True),
                      rows[f"{variant} | eager"]["flops_per_step"])
@@ -558,6 +589,7 @@ def train_step_depth(ctx: Context, depth: int, share_end: float, compile_s: List
         compile_s.append(rows[f"{variant} | fast"]["first_step_s"] / DEPTH_COST[depth])
         ctx.put(key, {"rows": list(rows.values())})
     if cases:
+        ctx.doing(f"R-{depth}: timing {len(cases)} compiled cases")
         bts.time_cases(cases, rows, args, ctx.device, max_seconds=max(share_end - time.time(), 1.0))
     cases.clear()
     free(ctx.device)
@@ -568,7 +600,7 @@ def train_step(ctx: Context) -> None:
     """Training step clips/s, peak memory and MFU of C2D R-50 / R-101, baseline / +1 NL /
     +1 CGNL / +5 CGNL: eager fp32, AMP bf16, AMP bf16 + channels_last + fused, and the
     same + torch.compile where the budget allows (R-50 first; R-101 gets 40 % of the part)."""
-    compile_s: List[float] = []
+    compile_s: List[float] = [ctx.warm["compile_s"]] if "compile_s" in ctx.warm else []
     for i, depth in enumerate(DEPTHS):
         share_end = time.time() + (0.6 if i == 0 else 1.0) * ctx.left()
         ctx.attempt(f"R-{depth}", lambda: train_step_depth(ctx, depth, share_end, compile_s))
@@ -594,6 +626,61 @@ def render_train_step(result: Dict) -> str:
     return (bts.table(rows) if rows else "No rows.") + "\n\n" + "\n".join(f"- {n}" for n in notes if n)
 
 
+# ----------------------------------------------------------------------------- warm-ups
+# cuDNN autotunes each convolution shape, precision and layout on its first call
+# (``cudnn.benchmark``: seconds per model for bf16 / fp16 3D convolutions) and keeps the
+# choice for the worker process; inductor compiles a model on its first step and keeps
+# the result in TORCHINDUCTOR_CACHE_DIR, which every worker of the run shares. The
+# warm-ups make those first calls before a part's budget starts.
+
+
+def warm_steps(ctx: Context, depth: int, variant: str, modes: Sequence[str], extra: Sequence[str] = ()) -> None:
+    """One training step of R-``depth`` ``variant`` in each of ``modes``."""
+    for mode in modes:
+        ctx.doing(f"warm-up: one training step of R-{depth} {variant} | {mode} {' '.join(extra)}".rstrip())
+        bts.Case(depth, variant, mode, ctx.step_args(), ctx.device, ctx.sizes.model_opts() + list(extra)).step()
+        free(ctx.device)
+
+
+def warm_finite_loss(ctx: Context) -> None:
+    for amp in ("bf16", "fp16"):
+        for variant in ("+1 NL", "+5 CGNL"):
+            warm_steps(ctx, 50, variant, ["amp"], ["TRAIN.AMP_DTYPE", amp])
+
+
+def warm_multiview_test(ctx: Context) -> None:
+    """The eval forward of one chunk of test views (other shapes than training's)."""
+    s = ctx.sizes
+    ctx.doing("warm-up: the test forward of R-50 +1 CGNL | fast-nocompile on one chunk of views")
+    case = bts.Case(50, "+1 CGNL", "fast", ctx.step_args(), ctx.device, s.model_opts())
+    views = torch.randint(0, 256, (s.views_per_forward, 3, s.frames, s.test_size, s.test_size), dtype=torch.uint8)
+    with torch.no_grad():
+        forward_views(case.model.eval(), views, s.views_per_forward, ctx.device, case.cfg)
+    free(ctx.device)
+
+
+def warm_data_stall(ctx: Context) -> None:
+    warm_steps(ctx, 50, "+1 CGNL", ["fast"])
+
+
+def warm_train_step(ctx: Context) -> None:
+    """The uncompiled modes of R-50 (R-101 has the same convolution shapes), then, with
+    compile on, the first compiled case: its compile time becomes the part's estimate."""
+    warm_steps(ctx, 50, "baseline", STEP_MODES)
+    if ctx.options.compile_on:
+        ctx.doing("warm-up: compiling R-50 baseline | fast (torch.compile, inductor)")
+        start = time.time()
+        bts.Case(50, COMPILE_ORDER[0], "fast", ctx.step_args(compile_on=True), ctx.device,
+                 ctx.sizes.model_opts()).step()
+        ctx.warm["compile_s"] = time.time() - start
+        free(ctx.device)
+
+
+WARMUPS: Dict[str, Callable[[Context], None]] = {
+    "finite_loss": warm_finite_loss, "multiview_test": warm_multiview_test, "data_stall": warm_data_stall,
+    "train_step": warm_train_step,
+}
+
 PARTS: Dict[str, Callable[[Context], None]] = {
     "finite_loss": finite_loss, "jpeg_decode": jpeg_decode, "kernel_share": kernel_share, "nl_oom": nl_oom,
     "multiview_test": multiview_test, "data_stall": data_stall, "train_step": train_step,
@@ -615,15 +702,25 @@ RENDER: Dict[str, Callable[[Dict], str]] = {
 
 
 def run_parts(names: Sequence[str], make_context: Callable[[str, Sequence[str]], Context],
-              registry: Optional[Dict[str, Callable[[Context], None]]] = None, stop_after_failure: bool = False) -> int:
-    """Run ``names`` in order, each with its own context; a failing part is recorded and
-    the next one runs. ``stop_after_failure``: return 3 after the first failed part (on
-    CUDA a fresh process then takes the rest: an error can leave the context unusable)."""
+              registry: Optional[Dict[str, Callable[[Context], None]]] = None, stop_after_failure: bool = False,
+              warmups: Optional[Dict[str, Callable[[Context], None]]] = None,
+              deadline_of: Optional[Callable[[str, Sequence[str]], float]] = None) -> int:
+    """Run ``names`` in order, each with its own context: its warm-up (``warmups``,
+    default ``WARMUPS``) if it has one, then the part, its budget ending at
+    ``deadline_of(name, remaining)`` reckoned once the warm-up is done (default: the
+    context's deadline). A failing part is recorded and the next one runs.
+    ``stop_after_failure``: return 3 after the first failed part (on CUDA a fresh
+    process then takes the rest: an error can leave the context unusable)."""
     registry = registry or PARTS
+    warmups = WARMUPS if warmups is None else warmups
     for i, name in enumerate(names):
         ctx = make_context(name, names[i:])
-        print(f"== {name}: {ctx.record['budget_s']:.0f} s", flush=True)
         try:
+            if name in warmups:
+                print(f"== {name}: warm-up (at most {ctx.record['warmup_limit_s']:.0f} s)", flush=True)
+                warmups[name](ctx)
+            ctx.start_measuring(deadline_of(name, names[i:]) if deadline_of else None)
+            print(f"== {name}: {ctx.record['budget_s']:.0f} s", flush=True)
             registry[name](ctx)
             status = ctx.finish()
         except Exception as error:  # noqa: BLE001

@@ -20,22 +20,32 @@ Parts (benchmarks/_validation_parts.py; each measures through the other scripts'
   and that + torch.compile (bench_train_step).
 
 Every part reports its own status ("ok", "failed" with the error text, "timeout" with what it
-had measured, "skipped" when the budget ran out before it) and the others run regardless.
+had measured and what it was doing, "skipped" when the budget ran out before it) and the
+others run regardless.
 
 Time budget (``--budget-s``, default 420 s, 100 s with ``--quick``): the parts run in the
-order above in one worker process. Each gets a deadline: its share (``SHARES``) of the time
+order above in one worker process. A part first warms up (``_validation_parts.WARMUPS``:
+one step of the models it times, in each precision and layout, so that cuDNN autotunes
+its bf16 / fp16 3D convolutions there, and the first torch.compile of ``train_step``),
+outside the budget, within its own limit (``--warmup-limit-s``, default 300 s, 120 s with
+``--quick``); cuDNN keeps its choices for the worker process (``cudnn.benchmark``) and
+inductor its compiled code in a folder every worker of the run shares
+(TORCHINDUCTOR_CACHE_DIR, unless set), so a restarted worker does not compile again.
+Then its budget starts: a deadline, its share (``SHARES``) of the time
 left, over the shares of the parts not yet run, so time a part leaves unused goes to the
 later ones (``train_step``, last, gets everything left). Within a part the repeats of a
 timing stop at its slice of the deadline (``_common.time_interleaved(max_seconds=)``),
 the N sweep stops a block whose predicted time no longer fits, and compiled models are
-built only while their compile time (60 s for R-50 until one is measured, twice that for
-R-101) fits, R-50 first: with a short budget only R-50 is compiled, and the JSON says
+built only while their compile time (the slowest measured, the warm-up's first; 60 s for
+R-50 until one is measured; twice that for R-101) fits, R-50 first: with a short budget only R-50 is compiled, and the JSON says
 which cases were not. This process watches the worker: a part still running ``grace``
-seconds (5 % of the budget, 10 to 30 s) after its deadline is stopped (status "timeout";
-the worker is killed and a new one continues with the next part), as is a worker that
-crashes (status "failed", the end of its stderr quoted). On CUDA the worker also
+seconds (5 % of the budget, 10 to 30 s) after its deadline, or after its warm-up limit,
+is stopped (status "timeout", with its phase and what it was doing: the part records
+both as it goes; the worker is killed and a new one continues with the next part), as
+is a worker that crashes (status "failed", the end of its stderr quoted). On CUDA the worker also
 restarts after any failed part, since a CUDA error can leave the context unusable. The
-whole run therefore ends by budget + grace: under 8 minutes with the defaults.
+whole run therefore ends by budget + warm-ups + grace: under 8 minutes with the defaults,
+plus the warm-ups (most of their time is the first compile; not yet measured on a GPU).
 
 Output (``--out``, default benchmarks/results/gpu_validation): ``gpu_validation.json``
 (machine, settings, per part: status, error, seconds, budget, result),
@@ -89,6 +99,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="toy sizes: every part in seconds (CI)")
     parser.add_argument("--out", default=os.path.join(common.RESULTS, "gpu_validation"), help="output folder")
     parser.add_argument("--budget-s", type=float, default=0.0, help="total time budget (default 420, quick 100)")
+    parser.add_argument("--warmup-limit-s", type=float, default=0.0,
+                        help="limit of each part's warm-up, outside the budget (default 300, quick 120)")
     parser.add_argument("--parts", nargs="+", default=ORDER, choices=ORDER, help="parts to run (default: all)")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="torch.compile cases in train_step (auto: on for a full run on cuda)")
@@ -103,6 +115,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--work", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.budget_s = args.budget_s or (100.0 if args.quick else 420.0)
+    args.warmup_limit_s = args.warmup_limit_s or (120.0 if args.quick else 300.0)
     args.workers = args.workers or (1 if args.quick else max(1, min(12, (os.cpu_count() or 2) - 1)))
     args.parts = [p for p in ORDER if p in args.parts]
     return args
@@ -110,7 +123,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def worker_command(args: argparse.Namespace, names: Sequence[str], end: float, work: str) -> List[str]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--end-time", repr(end), "--work", work,
-           "--device", args.device, "--out", args.out, "--budget-s", str(args.budget_s), "--compile", args.compile,
+           "--device", args.device, "--out", args.out, "--budget-s", str(args.budget_s),
+           "--warmup-limit-s", str(args.warmup_limit_s), "--compile", args.compile,
            "--workers", str(args.workers), "--threads", str(args.threads), "--peak-tflops", str(args.peak_tflops),
            "--parts", *names]
     return cmd + (["--quick"] if args.quick else [])
@@ -137,13 +151,18 @@ def worker_main(args: argparse.Namespace) -> int:
     sizes = parts.Sizes.quick() if args.quick else parts.Sizes.full()
     parts_dir = os.path.join(args.out, "parts")
 
+    def deadline_of(name: str, remaining: Sequence[str]) -> float:
+        end = args.end_time + warmup_seconds(args.out)  # the warm-ups so far are not counted
+        return min(part_deadline(name, remaining, time.time(), end), end)
+
     def make_context(name: str, remaining: Sequence[str]) -> parts.Context:
-        deadline = min(part_deadline(name, remaining, time.time(), args.end_time), args.end_time)
-        return parts.Context(name, device, sizes, args, deadline, os.path.join(parts_dir, f"{name}.json"))
+        return parts.Context(name, device, sizes, args, deadline_of(name, remaining),
+                             os.path.join(parts_dir, f"{name}.json"), args.warmup_limit_s)
 
     print(f"# gpu_validation worker on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}: "
           f"{', '.join(args.parts)}", flush=True)
-    return parts.run_parts(args.parts, make_context, stop_after_failure=device.type == "cuda")
+    return parts.run_parts(args.parts, make_context, stop_after_failure=device.type == "cuda",
+                           deadline_of=deadline_of)
 
 
 # ----------------------------------------------------------------------------- the watchdog
@@ -151,6 +170,22 @@ def worker_main(args: argparse.Namespace) -> int:
 
 def record_path(out: str, name: str) -> str:
     return os.path.join(out, "parts", f"{name}.json")
+
+
+def warmup_seconds(out: str) -> float:
+    """The seconds the parts' finished warm-ups took (their records' ``warmup_s``), by
+    which the run's end moves."""
+    return sum((parts.read_record(record_path(out, name)) or {}).get("warmup_s", 0.0) for name in ORDER)
+
+
+def timeout_text(record: Dict, grace: float) -> str:
+    """Why the watchdog stopped a part: its phase, its limit, and what it was doing."""
+    doing = record.get("doing") or "?"
+    if record.get("phase") == "warm-up":
+        return (f"stopped in its warm-up, {grace:.0f} s after its {record.get('warmup_limit_s', 0):.0f} s limit "
+                f"(not counted in the budget), while doing: {doing}")
+    return (f"stopped {grace:.0f} s after its deadline ({record['budget_s']:.0f} s budget) while doing: {doing}; "
+            "the result holds what it had measured")
 
 
 def close_record(out: str, name: str, status: str, error: str) -> None:
@@ -172,9 +207,10 @@ def log_tail(path: str, chars: int = 1500) -> str:
 
 def watch(proc: subprocess.Popen, names: Sequence[str], out: str, end: float, grace: float, log: str) -> str:
     """Wait for the worker; stop it (and its process group: loader workers, compile workers)
-    when the running part passes its deadline + ``grace`` or the run passes ``end`` + ``grace``.
-    The running part's record (``<out>/parts/<name>.json``) is closed as "timeout" or, if the
-    worker dies, "failed". Returns "exited" or "killed"."""
+    when the running part passes its deadline (in its warm-up: its warm-up limit) + ``grace``
+    or the run passes its end + ``grace``: ``end`` moved by the warm-ups' seconds.
+    The running part's record (``<out>/parts/<name>.json``) is closed as "timeout" (with its
+    phase and what it was doing) or, if the worker dies, "failed". Returns "exited" or "killed"."""
     while True:
         rc = proc.poll()
         running = None
@@ -188,15 +224,17 @@ def watch(proc: subprocess.Popen, names: Sequence[str], out: str, end: float, gr
                              f"the worker process exited with code {rc} during this part; its stderr ends:\n"
                              + log_tail(log))
             return "exited"
-        now = time.time()
-        late = running is not None and now > min(running[1]["deadline"], end) + grace
-        if late or now > end + grace:
+        now, end_now = time.time(), end + warmup_seconds(out)
+        if running is not None and running[1].get("phase") == "warm-up":  # its own limit, outside the budget
+            late = over = now > running[1]["deadline"] + grace
+        else:
+            late = running is not None and now > min(running[1]["deadline"], end_now) + grace
+            over = now > end_now + grace
+        if late or over:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             if running:
-                close_record(out, running[0], "timeout",
-                             f"stopped {grace:.0f} s after its deadline ({running[1]['budget_s']:.0f} s budget); "
-                             "the result holds what it had measured")
+                close_record(out, running[0], "timeout", timeout_text(running[1], grace))
             return "killed"
         time.sleep(0.2)
 
@@ -207,10 +245,12 @@ def run_workers(args: argparse.Namespace, start: float) -> int:
     end, grace = start + args.budget_s, grace_seconds(args.budget_s)
     log = os.path.join(args.out, "worker.log")
     pending, started = list(args.parts), 0
+    env = dict(os.environ)
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(args.work, "inductor_cache"))  # shared by the workers
     with open(log, "w", encoding="utf-8") as stderr:
-        while pending and time.time() < end:
+        while pending and time.time() < end + warmup_seconds(args.out):
             proc = subprocess.Popen(worker_command(args, pending, end, args.work), stderr=stderr,
-                                    start_new_session=True, cwd=common.REPO)
+                                    start_new_session=True, cwd=common.REPO, env=env)
             started += 1
             try:
                 outcome = watch(proc, pending, args.out, end, grace, log)
@@ -252,12 +292,14 @@ def markdown(result: Dict) -> str:
              f"torchvision {m.get('torchvision', '?')}; load average {result['load_average_1min'][0]} at the start, "
              f"{result['load_average_1min'][1]} at the end.",
              f"Sizes: {result['sizes_note']}.",
-             f"Total {result['total_s']:.0f} s of the {result['settings']['budget_s']:.0f} s budget "
-             f"({result['worker_processes']} worker process(es)).", ""]
+             f"Total {result['total_s']:.0f} s: the {result['settings']['budget_s']:.0f} s budget and the warm-ups "
+             f"outside it ({result['worker_processes']} worker process(es)).", ""]
     summary = [[name, f"**{rec['status']}**" if rec["status"] != "ok" else "ok", f"{rec.get('seconds', 0):.0f}",
-                f"{rec.get('budget_s', 0):.0f}", (rec.get("error") or "").strip().splitlines()[0][:160]
-                if rec.get("error") else ""] for name, rec in result["parts"].items()]
-    lines += [common.markdown_table(["part", "status", "s", "budget s", "error"], summary, "llrrl"), ""]
+                f"{rec.get('budget_s', 0):.0f}", f"{rec.get('warmup_s', 0):.0f}",
+                (rec.get("error") or "").strip().splitlines()[0][:200] if rec.get("error") else ""]
+               for name, rec in result["parts"].items()]
+    lines += [common.markdown_table(["part", "status", "s", "budget s", "warm-up s", "error"], summary, "llrrrl"),
+              ""]
     for name, rec in result["parts"].items():
         lines += [f"### {parts.TITLES[name]}", ""]
         if rec.get("result"):
@@ -301,6 +343,7 @@ def main() -> int:
         "total_s": time.time() - start, "load_average_1min": [load_start, common.load_average()],
         "worker_processes": started, "sizes_note": sizes.describe(),
         "settings": {"quick": args.quick, "device": args.device, "budget_s": args.budget_s,
+                     "warmup_limit_s": args.warmup_limit_s,
                      "grace_s": grace_seconds(args.budget_s), "compile": args.compile, "workers": args.workers,
                      "threads": args.threads, "peak_tflops_override": args.peak_tflops or None,
                      "shares": SHARES, "sizes": dataclasses.asdict(sizes)},

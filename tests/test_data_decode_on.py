@@ -29,6 +29,7 @@ from engine_helpers import make_tiny_dataset, one_thread, tiny_opts
 from test_data_fixtures import make_dataset, one_torch_thread, small_cfg  # noqa: F401 (autouse fixture)
 
 CPU = torch.device("cpu")
+PROGRESSIVE = "good2"  # the folder of progressive JPEGs
 HEIGHT, WIDTH = 60, 84  # landscape, not a multiple of the 16-pixel MCU
 
 
@@ -65,7 +66,8 @@ def bad_scan(data: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """good0-2 (4:2:0, 4:4:4, progressive), gray (1 component) and a 24-frame folder;
+    """good0-2 (4:2:0, 4:4:4, progressive: made on the worker path in device mode too),
+    gray (1 component) and a 24-frame folder;
     with_bad adds png (PNG files named .jpg: PIL reads them, on the worker path only)
     and the bad ones: scan (every frame fails to decode, headers fine), garbage (not
     JPEG), sizes (frames 4+ of another size), short (manifest says 30, folder has 6),
@@ -114,7 +116,8 @@ def cfg_of(data, lists, mode, **overrides):
 
 
 def loader_batches(cfg, split, epochs=(0, 1)):
-    """Every batch of ``epochs`` as the model sees it: (inputs on the device, labels, indices)."""
+    """Every batch of ``epochs`` as the model sees it: (inputs on the device, labels,
+    indices); the failure count; the dataset."""
     loader = build_loader(cfg, split)
     batches = []
     for epoch in epochs:
@@ -126,7 +129,7 @@ def loader_batches(cfg, split, epochs=(0, 1)):
             else:
                 inputs = [batch_to_device((clips, labels, indices), loader.dataset, CPU, cfg)[0]]
             batches.append((inputs, labels.tolist(), indices.tolist()))
-    return batches, loader.dataset.failure_count()
+    return batches, loader.dataset.failure_count(), loader.dataset
 
 
 def assert_same(worker, device):
@@ -163,8 +166,9 @@ def test_device_batches_through_worker_processes(data):
 
 
 def test_workers_read_bytes_and_decode_nothing(data, monkeypatch):
-    """In device mode an item of a readable folder is the plan and the JPEG bytes: no
-    frame is decoded in the worker (the readers and decoders are made to fail)."""
+    """In device mode an item of a readable folder of baseline JPEGs is the plan and the
+    JPEG bytes: no frame is decoded in the worker (the readers and decoders are made to
+    fail)."""
     cfg = cfg_of(data, data[1], "device")
     datasets = {split: build_dataset(cfg, split) for split in ("train", "val", "test")}
 
@@ -175,6 +179,8 @@ def test_workers_read_bytes_and_decode_nothing(data, monkeypatch):
     monkeypatch.setattr("torchvision.io.decode_jpeg", no_decoding)
     for split, dataset in datasets.items():
         for index in range(len(dataset)):
+            if dataset.entries[index].path == PROGRESSIVE:
+                continue
             sample, label, returned = dataset[index]
             assert isinstance(sample, EncodedSample) and (label, returned) == (dataset.entries[index].label, index)
             folder = dataset.path_of(index)
@@ -191,13 +197,19 @@ def test_workers_read_bytes_and_decode_nothing(data, monkeypatch):
 def test_unreadable_samples_replaced_exactly_like_the_worker_path(data, split, caplog):
     """Every bad folder in the manifest, two epochs: the same replacements (labels,
     indices, clips), the same failure count and the same warnings in both modes."""
-    results, messages = {}, {}
+    results, messages, rejects = {}, {}, {}
     for mode in ("worker", "device"):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="cgnl_video.data.dataset"):
+        with caplog.at_level(logging.WARNING, logger="cgnl_video.data"):
             results[mode] = loader_batches(cfg_of(data, data[2], mode, **{"TRAIN.BATCH_SIZE": 5}), split)
-        messages[mode] = sorted(r.getMessage() for r in caplog.records)
+        messages[mode] = sorted(r.getMessage() for r in caplog.records if r.name == "cgnl_video.data.dataset")
+        rejects[mode] = [r.getMessage() for r in caplog.records if r.name == gpu_augment.logger.name]
     assert_same(results["worker"], results["device"])
+    # the scan folder's frames pass the workers' check: the device decoder rejects them,
+    # counted each time, warned about once (rate-limited), with the decoder's message
+    assert rejects["worker"] == [] and results["device"][2].device_rejects.count >= 1
+    assert len(rejects["device"]) == 1 and f"{os.sep}scan" in rejects["device"][0]
+    assert "the device decoder rejected a frame: " in rejects["device"][0]
     assert results["worker"][1] >= 5  # every kind of bad folder was hit
     assert messages["worker"] == messages["device"]
     for name in ("scan", "garbage", "sizes", "short", "missing"):
@@ -230,23 +242,181 @@ def test_bad_scan_is_found_by_the_device_decoder_and_redone_on_the_worker_path(d
             assert torch.equal(device.policy.item(pixels[0]), expected)
             assert worker.failure_count() - counts[0] == device.failure_count() - counts[1]
             redone["asked for" if item == scan else "a replacement"] += 1
+            assert device.read_counts() == {"read_failures": device.failure_count(),
+                                            "device_rejects": sum(redone.values())}
     assert min(redone.values()) > 0, redone
 
 
 def test_a_frame_that_decodes_to_another_size_than_its_header_is_redone(data, monkeypatch):
     """The safety net behind the header check: were it to misread a size, the plan
     (the training box) would not fit the decoded frames; such samples are made on
-    the worker path instead, giving the worker path's batches, with nothing counted."""
+    the worker path instead, giving the worker path's batches, with no read failure
+    counted, but a device reject."""
     worker = loader_batches(cfg_of(data, data[1], "worker"), "train")
 
     def misread(data: bytes):
-        height, width = jpeg_frame_size(data)
-        return height + 8, width
+        size = jpeg_frame_size(data)
+        return None if size is None else (size[0] + 8, size[1])
 
     monkeypatch.setattr(gpu_augment, "jpeg_frame_size", misread)
     device = loader_batches(cfg_of(data, data[1], "device"), "train")
     assert_same(worker, device)
     assert device[1] == 0
+    baseline = [i for batch in device[0] for i in batch[2] if device[2].entries[i].path != PROGRESSIVE]
+    assert device[2].device_rejects.count == len(baseline) > 0
+
+
+def test_progressive_jpegs_are_made_on_the_worker_path(data):
+    """nvJPEG's hardware decoder takes baseline JPEGs (torchvision decodes the others one
+    by one, with a host sync each): a folder of progressive JPEGs written by PIL is made
+    in the worker, on the worker path, with the pixels of DATA.DECODE_ON worker; the
+    baseline folders still go to the device."""
+    worker = build_dataset(cfg_of(data, data[1], "worker"), "train")
+    device = build_dataset(cfg_of(data, data[1], "device"), "train")
+    paths = [entry.path for entry in device.entries]
+    with open(os.path.join(device.path_of(paths.index(PROGRESSIVE)), frame_file_name(0)), "rb") as handle:
+        assert b"\xff\xc2" in handle.read()  # SOF2: progressive
+    for epoch in range(2):
+        worker.set_epoch(epoch)
+        device.set_epoch(epoch)
+        for index, path in enumerate(paths):
+            sample, label, returned = device[index]
+            if path != PROGRESSIVE:
+                assert isinstance(sample, EncodedSample)
+                continue
+            assert isinstance(sample, torch.Tensor) and sample.dtype == torch.uint8
+            expected, expected_label, expected_index = worker[index]
+            assert (label, returned) == (expected_label, expected_index) == (device.entries[index].label, index)
+            assert torch.equal(device.policy.item(sample), expected)
+
+
+def one_encoded_batch(data):
+    """The device-mode dataset and a batch of its first two samples (baseline JPEGs)."""
+    dataset = build_dataset(cfg_of(data, data[1], "device"), "train")
+    items = [dataset[index] for index in range(2)]
+    assert all(isinstance(sample, EncodedSample) for sample, _label, _index in items)
+    return dataset, gpu_augment.collate_encoded(items)
+
+
+#: what torch and torchvision's nvJPEG decoder raise when the device, not a frame,
+#: fails (torchvision re-raises everything inside its decoder as "Error while
+#: decoding JPEG images: ...", a plain RuntimeError): (error, raised as)
+DEVICE_FAILURES = {
+    "oom": (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a total "
+                                        "capacity of 79.19 GiB of which 1.02 GiB is free."),
+            torch.cuda.OutOfMemoryError),
+    "oom in nvjpeg": (RuntimeError("Error while decoding JPEG images: CUDA out of memory. Tried to allocate "
+                                   "2.00 MiB. GPU 0 has a total capacity of 79.19 GiB"), torch.cuda.OutOfMemoryError),
+    "nvjpeg allocator": (RuntimeError("Error while decoding JPEG images: Failed to decode batch: 5"),
+                         torch.cuda.OutOfMemoryError),
+    "cuda error": (getattr(torch, "AcceleratorError", RuntimeError)(
+        "CUDA error: an illegal memory access was encountered"), gpu_augment.DeviceDecodeError),
+    "stream sync": (RuntimeError("Error while decoding JPEG images: Failed to synchronize CUDA stream: 700"),
+                    gpu_augment.DeviceDecodeError),
+    "no nvjpeg": (RuntimeError("decode_jpegs_cuda: torchvision not compiled with nvJPEG support"),
+                  gpu_augment.DeviceDecodeError),
+}
+
+
+@pytest.mark.parametrize("failing_call", ["the batch's", "a sample's"])
+@pytest.mark.parametrize("kind", list(DEVICE_FAILURES))
+def test_device_failures_are_raised_not_redone_on_the_cpu(data, monkeypatch, kind, failing_call):
+    """Out of memory and CUDA errors of the device decoder stop the run with a message
+    naming DATA.DECODE_ON (and what to lower), in the batch's decoder call or, after a
+    bad frame failed that one, in a sample's; no sample is redone on the worker path."""
+    dataset, (batch, labels, indices) = one_encoded_batch(data)
+    error, raised_as = DEVICE_FAILURES[kind]
+    calls = []
+
+    def decode_jpeg(encoded, **kwargs):
+        calls.append(len(encoded))
+        if failing_call == "a sample's" and len(calls) == 1:
+            raise RuntimeError("Error while decoding JPEG images: Failed to decode batch: 3")  # a bad frame
+        raise error
+
+    def no_redo(resume):
+        raise AssertionError("a device failure was redone on the worker path")
+
+    monkeypatch.setattr("torchvision.io.decode_jpeg", decode_jpeg)
+    monkeypatch.setattr(dataset, "redo_on_worker_path", no_redo)
+    with pytest.raises(raised_as, match="DATA.DECODE_ON") as caught:
+        gpu_augment.decode_batch(batch, labels, indices, dataset, CPU)
+    assert caught.value.__cause__ is error and str(error) in str(caught.value)
+    assert "set DATA.DECODE_ON worker" in str(caught.value)
+    if raised_as is torch.cuda.OutOfMemoryError:
+        assert "lower TRAIN.BATCH_SIZE" in str(caught.value)
+    assert len(calls) == (1 if failing_call == "the batch's" else 2)
+    assert dataset.device_rejects.count == 0 and dataset.failure_count() == 0
+
+
+def test_rejected_frames_are_warned_about_at_most_once_a_period(caplog):
+    """Every rejected sample is counted; the warning (with the decoder's message) comes
+    at most once per period and says how many it left out."""
+    now = [100.0]
+    rejects = gpu_augment.DeviceRejects(period=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger=gpu_augment.logger.name):
+        for second in range(0, 60, 10):
+            now[0] = 100.0 + second
+            rejects.record(f"sample {second}: Unsupported marker type 0x1c")
+        now[0] = 160.0
+        rejects.record("sample 60: Huffman table 0x01 was not defined")
+    messages = [record.getMessage() for record in caplog.records]
+    assert rejects.count == 7 and len(messages) == 2
+    assert "sample 0: Unsupported marker type 0x1c" in messages[0] and "(1 samples so far)" in messages[0]
+    assert "sample 60: Huffman table 0x01 was not defined" in messages[1]
+    assert "(7 samples so far; 5 more since the last such warning)" in messages[1]
+
+
+class FakeStream:
+    """The current CUDA stream, emulated on the CPU, with the frames the decoder returned
+    (weak references): ``synchronize`` ends every read queued so far, so a frame freed
+    before it is safe to reuse; ``freed_since_synchronized`` lists the others."""
+
+    def __init__(self):
+        self.synchronized = 0
+        self.frames = []
+
+    def synchronize(self):
+        self.synchronized += 1
+        self.frames = [frame for frame in self.frames if frame() is not None]
+
+    def freed_since_synchronized(self):
+        return [frame for frame in self.frames if frame() is None]
+
+
+def test_every_device_decode_waits_for_the_current_stream(data, monkeypatch):
+    """torchvision's CUDA decoder writes its outputs, allocated on the current stream,
+    from its own stream without waiting (pytorch/vision#9606): memory freed on the
+    current stream since its last synchronisation may still be read by queued kernels
+    and must not be handed to a decode. Emulated on the CPU: the decoder remembers every
+    frame it returned and checks, at each call, that none was freed since the current
+    stream was last synchronised — across batches and in the per-sample decoding that
+    follows a rejected frame."""
+    import weakref
+
+    dataset, (batch, labels, indices) = one_encoded_batch(data)
+    stream = FakeStream()
+    hazards, calls = [], []
+
+    def decode_jpeg(encoded, mode, device):
+        hazards.extend(stream.freed_since_synchronized())
+        calls.append(len(encoded))
+        if len(calls) == 2:  # the second batch's call fails on a bad frame: one decode per sample follows
+            raise RuntimeError("Error while decoding JPEG images: Failed to decode batch: 3")
+        frames = [torchvision_decode(data, mode=mode) for data in encoded]
+        stream.frames.extend(weakref.ref(frame) for frame in frames)
+        return frames
+
+    from torchvision.io import decode_jpeg as torchvision_decode
+    monkeypatch.setattr("torchvision.io.decode_jpeg", decode_jpeg)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: stream)
+    cuda = torch.device("cuda")  # only the decoder and the stream would touch it: both are emulated
+    for _ in range(2):
+        pixels, _labels, _indices = gpu_augment.decode_batch(batch, labels, indices, dataset, cuda)
+        assert len(pixels) == 2
+    assert calls == [8, 8, 4, 4]
+    assert hazards == []
+    assert stream.synchronized == 4
 
 
 def test_test_split_reports_the_same_unreadable_videos(data):
@@ -261,7 +431,6 @@ def test_test_split_reports_the_same_unreadable_videos(data):
 def test_frame_headers_the_workers_accept():
     frame = textured_frames(1, 0)[0]
     assert jpeg_frame_size(jpeg_bytes(frame)) == (HEIGHT, WIDTH)
-    assert jpeg_frame_size(jpeg_bytes(frame, progressive=True)) == (HEIGHT, WIDTH)
     assert jpeg_frame_size(jpeg_bytes(frame[..., 0])) == (HEIGHT, WIDTH)  # grayscale
     assert jpeg_frame_size(jpeg_bytes(frame.transpose(1, 0, 2).copy())) == (WIDTH, HEIGHT)
     cmyk = io.BytesIO()
@@ -269,8 +438,11 @@ def test_frame_headers_the_workers_accept():
     png = io.BytesIO()
     Image.fromarray(frame).save(png, format="PNG")
     data = jpeg_bytes(frame)
-    for rejected in (cmyk.getvalue(), png.getvalue(), data[:-2], data[: len(data) // 2], b"not a jpeg",
-                     data[:2] + b"\xff\xd9"):
+    progressive = jpeg_bytes(frame, progressive=True)
+    assert b"\xff\xc2" in progressive and b"\xff\xc0" not in progressive
+    extended = data.replace(b"\xff\xc0", b"\xff\xc1", 1)  # SOF1: extended sequential
+    for rejected in (progressive, extended, cmyk.getvalue(), png.getvalue(), data[:-2], data[: len(data) // 2],
+                     b"not a jpeg", data[:2] + b"\xff\xd9"):
         assert jpeg_frame_size(rejected) is None
 
 
@@ -305,7 +477,29 @@ def test_training_gives_the_same_losses_in_both_modes(tmp_path):
         for mode in ("worker", "device"):
             out = tmp_path / mode
             run(load_config(None, tiny_opts(str(tmp_path), str(out), DATA__DECODE_ON=mode, DETERMINISTIC=True)))
-            stats[mode] = [{key: record[key] for key in ("split", "epoch", "loss", "top1_err")}
-                           for record in read_json_stats(str(out / "json_stats.log"))]
+            records = read_json_stats(str(out / "json_stats.log"))
+            stats[mode] = [{key: record[key] for key in ("split", "epoch", "loss", "top1_err")} for record in records]
+            rejects = [record.get("device_rejects") for record in records if record["split"] == "train"]
+            assert rejects == ([0, 0] if mode == "device" else [None, None])
     assert [r["split"] for r in stats["device"]] == ["train", "val", "train", "val", "test"]
     assert stats["worker"] == stats["device"]
+
+
+def test_training_stats_count_the_samples_the_device_decoder_rejected(tmp_path):
+    """A train folder whose frames pass the workers' header check but not the decoder:
+    each epoch's json_stats record counts it in ``device_rejects`` (since the start, like
+    ``read_failures``), and the worker path then counts it as unreadable too."""
+    make_tiny_dataset(str(tmp_path))
+    manifests, frames = tmp_path / "manifests", tmp_path / "frames"
+    write_folder(str(frames / "train" / "bad"), textured_frames(8, 0, 40, 40))
+    for path in (frames / "train" / "bad").iterdir():
+        path.write_bytes(bad_scan(path.read_bytes()))
+    lines = (manifests / "train.txt").read_text().splitlines()[:-1]  # 12 samples: no partial batch dropped
+    (manifests / "train.txt").write_text("\n".join(lines + [ManifestEntry("train/bad", 0, 8).to_line()]) + "\n")
+    with one_thread():
+        run(load_config(None, tiny_opts(str(tmp_path), str(tmp_path / "out"), DATA__DECODE_ON="device",
+                                        SOLVER__MAX_EPOCH=2, TRAIN__EVAL_PERIOD=0)))
+    train = [record for record in read_json_stats(str(tmp_path / "out" / "json_stats.log"))
+             if record["split"] == "train"]
+    assert [record["device_rejects"] for record in train] == [1, 2]
+    assert all(record["read_failures"] >= record["device_rejects"] for record in train)

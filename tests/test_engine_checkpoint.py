@@ -1,5 +1,6 @@
 """Checkpoints: atomic save, keep-K, auto-resume choice, weights-only loading, RNG states."""
 
+import logging
 import os
 import random
 
@@ -14,6 +15,7 @@ from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
 from cgnl_video.engine.precision import build_grad_scaler
 from cgnl_video.engine.resume import checkpoint_state, resume_or_initialise, save_training_state
 from cgnl_video.utils import distributed as du
+from cgnl_video.utils.logging import get_logger
 
 
 def _state(model=None):
@@ -80,6 +82,55 @@ def test_rng_states_restore_every_generator(tmp_path):
     du.seed_everything(99)
     du.set_rng_states(cu.load_checkpoint(path)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def _fake_gpus(monkeypatch, count, current):
+    """torch.cuda as ``count`` visible GPUs (``current`` the current one), each generator
+    state a distinct tensor; returns the calls that set generator states."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((4,), i, dtype=torch.uint8)
+                                                                   for i in range(count)])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(("all", len(states))))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append((int(state[0]), device)))
+    return calls
+
+
+def _warnings_of(fn):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    get_logger().addHandler(handler)
+    try:
+        fn()
+    finally:
+        get_logger().removeHandler(handler)
+    return [r.getMessage() for r in records if r.levelno == logging.WARNING]
+
+
+def test_cuda_generators_are_restored_all_when_the_gpu_count_matches(monkeypatch):
+    _fake_gpus(monkeypatch, count=8, current=3)
+    states = du.get_rng_states()
+    calls = _fake_gpus(monkeypatch, count=8, current=3)
+    assert _warnings_of(lambda: du.set_rng_states(states)) == [] and calls == [("all", 8)]
+
+
+def test_another_gpu_count_restores_the_used_gpus_generator_and_warns_once(monkeypatch):
+    """Saved by a process that saw 8 GPUs and computed on cuda:3, resumed by one that sees
+    1 (a launcher setting CUDA_VISIBLE_DEVICES per process): cuda:3's generator goes to cuda:0."""
+    _fake_gpus(monkeypatch, count=8, current=3)
+    states = du.get_rng_states()
+    calls = _fake_gpus(monkeypatch, count=1, current=0)
+    (warning,) = _warnings_of(lambda: du.set_rng_states(states))
+    assert calls == [(3, 0)]
+    assert "8 GPU(s)" in warning and "sees 1" in warning and "cuda:3" in warning
+    # an older checkpoint does not say which GPU it used: nothing restored, and it says so
+    del states["cuda_device"]
+    calls.clear()
+    (warning,) = _warnings_of(lambda: du.set_rng_states(states))
+    assert calls == [] and "8 GPU(s)" in warning and "not restored" in warning
 
 
 def test_model_weights_load_into_a_wrapped_model_and_bare_state_dicts(tmp_path):

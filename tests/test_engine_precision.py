@@ -146,12 +146,31 @@ def test_the_fp16_loss_scale_survives_a_resume(tmp_path):
     assert resumed.get_scale() == 1024.0 and resumed.state_dict() == scaler.state_dict()
 
 
+def _cudnn_conv_tf32():
+    """cuDNN's fp32 convolution precision: "tf32" or "ieee" (torch >= 2.9), else the legacy flag."""
+    if hasattr(torch.backends.cudnn, "conv"):
+        return torch.backends.cudnn.conv.fp32_precision
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+def _set_cudnn_conv_tf32(precision):
+    if hasattr(torch.backends.cudnn, "conv"):
+        torch.backends.cudnn.conv.fp32_precision = precision
+        torch.backends.cudnn.rnn.fp32_precision = precision
+    else:
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+
+
 @pytest.fixture
 def restore_matmul_precision():
-    before = torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled()
+    cudnn = torch.backends.cudnn
+    before = (torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled(), _cudnn_conv_tf32(),
+              cudnn.deterministic, cudnn.benchmark)
     yield
     torch.set_float32_matmul_precision(before[0])
     torch.use_deterministic_algorithms(before[1])
+    _set_cudnn_conv_tf32(before[2])
+    cudnn.deterministic, cudnn.benchmark = before[3:]
 
 
 @pytest.mark.usefixtures("restore_matmul_precision")
@@ -165,20 +184,43 @@ def test_fp32_matmuls_use_tf32_unless_deterministic():
 
 
 @pytest.mark.usefixtures("restore_matmul_precision")
+def test_deterministic_turns_tf32_off_for_cudnn_convolutions_too():
+    """cuDNN's TF32 switch for convolutions is separate from the matmul precision: on
+    by default, it must go off with DETERMINISTIC (docs/TRAINING.md promises no TF32)."""
+    du.seed_everything(0)
+    assert _cudnn_conv_tf32() == "tf32"
+    du.seed_everything(0, deterministic=True)
+    assert _cudnn_conv_tf32() == "ieee"
+    if hasattr(torch.backends.cudnn, "rnn"):  # RNNs too (no TF32 anywhere)
+        assert torch.backends.cudnn.rnn.fp32_precision == "ieee"
+    du.seed_everything(0)
+    assert _cudnn_conv_tf32() == "tf32"
+
+
+@pytest.mark.usefixtures("restore_matmul_precision")
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_the_run_trains_with_tf32_unless_deterministic_and_restores_the_setting(deterministic, data_root, tmp_path,
                                                                                 monkeypatch):
     seen = []
     real_fit = launch.fit
-    monkeypatch.setattr(launch, "fit", lambda *args: (seen.append(torch.get_float32_matmul_precision()),
-                                                      real_fit(*args))[1])
+    cudnn = torch.backends.cudnn
+
+    def recording_fit(*args):
+        seen.append((torch.get_float32_matmul_precision(), _cudnn_conv_tf32(), cudnn.deterministic))
+        return real_fit(*args)
+
+    monkeypatch.setattr(launch, "fit", recording_fit)
     torch.set_float32_matmul_precision("medium")
+    before_conv = "tf32" if deterministic else "ieee"  # the opposite of what the run sets
+    _set_cudnn_conv_tf32(before_conv)
+    cudnn.deterministic = False
     cfg = load_config(None, tiny_opts(data_root, str(tmp_path), SOLVER__MAX_EPOCH=1, TEST__ENABLE=False,
                                       TRAIN__EVAL_PERIOD=0, DETERMINISTIC=deterministic))
     with one_thread():
         launch.run(cfg)
-    assert seen == ["highest" if deterministic else "high"]
+    assert seen == [("highest", "ieee", True) if deterministic else ("high", "tf32", False)]
     assert torch.get_float32_matmul_precision() == "medium"
+    assert _cudnn_conv_tf32() == before_conv and cudnn.deterministic is False
 
 
 def test_compile_with_sync_batchnorm_on_several_processes_is_warned_about():
@@ -187,3 +229,21 @@ def test_compile_with_sync_batchnorm_on_several_processes_is_warned_about():
     assert "MODEL.COMPILE" in warning and "SyncBatchNorm" in warning
     assert run_warnings(cfg, 1) == []  # one process: SyncBatchNorm acts as BatchNorm
     assert run_warnings(load_config(None, ["MODEL.COMPILE", "True"]), 8) == []
+
+
+def test_benchmark_precision_label_reads_cudnn_tf32_through_the_new_api_after_deterministic():
+    """torch >= 2.9: once DETERMINISTIC set cuDNN's conv precision to "ieee" through the new
+    API, reading the old allow_tf32 flag raises; the benchmarks' label must not."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from _common import compute_precision
+
+    from cgnl_video.utils.distributed import kernel_settings, restore_kernel_settings, seed_everything
+
+    saved = kernel_settings()
+    try:
+        seed_everything(0, deterministic=True)
+        assert compute_precision(None) == "fp32"
+        seed_everything(0, deterministic=False)
+    finally:
+        restore_kernel_settings(saved)

@@ -36,6 +36,9 @@ def test_quick_cpu_run_reports_every_part_ok(tmp_path):
     errors = {name: record["error"] for name, record in result["parts"].items() if record["error"]}
     assert statuses == {name: "ok" for name in gv.ORDER}, errors
     assert run.returncode == 0, run.stderr[-2000:]
+    # the parts with a warm-up ran it before their budget (outside it)
+    assert all(result["parts"][name]["warmup_s"] > 0 for name in parts.WARMUPS)
+    assert all(result["parts"][name]["phase"] == "measuring" for name in gv.ORDER)
     res = {name: record["result"] for name, record in result["parts"].items()}
 
     step_rows = res["train_step"]["R-50"]["rows"] + res["train_step"]["R-101"]["rows"]
@@ -147,20 +150,109 @@ def test_a_failing_part_does_not_stop_the_others(tmp_path):
     assert parts.run_parts(["a", "c"], make, registry, stop_after_failure=True) == 3
 
 
+def _sleeping_worker(tmp_path, warm_s: float, warmup_limit_s: float) -> subprocess.Popen:
+    """A worker process running the real ``run_parts`` on one part, finite_loss, whose
+    warm-up sleeps ``warm_s`` and whose measurement then sleeps through its 1 s budget."""
+    (tmp_path / "parts").mkdir(exist_ok=True)
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {BENCH!r})
+        import torch
+        import _validation_parts as parts
+
+        def warm(ctx):
+            ctx.doing("warm-up: a nap of {warm_s} s")
+            time.sleep({warm_s})
+
+        def part(ctx):
+            ctx.put("first", 1)
+            ctx.doing("sleeping through its budget")
+            time.sleep(60)
+
+        def make(name, remaining):
+            return parts.Context(name, torch.device("cpu"), parts.Sizes.quick(), None, time.time() + 1.0,
+                                 os.path.join({str(tmp_path)!r}, "parts", name + ".json"), {warmup_limit_s})
+
+        parts.run_parts(["finite_loss"], make, {{"finite_loss": part}}, warmups={{"finite_loss": warm}},
+                        deadline_of=lambda name, remaining: time.time() + 1.0)
+    """))
+    log = open(tmp_path / "worker.log", "w")
+    return subprocess.Popen([sys.executable, str(script)], stderr=log, start_new_session=True)
+
+
+def _wait_for_a_record(tmp_path, name):
+    for _ in range(600):  # the worker imports torch and the package first
+        if parts.read_record(str(tmp_path / "parts" / f"{name}.json")):
+            return
+        time.sleep(0.1)
+    pytest.fail("the worker wrote no record")
+
+
+def test_a_warm_up_is_outside_the_budget_and_a_part_that_sleeps_is_reported_with_what_it_was_doing(tmp_path):
+    """The warm-up (3 s) outlasts the run's 2 s budget and the part's 1 s: it is not
+    stopped for that. Then the part sleeps through its own budget: stopped, the record
+    says so, with what it was doing and what it had measured."""
+    proc = _sleeping_worker(tmp_path, warm_s=3.0, warmup_limit_s=30.0)
+    _wait_for_a_record(tmp_path, "finite_loss")
+    outcome = gv.watch(proc, ["finite_loss"], str(tmp_path), end=time.time() + 2.0, grace=1.0,
+                       log=str(tmp_path / "worker.log"))
+    record = parts.read_record(str(tmp_path / "parts" / "finite_loss.json"))
+    assert outcome == "killed", (tmp_path / "worker.log").read_text()[-2000:]
+    assert record["status"] == "timeout" and record["phase"] == "measuring"
+    assert record["warmup_s"] >= 3.0 and record["budget_s"] <= 1.0  # the budget started after the warm-up
+    assert "after its deadline" in record["error"] and "while doing: sleeping through its budget" in record["error"]
+    assert record["result"] == {"first": 1}
+
+
+def test_a_warm_up_past_its_own_limit_is_stopped_and_reported_as_such(tmp_path):
+    proc = _sleeping_worker(tmp_path, warm_s=60.0, warmup_limit_s=1.0)
+    _wait_for_a_record(tmp_path, "finite_loss")
+    start = time.time()
+    assert gv.watch(proc, ["finite_loss"], str(tmp_path), end=start + 60, grace=1.0,
+                    log=str(tmp_path / "worker.log")) == "killed"
+    assert time.time() - start < 15
+    record = parts.read_record(str(tmp_path / "parts" / "finite_loss.json"))
+    assert record["status"] == "timeout" and record["phase"] == "warm-up" and record["result"] == {}
+    assert record["error"].startswith("stopped in its warm-up") and "1 s limit" in record["error"]
+    assert "while doing: warm-up: a nap of 60.0 s" in record["error"]
+
+
+def test_the_workers_share_one_inductor_cache(tmp_path, monkeypatch):
+    """Compiled code survives a worker restart (a part stopped at its deadline)."""
+    class Started(Exception):
+        pass
+
+    envs = []
+
+    def popen(_cmd, **kwargs):
+        envs.append(kwargs["env"])
+        raise Started
+
+    monkeypatch.setattr(gv.subprocess, "Popen", popen)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    args = gv.parse_args(["--quick", "--device", "cpu", "--out", str(tmp_path)])
+    args.work = str(tmp_path / "work")
+    with pytest.raises(Started):
+        gv.run_workers(args, time.time())
+    assert envs[0]["TORCHINDUCTOR_CACHE_DIR"] == os.path.join(args.work, "inductor_cache")
+    assert args.warmup_limit_s == 120 and gv.parse_args([]).warmup_limit_s == 300
+
+
 def test_markdown_reports_failures_and_renders_results(tmp_path):
     records = {
         "finite_loss": {"status": "ok", "seconds": 1.0, "budget_s": 5.0, "error": None, "result": {
             "bf16, R-50 +1 NL": {"autocast": "bfloat16", "losses": [5.3, 5.2], "loss_scale": [None, None],
                                  "skipped_steps": 0},
             "fp16, R-50 +5 CGNL": {"error": "FloatingPointError: non-finite loss at step 2"}}},
-        "data_stall": {"status": "timeout", "seconds": 30.0, "budget_s": 19.0, "error": "stopped 10 s after",
-                       "result": {}},
+        "data_stall": {"status": "timeout", "seconds": 30.0, "budget_s": 19.0, "warmup_s": 4.2,
+                       "error": "stopped 10 s after", "result": {}},
     }
     result = {"machine": common.machine_info(torch.device("cpu")), "command": "python x", "json": "x.json",
               "load_average_1min": [1.0, 1.0], "sizes_note": "TOY", "total_s": 31.0, "worker_processes": 2,
               "settings": {"budget_s": 100.0}, "parts": records}
     text = gv.markdown(result)
-    assert "| data_stall | **timeout** | 30 | 19 | stopped 10 s after |" in text
+    assert "| data_stall | **timeout** | 30 | 19 | 4 | stopped 10 s after |" in text
     assert "| bf16, R-50 +1 NL | bfloat16 | 5.300, 5.200 |  | finite |" in text
     assert "**failed**: FloatingPointError: non-finite loss at step 2" in text
     assert "No result (timeout)." in text

@@ -157,6 +157,24 @@ def test_bf16_autocast_features_are_close_to_fp32(tiny, tmp_path):
     assert np.allclose(runs["bf16"], runs["fp32"], rtol=5e-2, atol=5e-2 * np.abs(runs["fp32"]).mean())
 
 
+@pytest.mark.parametrize("gpu, native, expected", [("NVIDIA A100-SXM4-80GB", True, "bf16"),
+                                                    ("Tesla V100-SXM2-32GB", False, "fp32"),
+                                                    ("Tesla T4", False, "fp32")])
+def test_auto_precision_is_bf16_only_on_a_gpu_with_native_bf16(gpu, native, expected, monkeypatch):
+    """As training (engine.precision.native_bf16): a GPU that only emulates bf16 (torch
+    reports it as supported there, including emulation) would run bf16 3D convolutions
+    on slow kernels, so "auto" is fp32 there; an explicit bf16 is kept."""
+    from cgnl_video.analysis.features import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    cuda = torch.device("cuda", 0)
+    assert resolve_precision("auto", cuda) == expected
+    assert resolve_precision("bf16", cuda) == "bf16" and resolve_precision("fp32", cuda) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
 def test_bad_arguments_are_named(tiny, tmp_path, capsys):
     twin = os.path.join(tiny["inputs"], "clip one.avi")
     shutil.copy(tiny["video"], twin)

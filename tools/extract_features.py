@@ -19,7 +19,8 @@ Outputs under --out mirror each input's path (relative to DATA.PATH_PREFIX for
 --split, to --root otherwise; a file's extension is replaced): PATH.npy and
 PATH.json (its record), then index.jsonl (path, features, shape, frames or views,
 label) and settings.json. A rerun skips complete outputs made with the same
-settings. Runs on the GPU when there is one, with bf16 autocast (--precision).
+settings. Runs on the GPU when there is one, with bf16 autocast where the GPU has
+native bf16 (--precision).
 
 Exit status: 0 when every input was extracted or already complete; 1 when some
 input could not be read (each one is named on stderr, the others are still
@@ -45,7 +46,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--window-stride", type=int, metavar="FRAMES", help="sliding windows every FRAMES frames")
     parser.add_argument("--layer", help="module name whose output is pooled (default: the classifier's input)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="bf16 autocast; auto = bf16 on a GPU, fp32 on the CPU")
+                        help="bf16 autocast; auto = bf16 on a GPU with native bf16 (Ampere and newer), else fp32")
     add_opt_argument(parser)
     args = parser.parse_args(argv)
     sources = [bool(args.split), bool(args.list_file), bool(args.inputs)]
@@ -75,14 +76,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             paths = fe.read_path_list(args.list_file) if args.list_file else args.inputs
             inputs, classes = fe.path_inputs(paths, args.root), ["unlabelled"]
         fe.check_unique_outputs(inputs)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        device = du.select_device()
+    except (ConfigError, ValueError, FileNotFoundError, du.UnsupportedGPUError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rank, _world = du.init_distributed(cfg.DIST.BACKEND)
     if cfg.NUM_THREADS > 0:
         torch.set_num_threads(cfg.NUM_THREADS)  # as run_net.py does
     try:
-        device = du.select_device()
         settings = fe.extraction_settings(cfg, args.checkpoint, args.layer, args.window_stride,
                                           resolve_precision(args.precision, device))
         try:

@@ -78,16 +78,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     # imported after parsing, so that --help answers quickly
     from cgnl_video.inference import class_names, load_model, predict
-    from cgnl_video.utils.distributed import select_device
+    from cgnl_video.utils.distributed import UnsupportedGPUError, select_device
 
     try:
         cfg = load_tool_config(args)
         if args.timeline is not None:
             check_lengths(cfg, args)  # before the model is loaded
-    except ValueError as exc:  # a ConfigError, or a --window shorter than one clip
+        device = select_device()
+    except (ValueError, UnsupportedGPUError) as exc:  # a ConfigError, a --window shorter than one clip, the GPU
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    device = select_device()
     model = load_model(cfg, args.checkpoint, device)
     if args.timeline is not None:
         return score_timelines(cfg, model, device, class_names(cfg), args)

@@ -34,11 +34,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from cgnl_video.engine.preflight import DataMissingError
     from cgnl_video.engine.train_loop import NonFiniteLossError
     from cgnl_video.models.weights import WeightsUnavailableError
+    from cgnl_video.utils.distributed import UnsupportedGPUError
 
     try:
         cfg = load_config(args.cfg_file, args.opts)
         metrics = run(cfg)
-    except (ConfigError, DataMissingError, WeightsUnavailableError) as exc:
+    except (ConfigError, DataMissingError, WeightsUnavailableError, UnsupportedGPUError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:

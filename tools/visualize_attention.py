@@ -53,25 +53,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from cgnl_video.analysis.attention_figure import attention_figure, display_frames
     from cgnl_video.config import ConfigError
     from cgnl_video.inference import InputError, class_names, load_clip, load_model
-    from cgnl_video.utils.distributed import select_device
+    from cgnl_video.utils.distributed import UnsupportedGPUError, select_device
 
     if (args.nl_cfg is None) != (args.nl_checkpoint is None):
         print("error: --nl-cfg and --nl-checkpoint go together", file=sys.stderr)
         return 2
     try:
+        device = select_device()
         cfg = load_tool_config(args)
         models = [(cfg, args.checkpoint, args.block)]
         if args.nl_cfg:
             models.append((load_tool_config(args, args.nl_cfg), args.nl_checkpoint, args.nl_block))
         clip = load_clip(cfg, args.video)
-    except (ConfigError, InputError) as exc:
+    except (ConfigError, InputError, UnsupportedGPUError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ref = tuple(args.ref) if args.ref else (clip.shape[1] // 2, clip.shape[2] // 2, clip.shape[3] // 2)
     if len(ref) != 3:
         print("error: --ref takes T,Y,X", file=sys.stderr)
         return 2
-    device = select_device()
     map_sets, titles = [], []
     for model_cfg, checkpoint, block in models:
         try:

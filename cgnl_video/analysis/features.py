@@ -34,10 +34,11 @@ from cgnl_video.data.decode import FrameReader
 from cgnl_video.data.policies import CentreClip
 from cgnl_video.data.windows import FrameRange, chunked_window_clips, window_range, window_starts
 from cgnl_video.engine.multiview import forward_views
+from cgnl_video.engine.precision import native_bf16
 
 #: name of the default feature layer in messages and outputs
 HEAD_INPUT = "head input"
-#: --precision choices: "auto" is bf16 autocast on a GPU, fp32 elsewhere
+#: --precision choices: "auto" is bf16 autocast on a GPU with native bf16, fp32 elsewhere
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -98,11 +99,13 @@ class PooledFeatures:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"fp32" or "bf16": ``precision`` with "auto" resolved (bf16 on a GPU)."""
+    """"fp32" or "bf16": ``precision`` with "auto" resolved: bf16 on a GPU with native
+    bf16 (the check training uses, ``engine.precision.native_bf16``), else fp32 (a GPU
+    that only emulates bf16 runs its bf16 3D convolutions on slow kernels)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
     return precision
 
 

@@ -10,6 +10,7 @@ Modules (no import cycles; each imports only those above it):
     backbones.py  the C2D backbone's keys, checks and stages (registered here)
     blocks.py     the cgnl, nl and residual blocks' keys and checks (registered here)
     validate.py   validate(cfg)
+    imports.py    the user modules IMPORTS names, imported before the config is read
     load.py       load_config(file, opts)
 """
 

@@ -20,6 +20,9 @@ _C.OUTPUT_DIR = "./output"  # logs, checkpoints, config dump and test metrics go
 _C.LOG_PERIOD = 10  # iterations between two progress lines in the log
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + cudnn.deterministic
 _C.NUM_THREADS = 0  # torch CPU threads per process (0 = torch's default; the demo uses 1)
+# User modules imported before the config is read (a block / backbone registered on import): dotted
+# names or .py paths, a relative path from the YAML file naming it (command line: the current directory)
+_C.IMPORTS = []  # see cgnl_video/config/imports.py and docs/ARCHITECTURE.md "How to add a block"
 
 # ----------------------------------------------------------------------------- data
 _C.DATA = CfgNode()

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 from fvcore.common.config import CfgNode
 
+from cgnl_video.config.imports import KEY as IMPORTS_KEY, find_imports, import_modules
 from cgnl_video.config.registry import get_cfg
 from cgnl_video.config.rules import ConfigError
 from cgnl_video.config.validate import validate
@@ -23,21 +24,27 @@ def _unknown_key_error(exc: Exception, source: str) -> ConfigError:
 
 
 def load_config(cfg_file: Optional[str] = None, opts: Sequence[str] = (), check: bool = True) -> CfgNode:
-    """Defaults (``get_cfg``: with the keys of registered blocks and backbones), then
-    ``cfg_file`` (following ``_BASE_``), then ``opts`` pairs.
+    """First the modules IMPORTS names (in ``opts``, else in ``cfg_file`` and its
+    ``_BASE_`` files; see ``config/imports.py``), which may register blocks and
+    backbones; then the defaults (``get_cfg``: with the keys of registered blocks and
+    backbones), ``cfg_file`` (following ``_BASE_``) and ``opts`` pairs. The config
+    holds IMPORTS with its ``.py`` paths absolute.
 
     Raises ConfigError naming the key for an unknown key, a malformed override
-    list, or (with ``check``) a value that ``validate`` rejects.
+    list, a module IMPORTS cannot import, or (with ``check``) a value that
+    ``validate`` rejects.
     """
+    if cfg_file and not os.path.isfile(cfg_file):
+        raise ConfigError(f"config file not found: {cfg_file}")
+    opts = list(opts)
+    imports = find_imports(cfg_file, opts)
+    import_modules(imports)
     cfg = get_cfg()
     if cfg_file:
-        if not os.path.isfile(cfg_file):
-            raise ConfigError(f"config file not found: {cfg_file}")
         try:
             cfg.merge_from_file(cfg_file)
         except KeyError as exc:
             raise _unknown_key_error(exc, cfg_file) from None
-    opts = list(opts)
     if len(opts) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs; {opts[-1]!r} has no value")
     for key, value in zip(opts[0::2], opts[1::2]):
@@ -47,6 +54,7 @@ def load_config(cfg_file: Optional[str] = None, opts: Sequence[str] = (), check:
             if _UNKNOWN_KEY.search(str(exc)):
                 raise _unknown_key_error(exc, "command line") from None
             raise ConfigError(f"bad value {value!r} for {key}: {exc}") from None
+    cfg[IMPORTS_KEY] = imports
     if check:
         validate(cfg)
     cfg.freeze()

@@ -36,7 +36,8 @@ Unreadable samples (see ``decode.DecodeError``):
 Both values of ``decode_on`` give the same replacements, counts and messages.
 
 ``failure_count()`` is the number of failed reads since construction, summed over
-all DataLoader worker processes (a shared-memory counter).
+all DataLoader worker processes (a shared-memory counter); ``read_counts()`` adds,
+in device mode, the samples the device decoder rejected (``device_rejects``).
 
 Randomness: each item uses its own generator seeded from (seed, epoch, index)
 (``sampling.item_seed``), so the same seed and epoch give the same clips whatever
@@ -49,7 +50,7 @@ import logging
 import multiprocessing
 import os
 from dataclasses import replace
-from typing import List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from fvcore.common.config import CfgNode
@@ -65,7 +66,7 @@ from cgnl_video.data.decode import (
     check_choice,
     open_reader,
 )
-from cgnl_video.data.gpu_augment import EncodedSample, NotForDevice, Resume, encode_sample
+from cgnl_video.data.gpu_augment import DeviceRejects, EncodedSample, NotForDevice, Resume, encode_sample
 from cgnl_video.data.manifest import ManifestEntry, read_classes, read_manifest
 from cgnl_video.data.policies import POLICIES, SamplingPolicy, policy_from_config
 
@@ -131,6 +132,7 @@ class VideoDataset(Dataset):
         self._epoch = multiprocessing.RawValue("q", 0)
         self._failures = multiprocessing.Value("q", 0)
         self._logged: Set[str] = set()
+        self.device_rejects = DeviceRejects()  # counted in the training process (gpu_augment.decode_batch)
 
     @classmethod
     def from_config(
@@ -182,6 +184,15 @@ class VideoDataset(Dataset):
     def failure_count(self) -> int:
         """Failed reads since construction, over all worker processes."""
         return int(self._failures.value)
+
+    def read_counts(self) -> Dict[str, int]:
+        """The epoch stats' counts since construction: ``read_failures`` (``failure_count``)
+        and, with DATA.DECODE_ON device, ``device_rejects`` (samples the device decoder
+        rejected, made on the worker path in the training process)."""
+        counts = {"read_failures": self.failure_count()}
+        if self.decode_on == "device":
+            counts["device_rejects"] = self.device_rejects.count
+        return counts
 
     def path_of(self, index: int) -> str:
         """The file system path of entry ``index`` (``root`` joined)."""

@@ -23,23 +23,25 @@ uint8 resize). On CUDA nvJPEG's IDCT / chroma upsampling and torchvision's float
 resize of uint8 on CUDA (it rounds after a float interpolation; the CPU has a
 fixed-point uint8 kernel) differ from the CPU by a few grey levels.
 
-Unreadable frames. A frame is sent to the device only if its bytes start with the
-JPEG SOI marker, end with EOI and carry a baseline, extended or progressive
-Huffman frame header with 1 or 3 components, and all frames of the sample have
-one size (``jpeg_frame_size``). Anything else, and any frame the device decoder
-then rejects (or decodes to another size than its header said), is made on the
-worker path instead: in the worker for a failed check, in the training process
-(``VideoDataset.redo_on_worker_path``) for a failed decode, resumed from the
-generator state the sample was planned with. So
-a corrupt frame is reported, counted and replaced by exactly the sample, label
-and random choices the worker path gives, and the checks only decide where that
-happens.
+Which frames go to the device: a sample whose frames all start with the JPEG SOI
+marker, end with EOI, carry a baseline (SOF0) frame header with 1 or 3 components
+and have one size (``jpeg_frame_size``); nvJPEG's hardware decoder is documented for
+baseline JPEGs only (docs/DATA_PIPELINE.md). Any other sample (progressive JPEGs
+included) is made on the worker path, in the worker. A frame the device decoder
+rejects (or decodes to another size than its header said) is made on the worker
+path in the training process (``VideoDataset.redo_on_worker_path``, from the
+generator state the sample was planned with: the same replacement, label and random
+choices as with ``worker``), counted and logged (``DeviceRejects``). An out of
+memory or CUDA error is no bad frame: it is raised, naming DATA.DECODE_ON.
 """
 
+import logging
 import os
+import re
+import time
 import warnings
 from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,11 +51,25 @@ from cgnl_video.data.manifest import frame_file_name
 from cgnl_video.data.policies import ClipPlan, SamplingPolicy, worker_shared_empty
 from cgnl_video.data.sampling import frame_union
 
-#: start-of-frame markers of the JPEG processes both libjpeg-turbo and nvJPEG decode:
-#: baseline, extended sequential and progressive Huffman
-DEVICE_SOF_MARKERS = (0xC0, 0xC1, 0xC2)
-#: every other start-of-frame marker (lossless, arithmetic coding, hierarchical)
-OTHER_SOF_MARKERS = tuple(m for m in range(0xC3, 0xD0) if m not in (0xC4, 0xC8, 0xCC))
+logger = logging.getLogger(__name__)
+
+#: start-of-frame marker of the JPEGs the device path takes: baseline, the process
+#: nvJPEG's hardware decoder is documented for (docs/DATA_PIPELINE.md)
+DEVICE_SOF_MARKERS = (0xC0,)
+#: every other start-of-frame marker (extended sequential, progressive, lossless,
+#: arithmetic coding, hierarchical): the worker path decodes those
+OTHER_SOF_MARKERS = tuple(m for m in range(0xC1, 0xD0) if m not in (0xC4, 0xC8, 0xCC))
+#: at most one warning about rejected frames per this many seconds (all are counted)
+REJECT_WARNING_PERIOD_S = 60.0
+#: a RuntimeError's text that says the device ran out of memory: torch's "CUDA out of
+#: memory" (torchvision's nvJPEG decoder re-raises it as a plain RuntimeError, "Error
+#: while decoding JPEG images: ...") and nvJPEG's status 5 in torchvision's messages
+#: ("Failed to decode batch: 5"; NVJPEG_STATUS_ALLOCATOR_FAILURE, its own allocations)
+OUT_OF_MEMORY_TEXT = re.compile(r"out of memory|Failed to (?![^:\n]*CUDA)[^:\n]*: 5\b")
+#: a RuntimeError's text of another failure of the device, not of a frame: torch's
+#: "CUDA error: ...", torchvision's "Failed to synchronize CUDA stream: <cudaError_t>",
+#: a torchvision built without nvJPEG
+DEVICE_FAILURE_TEXT = re.compile(r"CUDA|not compiled with nvJPEG")
 
 
 @dataclass(frozen=True)
@@ -107,9 +123,9 @@ class NotForDevice(Exception):
 
 
 def jpeg_frame_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(height, width) of a JPEG the device decoder takes, from its frame header; None
+    """(height, width) of a JPEG the device path takes, from its frame header; None
     unless the bytes start with SOI, end with EOI and the first frame header (before
-    any scan) is baseline / extended / progressive Huffman with 1 or 3 components and a
+    any scan) is baseline (SOF0, so not progressive) with 1 or 3 components and a
     non-zero size."""
     if not (data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"):
         return None
@@ -207,11 +223,73 @@ def collate_encoded(batch: Sequence[Tuple[Union[EncodedSample, torch.Tensor], in
 # ----------------------------------------------------------------------------- device side
 
 
+class DeviceDecodeError(RuntimeError):
+    """The device, not a frame, failed while decoding (not out of memory: that is a
+    ``torch.cuda.OutOfMemoryError``)."""
+
+
+class DeviceRejects:
+    """The samples of a dataset that the device decoder rejected and the training
+    process made on the worker path: ``count`` (the epoch stats' ``device_rejects``)
+    and a warning with the decoder's message, at most one per ``period`` seconds (the
+    next one says how many it left out)."""
+
+    def __init__(self, period: float = REJECT_WARNING_PERIOD_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.count = 0
+        self.period, self.clock = period, clock
+        self._last_warning: Optional[float] = None
+        self._not_logged = 0
+
+    def record(self, what: str) -> None:
+        """Count one rejected sample; ``what`` says which and why (for the warning)."""
+        self.count += 1
+        now = self.clock()
+        if self._last_warning is not None and now - self._last_warning < self.period:
+            self._not_logged += 1
+            return
+        left_out = f"; {self._not_logged} more since the last such warning" if self._not_logged else ""
+        logger.warning("DATA.DECODE_ON device: %s; made on the worker path in the training process "
+                       "(%d samples so far%s)", what, self.count, left_out)
+        self._last_warning, self._not_logged = now, 0
+
+
+def _raise_device_failure(error: RuntimeError, frames: Sequence[torch.Tensor], device: torch.device) -> None:
+    """Raise ``error`` again, with what to do about it, when it is the device's
+    (out of memory, a CUDA error) rather than a frame's; else return."""
+    text = str(error)
+    out_of_memory = isinstance(error, torch.cuda.OutOfMemoryError) or bool(OUT_OF_MEMORY_TEXT.search(text))
+    accelerator = getattr(torch, "AcceleratorError", ())  # torch >= 2.8 raises it for CUDA errors
+    if not (out_of_memory or isinstance(error, accelerator) or DEVICE_FAILURE_TEXT.search(text)):
+        return
+    where = (f"DATA.DECODE_ON device: decoding {len(frames)} JPEG frames "
+             f"({sum(frame.numel() for frame in frames) / 2 ** 20:.1f} MB of JPEG) on {device} failed: {text}. ")
+    if out_of_memory:
+        raise torch.cuda.OutOfMemoryError(
+            where + "The device ran out of memory, which is no bad frame: lower TRAIN.BATCH_SIZE (train / val) "
+            "or TEST.BATCH_SIZE (test), or DATA.NUM_FRAMES (a batch's frames are decoded at once), or set "
+            "DATA.DECODE_ON worker") from error
+    raise DeviceDecodeError(
+        where + "This is an error of the device or of torchvision's nvJPEG decoder, not of a frame (the CUDA "
+        "context may be unusable); set DATA.DECODE_ON worker to decode in the loader workers") from error
+
+
 def _decode_jpegs(encoded: Sequence[torch.Tensor], device: torch.device) -> List[torch.Tensor]:
     """JPEGs (1-D uint8 CPU tensors) -> uint8 (3, H, W) frames on ``device``, in one call
     (batched nvJPEG on CUDA). A frame that does not decode raises RuntimeError."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    if device.type == "cuda":
+        # torchvision's CUDA decoder allocates its outputs on the current stream but writes
+        # them from a stream of its own that does not wait for the current one
+        # (pytorch/vision#9606). The caching allocator hands out a block as soon as it is
+        # freed on the current stream, so a block whose readers are still queued there (the
+        # frames of the group decoded before, being stacked; the last batch's clips) could
+        # be overwritten before they run. Waiting for the current stream makes those reads
+        # finish first (torchvision's decoder itself waits for its stream before returning).
+        # Keeping the frames alive would not do: the last batch's memory is freed outside.
+        # The training and validation loops read each batch's loss on the host before the
+        # next batch is decoded, so the stream is idle there and the wait costs nothing.
+        torch.cuda.current_stream(device).synchronize()
     with warnings.catch_warnings():
         # torchvision >= 0.29 warns on every decode that its image decoders are deprecated.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.")
@@ -233,28 +311,24 @@ def decode_frames(encoded: Sequence[Union[bytes, torch.Tensor]], device: torch.d
     return _frames_hwc(_decode_jpegs(encoded, device)).permute(0, 3, 1, 2)
 
 
-def _decode_groups(groups: List[List[torch.Tensor]], device: torch.device) -> List[Optional[torch.Tensor]]:
+def _decode_groups(groups: List[List[torch.Tensor]], device: torch.device) -> List[Union[torch.Tensor, str, None]]:
     """Each non-empty group's frames decoded into one (U, H, W, 3) tensor, all groups in
     one decoder call; when that call fails, group by group, and a group with a frame
-    that does not decode is None (so are empty groups)."""
+    that does not decode is the decoder's message instead (empty groups are None).
+    Out of memory and CUDA errors are raised (``_raise_device_failure``)."""
     everything = [frame for group in groups for frame in group]
     try:
-        flat = _decode_jpegs(everything, device) if everything else []
-    except RuntimeError:
-        flat = None
-    out: List[Optional[torch.Tensor]] = []
-    offset = 0
+        flat = iter(_decode_jpegs(everything, device) if everything else [])
+        return [_frames_hwc([next(flat) for _ in group]) if group else None for group in groups]
+    except RuntimeError as error:
+        _raise_device_failure(error, everything, device)
+    out: List[Union[torch.Tensor, str, None]] = []
     for group in groups:
-        if not group:
-            out.append(None)
-        elif flat is not None:
-            out.append(_frames_hwc(flat[offset:offset + len(group)]))
-        else:
-            try:
-                out.append(_frames_hwc(_decode_jpegs(group, device)))
-            except RuntimeError:
-                out.append(None)
-        offset += len(group)
+        try:
+            out.append(_frames_hwc(_decode_jpegs(group, device)) if group else None)
+        except RuntimeError as error:
+            _raise_device_failure(error, group, device)
+            out.append(str(error))
     return out
 
 
@@ -265,7 +339,10 @@ def decode_batch(batch: EncodedBatch, labels: torch.Tensor, indices: torch.Tenso
 
     A sample with a frame the device decoder rejects, or that decodes to another size
     than its headers said, is redone on the worker path (``dataset.redo_on_worker_path``):
-    replaced, reported and counted as there, so its label and index may change.
+    replaced, reported and counted as there, so its label and index may change; it is
+    also counted and logged in ``dataset.device_rejects``. Out of memory and CUDA errors
+    are raised (``torch.cuda.OutOfMemoryError``, ``DeviceDecodeError``), naming
+    DATA.DECODE_ON and what to lower.
     """
     jpegs = iter(batch.jpegs.split([length for lengths in batch.lengths for length in lengths]))
     groups = [[next(jpegs) for _ in lengths] for lengths in batch.lengths]
@@ -275,7 +352,11 @@ def decode_batch(batch: EncodedBatch, labels: torch.Tensor, indices: torch.Tenso
     for i, (item, frames) in enumerate(zip(batch.items, decoded)):
         if isinstance(item, torch.Tensor):
             pixels.append(item.to(device, non_blocking=True))
-        elif frames is None or tuple(frames.shape[1:3]) != item.size:
+        elif not isinstance(frames, torch.Tensor) or tuple(frames.shape[1:3]) != item.size:
+            why = (f"the device decoder rejected a frame: {frames}" if not isinstance(frames, torch.Tensor) else
+                   f"its frames decoded to {tuple(frames.shape[1:3])}, the headers said {item.size}")
+            dataset.device_rejects.record(f"sample {item.resume.current} "
+                                          f"({dataset.path_of(item.resume.current)}): {why}")
             redone, labels[i], indices[i] = dataset.redo_on_worker_path(item.resume)
             pixels.append(redone.to(device, non_blocking=True))
         else:

@@ -33,16 +33,15 @@ def build_model_on(cfg: CfgNode, device: torch.device) -> nn.Module:
 
 @contextlib.contextmanager
 def _torch_settings_restored() -> Iterator[None]:
-    """Put back the process-wide torch settings a run changes (determinism, threads,
-    fp32 matmul precision), so that a run called from Python leaves none behind."""
-    deterministic_before, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    matmul_precision_before = torch.get_float32_matmul_precision()
+    """Put back the process-wide torch settings a run changes (threads, and the kernel
+    switches of ``seed_everything``: determinism, cuDNN autotuning, TF32 for matmuls and
+    convolutions), so that a run called from Python leaves none behind."""
+    kernels_before, threads_before = du.kernel_settings(), torch.get_num_threads()
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(deterministic_before)
+        du.restore_kernel_settings(kernels_before)
         torch.set_num_threads(threads_before)
-        torch.set_float32_matmul_precision(matmul_precision_before)
 
 
 def _prepare(cfg: CfgNode, rank: int, world_size: int) -> None:
@@ -71,17 +70,18 @@ def _prepare(cfg: CfgNode, rank: int, world_size: int) -> None:
 def run(cfg: CfgNode) -> Optional[Dict]:
     """Train and/or test as ``cfg`` says. Returns the test metrics on rank 0 (else None).
 
-    Raises ``ConfigError`` / ``DataMissingError`` before any work for a bad run, and
-    ``NonFiniteLossError`` when training diverges.
+    Raises ``ConfigError`` / ``DataMissingError`` before any work for a bad run,
+    ``UnsupportedGPUError`` (also before any work) for a GPU the installed torch has no
+    kernels for, and ``NonFiniteLossError`` when training diverges.
     """
     rank, world_size = du.init_distributed(cfg.DIST.BACKEND)
     try:
         with _torch_settings_restored(), package_logging_restored():
+            device = du.select_device()  # first: a GPU this torch cannot run fails before any work
             _prepare(cfg, rank, world_size)
             if cfg.NUM_THREADS > 0:
                 torch.set_num_threads(cfg.NUM_THREADS)
             du.seed_everything(cfg.RNG_SEED + rank, cfg.DETERMINISTIC)
-            device = du.select_device()
             log_precision(cfg, device)
             model = build_model_on(cfg, device)
             if cfg.TRAIN.ENABLE:

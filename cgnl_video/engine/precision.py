@@ -1,9 +1,10 @@
 """Mixed precision: TRAIN.MIXED_PRECISION with TRAIN.AMP_DTYPE, on CUDA and on the CPU.
 
 * ``bf16``: autocast to bfloat16, no loss scaling (bf16 has fp32's exponent
-  range). A CUDA GPU without native bf16 (V100, T4: torch reports bf16 as
-  supported there, but emulates it) gets fp16 with a GradScaler instead, and the
-  log says so.
+  range). A CUDA GPU without native bf16 (T4; V100, with the CUDA 12.6 build of
+  torch that has its kernels, docs/TRAINING.md "GPUs and torch builds": torch
+  reports bf16 as supported there, but emulates it) gets fp16 with a GradScaler
+  instead, and the log says so.
 * ``fp16``: autocast to float16 with a GradScaler (``torch.amp.GradScaler`` on
   the CPU as well); its state is saved in the checkpoints.
 

@@ -72,8 +72,7 @@ def fit(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Module:
             set_loader_epoch(train_loader, epoch)
             stats = train_epoch(train_model, train_loader, optimizer, scheduler, scaler, cfg, epoch,
                                 device, last_checkpoint, scalars)
-            failures = train_loader.dataset.failure_count()
-            stats_writer.write({"split": "train", "epoch": epoch + 1, **stats, "read_failures": failures})
+            stats_writer.write({"split": "train", "epoch": epoch + 1, **stats, **train_loader.dataset.read_counts()})
             if val_loader is not None and _due(epoch, cfg.TRAIN.EVAL_PERIOD, cfg):
                 _validate(model, val_loader, cfg, device, epoch, stats_writer)
             if _due(epoch, cfg.TRAIN.CHECKPOINT_PERIOD, cfg):

@@ -22,12 +22,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from pytorchvideo.models.net import Net
-from pytorchvideo.models.resnet import BottleneckBlock, ResStage, create_bottleneck_block, create_res_stage
-from pytorchvideo.models.stem import create_res_basic_stem
 from torch import nn
 
 from cgnl_video.config.backbones import STAGE_DEPTHS, STAGE_NAMES, stage_out_channels
+from cgnl_video.utils.quiet_imports import no_jit_script_deprecation
+
+with no_jit_script_deprecation():
+    from pytorchvideo.models.net import Net
+    from pytorchvideo.models.resnet import BottleneckBlock, ResStage, create_bottleneck_block, create_res_stage
+    from pytorchvideo.models.stem import create_res_basic_stem
 
 Triple = Sequence[int]
 

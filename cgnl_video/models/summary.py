@@ -5,12 +5,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from cgnl_video.config.registry import backbone_entry, block_entry
 from cgnl_video.models.build import Backbone, build_model, standalone_config
+from cgnl_video.utils.quiet_imports import no_jit_script_deprecation
+
+with no_jit_script_deprecation():
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 
 @dataclass

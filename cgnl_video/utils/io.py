@@ -6,18 +6,21 @@ disk, then renames it over the destination (``os.replace`` is atomic on POSIX).
 
 import contextlib
 import os
-import tempfile
+import secrets
 from typing import IO, Iterator, List, Tuple
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import: os.umask is process-wide, so toggling it per write could race with other threads.
-_UMASK = _read_umask()
+def _create_temporary(folder: str, name: str) -> str:
+    """Create a new empty file ``.<name>.<random>.tmp`` in ``folder`` with the mode a plain
+    open() gives (0666 less the umask, applied by the kernel), and return its path."""
+    for _ in range(100):
+        path = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name for {name} in {folder}")
 
 
 @contextlib.contextmanager
@@ -27,11 +30,8 @@ def atomic_path(path: str) -> Iterator[str]:
     ``path``. On an exception the temporary file is removed and ``path`` is untouched."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
+    tmp = _create_temporary(folder, os.path.basename(path))
     try:
-        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less umask).
-        os.chmod(tmp, 0o666 & ~_UMASK)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
