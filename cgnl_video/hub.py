@@ -1,6 +1,6 @@
 """Models for torch.hub (see hubconf.py): built from an experiment config, with
 an optional local checkpoint (any layout ``models.state_dict`` reads: ours,
-PyTorchVideo's, a bare state dict)."""
+PyTorchVideo's, a bare state dict, an official Caffe2 pickle)."""
 
 from typing import Mapping, Optional, Sequence
 
@@ -32,7 +32,7 @@ def hub_model(config_file: str, num_classes: Optional[int] = None, checkpoint: O
     probabilities; ``.train()`` gives logits).
 
     ``num_classes``: default the checkpoint's (from its classifier) or the
-    config's. ``checkpoint``: a local file, loaded weights-only and strictly.
+    config's. ``checkpoint``: a local file, loaded strictly (``models.state_dict``).
     ``opts``: KEY VALUE config overrides. Without a checkpoint, ImageNet weights
     initialise the backbone only if ``opts`` sets RESNET.IMAGENET_WEIGHTS (a
     torchvision weights name or a local file); BatchNorm stays plain (no

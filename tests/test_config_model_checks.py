@@ -76,6 +76,13 @@ RAISES = {
     ("state_dict.py", "read_checkpoint"): "a checkpoint file on the machine that runs: engine/preflight.check_files "
                                           "names the key before the run",
     ("state_dict.py", "model_state"): "the content of a checkpoint file, not a config value",
+    ("state_dict.py", "_first_pickled"): "the content of a pickle (a global the restricted unpickler refuses), "
+                                         "not a config value (tests/test_caffe2_checkpoint.py)",
+    ("caffe2.py", "_RestrictedUnpickler.find_class"): "the content of a pickle, not a config value "
+                                                      "(tests/test_caffe2_checkpoint.py)",
+    ("caffe2.py", "_RestrictedUnpickler.persistent_load"): "the content of a pickle, not a config value",
+    ("caffe2.py", "caffe2_state_dict"): "the blobs of a Caffe2 checkpoint, not a config value "
+                                        "(tests/test_caffe2_checkpoint.py)",
     ("state_dict.py", "load_state"): "whether a checkpoint fits the model; the engine names the key "
                                      "(TRAIN.CHECKPOINT_FILE_PATH, TEST.CHECKPOINT_FILE_PATH, OUTPUT_DIR)",
 }

@@ -1,8 +1,9 @@
 """Fine-tuning (TRAIN.CHECKPOINT_FILE_PATH) from a run with another number of classes:
 every other weight is loaded, the classifier starts afresh (as build_model made it) and
-the log names the keys not loaded; any other mismatch stops run_net with exit status 2
-and a message naming the keys. Also the shipped config that fine-tunes UCF-101 from
-Mini-Kinetics."""
+the log names the keys not loaded, or, when the checkpoint names its classes and this
+run's are among them, takes its rows by class name (tests/test_fine_tune_by_name.py);
+any other mismatch stops run_net with exit status 2 and a message naming the keys. Also
+the shipped config that fine-tunes UCF-101 from Mini-Kinetics."""
 
 import logging
 import os
@@ -95,10 +96,11 @@ def test_the_start_of_a_fine_tuned_run(source, layout, tmp_path, torch_home):
     assert len(skipped) == 1 and skipped[0].endswith(": blocks.6.proj.weight, blocks.6.proj.bias")
 
 
-def test_run_net_fine_tunes_and_the_log_lists_the_keys_not_loaded(source, tmp_path, torch_home,
-                                                                  capsys):
+def test_run_net_fine_tunes_and_takes_the_classifier_rows_by_class_name(source, tmp_path, torch_home, capsys):
     """Through tools/run_net.py, one epoch at LR 0: the parameters at the end are those at
-    the start, so every parameter but the classifier's is still the checkpoint's."""
+    the start. The 5-class checkpoint stores its class names (class0..class4), this run's
+    classes are class0..class2, so every parameter is the checkpoint's, the classifier its
+    first 3 rows (fine-tuning by name; a checkpoint without names: the test above)."""
     checkpoint, three = source
     out = tmp_path / "run"
     lr_zero = dict(SOLVER__MAX_EPOCH=1, SOLVER__STEPS="[0]", SOLVER__LRS="[0.0]", SOLVER__WARMUP_EPOCHS=0.0,
@@ -106,14 +108,17 @@ def test_run_net_fine_tunes_and_the_log_lists_the_keys_not_loaded(source, tmp_pa
     opts = tiny_opts(three, str(out), TRAIN__CHECKPOINT_FILE_PATH=checkpoint,
                      RESNET__IMAGENET_WEIGHTS="IMAGENET1K_V1", **lr_zero)
     assert run_tool("run_net", ["--cfg", "", *opts]) == 0
-    start = cu.load_checkpoint(checkpoint)["model"]
-    end = cu.load_checkpoint(cu.list_checkpoints(str(out))[-1])["model"]
-    fresh = _fresh(load_config(None, opts)).state_dict()
+    start = cu.load_checkpoint(checkpoint)
+    assert start["classes"] == [f"class{c}" for c in range(5)]
+    end = cu.load_checkpoint(cu.list_checkpoints(str(out))[-1])
+    assert end["classes"] == [f"class{c}" for c in range(3)]
     for name, _ in build_model(load_config(None, opts)).named_parameters():
-        assert torch.equal(end[name], fresh[name] if name in CLASSIFIER else start[name]), name
+        expected = start["model"][name][:3] if name in CLASSIFIER else start["model"][name]
+        assert torch.equal(end["model"][name], expected), name
     log = (out / "log.txt").read_text()
-    assert re.search(rf"not loaded from {re.escape(checkpoint)} \(another number of classes; the classifier "
-                     r"starts afresh, MODEL.NUM_CLASSES 3\): blocks\.6\.proj\.weight, blocks\.6\.proj\.bias", log)
+    assert f"took 3 classifier rows of {checkpoint} by class name (every class of this run is one of its " \
+           "classes)" in log
+    assert "not loaded from" not in log
     assert "IMAGENET_WEIGHTS" not in log  # the checkpoint's weights win
 
 

@@ -15,6 +15,8 @@ from tools_fixtures import ROOT
 
 ENTRIES = ["c2d_r50", "c2d_r50_nl", "c2d_r50_nl_5b", "c2d_r50_cgnl8", "c2d_r50_cgnl8_5b",
            "c2d_r101", "c2d_r101_nl", "c2d_r101_nl_5b", "c2d_r101_cgnl8", "c2d_r101_cgnl8_5b"]
+K400 = {"c2d_r50_k400_32x2": "C2D_R50_32x2", "c2d_r50_nl5_k400_32x2": "C2D_R50_NL5_32x2",
+        "c2d_r50_k400_8x8": "C2D_R50_8x8", "c2d_r50_nl5_k400_8x8": "C2D_R50_NL5_8x8"}  # configs/kinetics400
 NARROW = ["RESNET.WIDTH_PER_GROUP", "4"]  # keeps the R-50 models small and fast here
 
 
@@ -62,11 +64,19 @@ def test_hubconf_lists_every_entry_and_imports_no_model_code():
             "print('torch' in sys.modules, hubconf.dependencies)")
     result = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True, timeout=60)
     names, loaded = result.stdout.strip().splitlines()
-    assert eval(names) == sorted(ENTRIES)
+    assert eval(names) == sorted(ENTRIES + list(K400))
     assert loaded.startswith("False")
     for name in ENTRIES:
         config = name[len("c2d_"):].upper()  # c2d_r50_cgnl8_5b -> R50_CGNL8_5B
         assert os.path.isfile(os.path.join(ROOT, "configs", "minikinetics", f"{config}.yaml")), name
+    for name, config in K400.items():
+        assert os.path.isfile(os.path.join(ROOT, "configs", "kinetics400", f"{config}.yaml")), name
+
+
+def test_kinetics400_entries_have_the_official_layouts():
+    five = load("c2d_r50_nl5_k400_8x8", opts=NARROW)
+    assert sum(isinstance(m, NonLocalBlock) for m in five.modules()) == 5
+    assert five.head.proj.out_features == 400 and five.blocks[0].pool.padding == (0, 0, 0)
 
 
 def test_a_sync_batchnorm_config_gives_a_standalone_model(tmp_path):

@@ -98,6 +98,9 @@ _C.TRAIN.CHECKPOINT_PERIOD = 1  # epochs between two checkpoints
 _C.TRAIN.CHECKPOINT_KEEP = 3  # how many recent checkpoints to keep
 _C.TRAIN.AUTO_RESUME = True  # continue from the last complete checkpoint in OUTPUT_DIR
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""  # initialise from this checkpoint when not resuming
+# classes.txt of the rows of its classifier, for a file that stores none (official Caffe2
+# models: the 400 Kinetics names sorted); this run's classes among them take their rows by name
+_C.TRAIN.CHECKPOINT_CLASSES = ""
 _C.TRAIN.MIXED_PRECISION = False  # autocast (CUDA or CPU) to TRAIN.AMP_DTYPE
 _C.TRAIN.AMP_DTYPE = "bf16"  # "bf16" or "fp16" (grad scaler; also replaces bf16 on GPUs without native bf16)
 

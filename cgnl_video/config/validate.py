@@ -96,6 +96,8 @@ def _validate_run(cfg: CfgNode) -> None:
              "TEST.VIEWS_PER_FORWARD", "TRAIN.CHECKPOINT_PERIOD", "TRAIN.CHECKPOINT_KEEP")
     require(t.EVAL_PERIOD >= 0, "TRAIN.EVAL_PERIOD", "must be >= 0")
     one_of(t.AMP_DTYPE, AMP_DTYPES, "TRAIN.AMP_DTYPE")
+    require(bool(t.CHECKPOINT_FILE_PATH or not t.CHECKPOINT_CLASSES), "TRAIN.CHECKPOINT_CLASSES",
+            "names the classes of TRAIN.CHECKPOINT_FILE_PATH's classifier: set that too, or leave it \"\"")
     one_of(e.NUM_SPATIAL_CROPS, TEST_SPATIAL_CROPS, "TEST.NUM_SPATIAL_CROPS")
     require(not (e.FULL_FRAME and e.NUM_SPATIAL_CROPS != 1), "TEST.FULL_FRAME",
             "a full-frame test keeps the whole frame: set TEST.NUM_SPATIAL_CROPS 1")

@@ -84,12 +84,13 @@ def load_last_checkpoint(output_dir: str) -> Optional[Dict[str, Any]]:
 
 
 def load_model_weights(model: nn.Module, path: str, new_classifier: bool = False,
-                       state: Optional[Dict[str, Any]] = None) -> Tuple[Dict[str, Any], LoadReport]:
+                       state: Optional[Dict[str, Any]] = None, **fine_tuning: Any) -> Tuple[Dict[str, Any], LoadReport]:
     """Load the model weights of checkpoint ``path`` (any layout) into ``model`` (wrapped or
     not); every key must fit, except, with ``new_classifier``, a classifier with another
-    number of classes (it keeps its init). ``state``: the file's content when the caller
-    has read it already. Returns the checkpoint and the report; CheckpointError naming
-    the file and the keys when the weights do not fit."""
+    number of classes (it keeps its init) and what the other ``fine_tuning`` options of
+    ``load_state`` allow (``new_blocks``, ``class_rows``). ``state``: the file's content
+    when the caller has read it already. Returns the checkpoint and the report;
+    CheckpointError naming the file and the keys when the weights do not fit."""
     state = load_checkpoint(path) if state is None else state
-    report = load_state(unwrap_model(model), model_state(state, path), new_classifier, source=path)
+    report = load_state(unwrap_model(model), model_state(state, path), new_classifier, source=path, **fine_tuning)
     return state, report

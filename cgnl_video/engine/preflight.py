@@ -118,6 +118,7 @@ def check_files(cfg: CfgNode) -> None:
                       "IMAGENET1K_V1 (see configs/README.md), or \"\" for random weights"))
     if cfg.TRAIN.ENABLE:
         files.append(("TRAIN.CHECKPOINT_FILE_PATH", cfg.TRAIN.CHECKPOINT_FILE_PATH, "a checkpoint to start from"))
+        files.append(("TRAIN.CHECKPOINT_CLASSES", cfg.TRAIN.CHECKPOINT_CLASSES, "its classes, one a line"))
     if cfg.TEST.ENABLE:
         files.append(("TEST.CHECKPOINT_FILE_PATH", cfg.TEST.CHECKPOINT_FILE_PATH, "the checkpoint to test"))
     for key, path, what in files:

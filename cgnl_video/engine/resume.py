@@ -4,8 +4,11 @@ every rank's RNG states, config), how a restarted run picks it up again, and
 how a new run is initialised (``resume_or_initialise``):
 
 1. resume: the last checkpoint of OUTPUT_DIR (TRAIN.AUTO_RESUME), everything restored;
-2. else fine-tune: the weights of TRAIN.CHECKPOINT_FILE_PATH (ours, PyTorchVideo's or
-   a bare state dict); a classifier with another number of classes starts afresh;
+2. else fine-tune: the weights of TRAIN.CHECKPOINT_FILE_PATH (ours, PyTorchVideo's, a
+   bare state dict or an official Caffe2 pickle); inserted blocks the file lacks keep
+   their init; a classifier with another number of classes takes its rows by class name
+   when this run's classes are among the checkpoint's (``classifier_rows_by_name``),
+   else starts afresh;
 3. else a fresh run: the backbone's pretrained weights (RESNET.IMAGENET_WEIGHTS).
 
 Only one of them happens: pretrained weights are never read when resuming or
@@ -16,17 +19,18 @@ weights-only loading) is ``engine.checkpoint``'s.
 """
 
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
 from cgnl_video.config import ConfigError
+from cgnl_video.data import classes_path, read_classes
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.optim import EpochLRScheduler
 from cgnl_video.models.build import load_pretrained
-from cgnl_video.models.state_dict import CheckpointError
+from cgnl_video.models.state_dict import CheckpointError, classifier_rows, model_state
 from cgnl_video.utils import distributed as du
 from cgnl_video.utils.logging import get_logger
 
@@ -43,6 +47,7 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
         "rng_states": du.all_gather_object(du.get_rng_states()),
         "world_size": du.get_world_size(),
         "cfg": cfg.dump(),
+        "classes": dataset_classes(cfg),  # the classifier's rows, for fine-tuning by class name
     }
 
 
@@ -74,19 +79,70 @@ def resume_or_initialise(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.
 
 
 def fine_tune_from(cfg: CfgNode, model: nn.Module) -> None:
-    """Initialise every weight from TRAIN.CHECKPOINT_FILE_PATH; a classifier with another
-    number of classes keeps its fresh init (the skipped keys are logged). ConfigError
-    naming the key, the file and the keys for any other mismatch."""
+    """Initialise every weight from TRAIN.CHECKPOINT_FILE_PATH. Inserted blocks the file
+    lacks keep their fresh init (the identity); a classifier with another number of classes
+    takes its rows by class name where it can (``classifier_rows_by_name``), else keeps its
+    fresh init. The log says which. ConfigError naming the key, the file and the keys for
+    any other mismatch."""
     path = cfg.TRAIN.CHECKPOINT_FILE_PATH
     try:
-        _, report = cu.load_model_weights(model, path, new_classifier=True)
+        checkpoint = cu.load_checkpoint(path)
+        rows = classifier_rows_by_name(cfg, model, checkpoint)
+        _, report = cu.load_model_weights(model, path, new_classifier=True, state=checkpoint,
+                                          new_blocks=True, class_rows=rows)
     except CheckpointError as exc:
         raise ConfigError(f"TRAIN.CHECKPOINT_FILE_PATH: {exc}") from None
     logger = get_logger()
     logger.info("initialised the weights from %s (%d tensors)", path, len(report.loaded))
+    if report.rows_by_name:
+        logger.info("took %d classifier rows of %s by class name (every class of this run is one of its classes)",
+                    report.rows_by_name, path)
     if report.skipped:
         logger.info("not loaded from %s (another number of classes; the classifier starts afresh, "
                     "MODEL.NUM_CLASSES %d): %s", path, cfg.MODEL.NUM_CLASSES, ", ".join(report.skipped))
+    if report.new_blocks:
+        logger.info("not in %s, keeping their initialisation (the identity): %s", path,
+                    ", ".join(report.new_blocks))
+
+
+def dataset_classes(cfg: CfgNode) -> Optional[List[str]]:
+    """The class names of DATA.PATH_TO_DATA_DIR/classes.txt (label = position); None without one."""
+    path = classes_path(cfg)
+    return read_classes(path) if os.path.isfile(path) else None
+
+
+def checkpoint_classes(cfg: CfgNode, checkpoint: Dict) -> Optional[List[str]]:
+    """The class names of the rows of the fine-tuning checkpoint's classifier: the file
+    TRAIN.CHECKPOINT_CLASSES names, else the ``classes`` our checkpoints store; None if unknown."""
+    path = cfg.TRAIN.CHECKPOINT_CLASSES
+    if not path:
+        return checkpoint.get("classes")
+    try:
+        return read_classes(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"TRAIN.CHECKPOINT_CLASSES: {exc}") from None
+
+
+def classifier_rows_by_name(cfg: CfgNode, model: nn.Module, checkpoint: Dict) -> Optional[List[int]]:
+    """The checkpoint classifier's row of each class of this run when every class of the run
+    (DATA.PATH_TO_DATA_DIR/classes.txt) is a class of the checkpoint (``checkpoint_classes``);
+    None when a name or the names are unknown (the classifier then loads as the shapes allow).
+
+    Raises ConfigError (CheckpointError for stored names) when the checkpoint's class names
+    are not one per row of its classifier.
+    """
+    names, classes = checkpoint_classes(cfg, checkpoint), dataset_classes(cfg)
+    path, key = cfg.TRAIN.CHECKPOINT_FILE_PATH, getattr(cu.unwrap_model(model), "classifier_key", "")
+    if names is None or classes is None or key not in model_state(checkpoint, path):
+        return None
+    state = model_state(checkpoint, path)
+    rows = int(state[key].shape[0])
+    if len(names) != rows and cfg.TRAIN.CHECKPOINT_CLASSES:
+        raise ConfigError(f"TRAIN.CHECKPOINT_CLASSES: {cfg.TRAIN.CHECKPOINT_CLASSES} lists {len(names)} classes, "
+                          f"but the classifier of {path} ({key}) has {rows} rows")
+    if len(names) != rows:
+        raise CheckpointError(f"{path} stores {len(names)} class names for the {rows} rows of its classifier ({key})")
+    return classifier_rows(names, classes)
 
 
 def initialise_pretrained(cfg: CfgNode, model: nn.Module) -> None:

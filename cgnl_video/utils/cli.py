@@ -20,7 +20,7 @@ def docstring_parser(doc: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def tool_parser(doc: str, checkpoint_help: str = "checkpoint (ours or a bare state dict)") -> argparse.ArgumentParser:
+def tool_parser(doc: str, checkpoint_help: str = "checkpoint (ours, a bare state dict or an official Caffe2 pickle)") -> argparse.ArgumentParser:
     """``docstring_parser`` with the model's ``--cfg`` and ``--checkpoint``."""
     parser = docstring_parser(doc)
     parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment YAML file of the model")
