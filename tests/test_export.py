@@ -135,7 +135,9 @@ def hand_window_logits(features: torch.Tensor, fc: torch.nn.Linear, window) -> t
     t_win, h_win, w_win = window
     _b, _c, t_size, h_size, w_size = features.shape
     boxes = [[[features[:, :, t:t + t_win, h:h + h_win, w:w + w_win].mean(dim=(2, 3, 4))
-               for w in range(w_size - w_win + 1)] for h in range(h_size - h_win + 1)] for t in range(t_size - t_win + 1)]
+               for w in range(w_size - w_win + 1)]
+              for h in range(h_size - h_win + 1)]
+             for t in range(t_size - t_win + 1)]
     pooled = torch.stack([torch.stack([torch.stack(row, dim=1) for row in plane], dim=1) for plane in boxes], dim=1)
     return torch.einsum("bthwc,kc->bthwk", pooled, fc.weight.double()) + fc.bias.double()
 

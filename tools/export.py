@@ -41,9 +41,11 @@ FORMATS = ("onnx", "export", "torchscript")  # cgnl_video.export.FORMATS, kept h
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = tool_parser(__doc__)
-    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx (onnxruntime), export (torch.export .pt2) or torchscript")
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="onnx (onnxruntime), export (torch.export .pt2) or torchscript")
     parser.add_argument("--out", required=True, help="the file to write (e.g. model.onnx, model.pt2, model.pt)")
-    parser.add_argument("--logits", action="store_true", help="export the logits of every window instead of probabilities")
+    parser.add_argument("--logits", action="store_true",
+                        help="export the logits of every window instead of probabilities")
     parser.add_argument("--frames", type=int, metavar="T", help="frames per clip (default DATA.NUM_FRAMES)")
     parser.add_argument("--size", type=int, metavar="S", help="height and width of a clip (default DATA.TEST_CROP_SIZE)")
     check = parser.add_argument_group("verification")
