@@ -1,35 +1,24 @@
-"""Exporting a trained model for deployment: ONNX (run by onnxruntime) or TorchScript
-(``torch.jit.load``, LibTorch), checked against PyTorch.
-
-What the file computes (``ExportedClassifier``), for normalised clips
+"""Exporting a trained model for deployment, checked against PyTorch: ONNX (onnxruntime),
+a torch.export ExportedProgram (``.pt2``) or TorchScript (deprecated by torch, kept for
+older runtimes). What the file computes (``ExportedClassifier``) for normalised clips
 ``clip`` (batch, 3, T, S, S), RGB ``(x / 255 - DATA.MEAN) / DATA.STD``:
 
-* by default ``probs`` (batch, classes): the eval-mode model's output, i.e. the
-  fc applied at every position of the last feature map, softmax per position,
-  averaged (``C2DHead``): what ``tools/predict.py`` averages over a video's views;
-* with ``logits=True`` ``logits`` (batch, classes): the fc of the averaged
-  feature map (the training logits without dropout; the fc is linear, so also
-  the mean of the per-position logits). Its softmax is not ``probs``.
+* by default ``probs`` (batch, classes): the eval-mode model's output (``C2DHead``),
+  the score of one view that ``tools/predict.py`` averages over a video's views;
+* with ``logits=True`` ``logits`` (batch, T', H', W', classes): the fc of every
+  training-size window (``C2DHead.window_logits``); ``probs`` is their softmax over
+  classes averaged over (T', H', W'). At the training clip size there is one window.
 
-The batch axis is dynamic; T and S are fixed when exporting (the ONNX input
-declares them; a TorchScript file is traced at that size). ONNX goes through
-``torch.onnx.export``'s default (dynamo) exporter, which needs the optional
-extra ``pip install -e ".[export]"`` (onnx, onnxruntime, onnxscript).
-TorchScript is traced (``torch.jit.trace``, checked on a second batch size):
-scripting does not compile PyTorchVideo's modules. The CGNL block's custom
-autograd Function is training code; traced and exported graphs take the plain
-expression of the same Eq. 12 (``models/cgnl.py``).
-
-The file is written atomically: exported to a temporary name next to ``out``,
-verified there when asked (``verify_file``), renamed to ``out`` only if every
-check passes. A description (``Metadata``: output, clip size, mean / std, class
-names) travels in the file: ONNX ``metadata_props["cgnl_video"]``, TorchScript
-extra file ``cgnl_video.json``, both JSON.
+Only the batch axis is dynamic. The CGNL block's autograd Function is training code:
+traced and exported graphs take the plain expression of Eq. 12 (``models/cgnl.py``).
+The file is exported to a temporary name, verified there when asked and renamed to
+``out`` only if every check passes; ``Metadata`` (JSON) travels in it.
 """
 
 import importlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -43,13 +32,14 @@ from cgnl_video.inference import InputError, class_names, inference_config, load
 from cgnl_video.models.c2d import C2DHead
 from cgnl_video.utils.io import atomic_path
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "export", "torchscript")
 #: what the ONNX format needs (the ``export`` extra of setup.py)
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 EXTRA_COMMAND = 'pip install -e ".[export]"'
 DEFAULT_TOLERANCE = 1e-4
 METADATA_KEY = "cgnl_video"
-TORCHSCRIPT_METADATA_FILE = "cgnl_video.json"
+#: the metadata's file inside a torch.export or TorchScript archive
+METADATA_FILE = "cgnl_video.json"
 INPUT_NAME = "clip"
 
 Shape = Tuple[int, ...]
@@ -84,9 +74,9 @@ def require_onnx() -> None:
 
 # ----------------------------------------------------------------------------- what is exported
 class ExportedClassifier(nn.Module):
-    """A model in eval mode, as exported: probabilities, or with ``logits`` the fc of
-    the averaged last feature map (module docstring). ``logits`` needs a model
-    whose ``blocks`` end in its ``C2DHead`` (the shipped C2D backbone)."""
+    """A model in eval mode, as exported: probabilities, or with ``logits`` the logits
+    of every window of its head (module docstring). ``logits`` needs a model whose
+    ``blocks`` end in its ``C2DHead`` (the shipped C2D backbone)."""
 
     def __init__(self, model: nn.Module, logits: bool = False) -> None:
         super().__init__()
@@ -106,7 +96,7 @@ class ExportedClassifier(nn.Module):
         features = clip
         for block in self.model.blocks[:-1]:
             features = block(features)
-        return self.model.head.proj(features.mean(dim=(2, 3, 4)))
+        return self.model.head.window_logits(features)
 
 
 @dataclass
@@ -115,15 +105,17 @@ class Metadata:
 
     output: str
     input_shape: List[object]
+    output_shape: List[object]
     sampling_rate: int
     mean: List[float]
     std: List[float]
     classes: List[str]
 
     @classmethod
-    def of(cls, cfg: CfgNode, output: str, clip_shape: Shape, classes: Sequence[str]) -> "Metadata":
-        return cls(output, ["batch", *clip_shape], cfg.DATA.SAMPLING_RATE, list(cfg.DATA.MEAN), list(cfg.DATA.STD),
-                   list(classes))
+    def of(cls, cfg: CfgNode, output: str, clip_shape: Shape, output_shape: Shape,
+           classes: Sequence[str]) -> "Metadata":
+        return cls(output, ["batch", *clip_shape], ["batch", *output_shape], cfg.DATA.SAMPLING_RATE,
+                   list(cfg.DATA.MEAN), list(cfg.DATA.STD), list(classes))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -136,11 +128,12 @@ def clip_shape(cfg: CfgNode, frames: Optional[int] = None, size: Optional[int] =
 
 
 @torch.no_grad()
-def check_clip_size(module: nn.Module, shape: Shape) -> None:
-    """ValueError naming the clip size when the model cannot take clips of ``shape``
-    (e.g. too few frames or pixels for its strides)."""
+def output_shape(module: nn.Module, shape: Shape) -> Shape:
+    """The shape of ``module``'s output for one clip of ``shape`` (without the batch axis);
+    ValueError naming the clip size when the model cannot take such clips (e.g. too
+    few frames or pixels for its strides)."""
     try:
-        module(random_clips(1, shape))
+        return tuple(module(random_clips(1, shape)).shape[1:])
     except RuntimeError as error:
         raise ValueError(f"the model cannot take clips of {tuple(shape)} (channels, frames, height, width): "
                          f"{error}") from None
@@ -174,34 +167,59 @@ def real_clip(cfg: CfgNode, video: str, shape: Shape) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- writers and readers
+def _dynamic_batch() -> dict:
+    """torch.export's ``dynamic_shapes``: axis 0 of ExportedClassifier.forward's argument
+    INPUT_NAME is the batch, any size from 1 (T, H, W stay those of the example)."""
+    return {INPUT_NAME: {0: torch.export.Dim("batch", min=1)}}
+
+
 def _write_onnx(module: ExportedClassifier, example: torch.Tensor, path: str, metadata: Metadata) -> None:
-    # dynamic_shapes names the argument of ExportedClassifier.forward, INPUT_NAME
     program = torch.onnx.export(module, (example,), dynamo=True, verbose=False, input_names=[INPUT_NAME],
-                                output_names=[module.output_name],
-                                dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}})
+                                output_names=[module.output_name], dynamic_shapes=_dynamic_batch())
     program.model.metadata_props[METADATA_KEY] = metadata.to_json()
     program.save(path, external_data=False)  # one self-contained file (weights under 2 GB)
+
+
+def _write_exported_program(module: ExportedClassifier, example: torch.Tensor, path: str,
+                            metadata: Metadata) -> None:
+    program = torch.export.export(module, (example,), dynamic_shapes=_dynamic_batch())
+    # an open file: given a name, torch.export.save warns unless it ends in .pt2 (the temporary one does not)
+    with open(path, "wb") as handle:
+        torch.export.save(program, handle, extra_files={METADATA_FILE: metadata.to_json()})
 
 
 def _write_torchscript(module: ExportedClassifier, example: torch.Tensor, path: str, metadata: Metadata) -> None:
     # the trace is rerun on a clip of another batch size: its graph and output must match
     other_batch = random_clips(example.shape[0] + 1, tuple(example.shape[1:]), seed=1)
-    traced = torch.jit.trace(module, example, check_inputs=[(other_batch,)])
-    torch.jit.save(traced, path, _extra_files={TORCHSCRIPT_METADATA_FILE: metadata.to_json()})
+    with warnings.catch_warnings():
+        # C2DHead.window_logits reads the feature map's (T, H, W) as ints to size its window: constants
+        # in the trace, right for the file's fixed clip size (only the batch axis is dynamic)
+        warnings.filterwarnings("ignore", "Converting a tensor to a Python integer", torch.jit.TracerWarning,
+                                r"cgnl_video\.models\.c2d")
+        traced = torch.jit.trace(module, example, check_inputs=[(other_batch,)])
+    torch.jit.save(traced, path, _extra_files={METADATA_FILE: metadata.to_json()})
 
 
-WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript}
+WRITERS = {"onnx": _write_onnx, "export": _write_exported_program, "torchscript": _write_torchscript}
+
+
+def _load_program(path: str, extra_files: Optional[dict] = None) -> torch.export.ExportedProgram:
+    """``torch.export.load`` of ``path``, filling ``extra_files``' values (from an open file,
+    which it reads without warning whatever the name)."""
+    with open(path, "rb") as handle:
+        return torch.export.load(handle, extra_files=extra_files)
 
 
 def load_exported(fmt: str, path: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function running the exported file on a clip batch: onnxruntime's CPU
-    provider for ONNX, ``torch.jit.load`` for TorchScript."""
+    provider for ONNX, ``torch.export.load(path).module()`` for an ExportedProgram,
+    ``torch.jit.load`` for TorchScript."""
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         return lambda clips: torch.from_numpy(session.run(None, {INPUT_NAME: clips.numpy()})[0])
-    module = torch.jit.load(path, map_location="cpu")
+    module = _load_program(path).module() if fmt == "export" else torch.jit.load(path, map_location="cpu")
     return lambda clips: module(clips)
 
 
@@ -212,9 +230,12 @@ def read_metadata(fmt: str, path: str) -> dict:
 
         props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
         return json.loads(props[METADATA_KEY])
-    files = {TORCHSCRIPT_METADATA_FILE: ""}
-    torch.jit.load(path, map_location="cpu", _extra_files=files)
-    return json.loads(files[TORCHSCRIPT_METADATA_FILE])
+    files = {METADATA_FILE: ""}
+    if fmt == "export":
+        _load_program(path, files)
+    else:
+        torch.jit.load(path, map_location="cpu", _extra_files=files)
+    return json.loads(files[METADATA_FILE])
 
 
 # ----------------------------------------------------------------------------- verification
@@ -304,12 +325,13 @@ def prepare_export(cfg: CfgNode, checkpoint: Optional[str], fmt: str, frames: Op
         require_onnx()
     shape = clip_shape(cfg, frames, size)
     module = ExportedClassifier(load_model(cfg, checkpoint), logits)
-    check_clip_size(module, shape)
+    output = output_shape(module, shape)
     inputs: List[Tuple[str, torch.Tensor]] = []
     if verify:
         video = verification_video(cfg, video)
         inputs = verification_inputs(shape, video, real_clip(cfg, video, shape))
-    return ExportJob(module, fmt, shape, Metadata.of(cfg, module.output_name, shape, class_names(cfg)), inputs)
+    return ExportJob(module, fmt, shape, Metadata.of(cfg, module.output_name, shape, output, class_names(cfg)),
+                     inputs)
 
 
 def file_size(path: str) -> str:

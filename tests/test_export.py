@@ -1,6 +1,7 @@
-"""tools/export.py and cgnl_video.export: ONNX and TorchScript files of a C2D R-50 + 1 CGNL
-and + 1 NL block (reduced width) compared with PyTorch on random and real clips, at
-batch sizes other than the one exported; logits vs probabilities; failures leave no file."""
+"""tools/export.py and cgnl_video.export: ONNX, torch.export and TorchScript files of a C2D
+R-50 + 1 CGNL and + 1 NL block (reduced width) compared with PyTorch on random and real
+clips, at batch sizes other than the one exported; per-window logits vs probabilities,
+computed by hand; failures leave no file."""
 
 import copy
 import os
@@ -20,13 +21,20 @@ from test_data_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 from tools_fixtures import CLASSES, ROOT, make_inputs, run_tool, save_tiny_checkpoint, write_tiny_config
 
 TOLERANCE = 1e-4
+SUFFIX = {"onnx": "onnx", "export": "pt2", "torchscript": "pt"}
 
 
-def trained_like_blocks(model: torch.nn.Module, seed: int = 0, shape=(3, 16, 64, 64)) -> None:
-    """Give the inserted blocks trained-model magnitudes: theta / phi / g / W_z of std 0.05 and
-    the (zero-initialised) norm the statistics of its input on random clips of ``shape``, a
-    weight of 0.5-1.5 and a bias, so the block's branch is of the order of its input and
-    changes the scores."""
+def trained_like(model: torch.nn.Module, clips: torch.Tensor, seed: int = 0) -> None:
+    """Give the model trained-model magnitudes where the tiny checkpoint has none.
+
+    The inserted blocks: theta / phi / g / W_z of std 0.05 and the (zero-initialised) norm
+    the statistics of its input on ``clips``, a weight of 0.5-1.5 and a bias, so the block's
+    branch is of the order of its input. The fc: scaled and centred so that the logits of
+    ``clips`` (training size: one window) have mean 0 and std 2 per class. A random fc on
+    the ReLU features gives logits of about +-10 with one offset shared by every clip, so
+    the softmax is 1 for one class on every clip and no change of the features (such as
+    dropping a block) would show in the scores.
+    """
     generator = torch.Generator().manual_seed(seed)
     blocks = {name: m for name, m in model.named_modules() if name.split(".")[-2:-1] == ["inserted"]}
     taken = {}
@@ -36,13 +44,22 @@ def trained_like_blocks(model: torch.nn.Module, seed: int = 0, shape=(3, 16, 64,
         for block in blocks.values():
             for conv in (getattr(block, key) for key in ("theta", "phi", "g", "z")):
                 conv.weight.copy_(0.05 * torch.randn(conv.weight.shape, generator=generator))
-        model.eval()(ex.random_clips(2, shape, seed=5))
+        model.eval()(clips)
         for name, block in blocks.items():
             norm, z = block.norm, taken[name]
             norm.running_mean.copy_(z.mean(dim=(0, 2, 3, 4)))
             norm.running_var.copy_(z.var(dim=(0, 2, 3, 4)))
             norm.weight.copy_(0.5 + torch.rand(norm.weight.shape, generator=generator))
             norm.bias.copy_(0.1 * torch.randn(norm.bias.shape, generator=generator))
+        for hook in hooks:
+            hook.remove()
+        hooks = [model.head.register_forward_pre_hook(lambda _m, args: taken.__setitem__("head", args[0]))]
+        model(clips)
+        features = taken["head"].mean(dim=(2, 3, 4))
+        fc = model.head.proj
+        centred = (features - features.mean(dim=0)) @ fc.weight.T
+        fc.weight.mul_(2.0 / centred.std(dim=0)[:, None])
+        fc.bias.copy_(-features.mean(dim=0) @ fc.weight.T)
     for hook in hooks:
         hook.remove()
 
@@ -54,8 +71,11 @@ def tiny(tmp_path_factory):
     found = {**make_inputs(os.path.join(folder, "inputs")), "folder": folder}
     for block in ("cgnl", "nl"):
         cfg_path = write_tiny_config(folder, block)
-        model = load_model(load_config(cfg_path), save_tiny_checkpoint(cfg_path, os.path.join(folder, block)))
-        trained_like_blocks(model)
+        cfg = load_config(cfg_path)
+        model = load_model(cfg, save_tiny_checkpoint(cfg_path, os.path.join(folder, block)))
+        shape = ex.clip_shape(cfg)
+        trained_like(model, torch.cat([ex.real_clip(cfg, found["video"], shape)[None],
+                                       ex.random_clips(3, shape, seed=5)]))
         found[block] = (cfg_path, os.path.join(folder, f"{block}_trained.pyth"))
         torch.save(model.state_dict(), found[block][1])
     return found
@@ -71,14 +91,16 @@ def reported_differences(out: str):
 
 
 @pytest.mark.parametrize("block", ["cgnl", "nl"])
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_exported_file_matches_pytorch_on_random_and_real_clips(tiny, block, fmt, tmp_path, capsys):
-    out = str(tmp_path / f"model.{fmt}")
+@pytest.mark.parametrize("fmt", ["onnx", "export", "torchscript"])
+def test_exported_file_matches_pytorch_on_random_and_real_clips(tiny, block, fmt, tmp_path, capfd):
+    out = str(tmp_path / f"model.{SUFFIX[fmt]}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert run_tool("export", export_argv(tiny, block, fmt, out, "--verify", "--verify-video", tiny["video"])) == 0
     assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]  # nothing traced as a constant
-    printed = capsys.readouterr().out
+    printed, errors = capfd.readouterr()
+    if fmt == "export":  # torch.export replaces the deprecated TorchScript: no deprecation, nothing logged
+        assert not [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] and errors == ""
     differences = reported_differences(printed)
     assert len(differences) == 3 and max(differences) <= TOLERANCE, printed
     assert f"{tiny['video']} (batch 1)" in printed and f"wrote {out}" in printed
@@ -104,35 +126,57 @@ def test_exported_file_matches_pytorch_on_random_and_real_clips(tiny, block, fmt
     metadata = ex.read_metadata(fmt, out)
     assert metadata["output"] == "probs" and metadata["classes"] == list(CLASSES)
     assert metadata["input_shape"] == ["batch", 3, 16, 64, 64] and metadata["mean"] == list(cfg.DATA.MEAN)
+    assert metadata["output_shape"] == ["batch", len(CLASSES)]
 
 
-def test_logits_are_the_fc_of_the_averaged_features_and_probs_the_mean_softmax(tiny, tmp_path, capsys):
+def hand_window_logits(features: torch.Tensor, fc: torch.nn.Linear, window) -> torch.Tensor:
+    """(B, T', H', W', K): the fc of the mean of every ``window``-sized box of ``features``
+    (B, C, T, H, W), stride 1, written out box by box."""
+    t_win, h_win, w_win = window
+    _b, _c, t_size, h_size, w_size = features.shape
+    boxes = [[[features[:, :, t:t + t_win, h:h + h_win, w:w + w_win].mean(dim=(2, 3, 4))
+               for w in range(w_size - w_win + 1)]
+              for h in range(h_size - h_win + 1)]
+             for t in range(t_size - t_win + 1)]
+    pooled = torch.stack([torch.stack([torch.stack(row, dim=1) for row in plane], dim=1) for plane in boxes], dim=1)
+    return torch.einsum("bthwc,kc->bthwk", pooled, fc.weight.double()) + fc.bias.double()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "export"])
+def test_logits_are_the_fc_of_every_window_and_probs_their_mean_softmax(tiny, fmt, tmp_path, capsys):
     cfg_path, checkpoint = tiny["cgnl"]
-    out = str(tmp_path / "logits.onnx")
-    argv = export_argv(tiny, "cgnl", "onnx", out, "--logits", "--frames", "8", "--size", "96")
+    out = str(tmp_path / f"logits.{SUFFIX[fmt]}")
+    argv = export_argv(tiny, "cgnl", fmt, out, "--logits", "--frames", "24", "--size", "96")
     assert run_tool("export", argv) == 0
-    assert "exporting logits for clips (batch, 3, 8, 96, 96)" in capsys.readouterr().out
+    assert "exporting logits (batch, 2, 2, 2, 3) for clips (batch, 3, 24, 96, 96)" in capsys.readouterr().out
 
     model = load_model(load_config(cfg_path), checkpoint)
+    assert model.head.window == (2, 2, 2)  # the last feature map of a 16 x 64 x 64 training clip
     features = {}
     model.head.register_forward_pre_hook(lambda _m, args: features.__setitem__("x", args[0]))
-    clips = ex.random_clips(3, (3, 8, 96, 96), seed=4)  # a 1 x 3 x 3 last feature map
+    clips = ex.random_clips(3, (3, 24, 96, 96), seed=4)  # a 3 x 3 x 3 last feature map: 2 x 2 x 2 windows
     with torch.no_grad():
-        probs = model(clips)
-        per_position = torch.einsum("bcthw,kc->bthwk", features["x"].double(), model.head.proj.weight.double())
-        per_position = per_position + model.head.proj.bias.double()
-    logits = ex.load_exported("onnx", out)(clips).double()
-    assert logits.shape == (3, len(CLASSES))
-    assert torch.allclose(logits, per_position.mean(dim=(1, 2, 3)), atol=TOLERANCE, rtol=0)
-    assert torch.allclose(probs.double(), per_position.softmax(-1).mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)
-    assert not torch.allclose(logits.softmax(-1), probs.double(), atol=1e-3)
-    assert ex.read_metadata("onnx", out)["output"] == "logits"
-    import onnxruntime
+        probs = model(clips).double()
+        per_window = hand_window_logits(features["x"].double(), model.head.proj, (2, 2, 2))
+    logits = ex.load_exported(fmt, out)(clips).double()
+    assert logits.shape == per_window.shape == (3, 2, 2, 2, len(CLASSES))
+    assert torch.allclose(logits, per_window, atol=TOLERANCE, rtol=0)
+    assert torch.allclose(probs, per_window.softmax(-1).mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)
+    # what the docs tell a user to do with the logits gives the probabilities predict averages ...
+    assert torch.allclose(logits.softmax(-1).mean(dim=(1, 2, 3)), probs, atol=TOLERANCE, rtol=0)
+    # ... and the softmax of the averaged logits does not: the windows differ
+    assert not torch.allclose(logits.mean(dim=(1, 2, 3)).softmax(-1), probs, atol=1e-3)
+    metadata = ex.read_metadata(fmt, out)
+    assert metadata["output"] == "logits" and metadata["output_shape"] == ["batch", 2, 2, 2, len(CLASSES)]
+    assert metadata["input_shape"] == ["batch", 3, 24, 96, 96]
+    # only the batch is dynamic: another clip size is refused
+    if fmt == "onnx":
+        import onnxruntime
 
-    session = onnxruntime.InferenceSession(out, providers=["CPUExecutionProvider"])
-    assert session.get_inputs()[0].shape == ["batch", 3, 8, 96, 96]  # only the batch is dynamic
-    with pytest.raises(Exception, match="(?i)dimension"):
-        session.run(None, {"clip": ex.random_clips(1, (3, 16, 96, 96)).numpy()})
+        session = onnxruntime.InferenceSession(out, providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape == ["batch", 3, 24, 96, 96]
+    with pytest.raises(Exception, match=r"(?i)dimension|Guard failed: clip\.size\(\)\[2\] == 24"):
+        ex.load_exported(fmt, out)(ex.random_clips(1, (3, 16, 96, 96)))
 
 
 def test_default_real_clip_is_the_first_video_of_the_test_manifest(tiny, tmp_path, capsys):
@@ -150,8 +194,8 @@ def test_default_real_clip_is_the_first_video_of_the_test_manifest(tiny, tmp_pat
     assert os.path.join(lists, "test.txt") in err and "--verify-video" in err
 
 
-def corrupted_torchscript(write):
-    """The TorchScript writer ``write``, tracing a copy of the model with one CGNL weight changed."""
+def corrupted(write):
+    """The writer ``write``, exporting a copy of the model with one CGNL weight changed."""
     def write_corrupted(module, example, path, metadata):
         bad = copy.deepcopy(module)
         with torch.no_grad():
@@ -160,17 +204,18 @@ def corrupted_torchscript(write):
     return write_corrupted
 
 
-def test_failed_verification_exits_1_and_leaves_out_untouched(tiny, tmp_path, capsys, monkeypatch):
-    out = tmp_path / "model.pt"
+@pytest.mark.parametrize("fmt", ["export", "torchscript"])
+def test_failed_verification_exits_1_and_leaves_out_untouched(tiny, fmt, tmp_path, capsys, monkeypatch):
+    out = tmp_path / f"model.{SUFFIX[fmt]}"
     out.write_text("an earlier export")
-    monkeypatch.setitem(ex.WRITERS, "torchscript", corrupted_torchscript(ex.WRITERS["torchscript"]))
-    argv = export_argv(tiny, "cgnl", "torchscript", str(out), "--verify", "--verify-video", tiny["video"])
+    monkeypatch.setitem(ex.WRITERS, fmt, corrupted(ex.WRITERS[fmt]))
+    argv = export_argv(tiny, "cgnl", fmt, str(out), "--verify", "--verify-video", tiny["video"])
     assert run_tool("export", argv) == 1
     captured = capsys.readouterr()
     assert captured.out.count("FAILED") == 3 and min(reported_differences(captured.out)) > TOLERANCE
     assert f"error: verification failed, {out} not written: 3 of 3 checks differ by more than the tolerance 0.0001" \
         in captured.err
-    assert out.read_text() == "an earlier export" and sorted(os.listdir(tmp_path)) == ["model.pt"]
+    assert out.read_text() == "an earlier export" and sorted(os.listdir(tmp_path)) == [out.name]
 
 
 def test_missing_onnx_extra_is_named_with_the_install_command(tiny, tmp_path, capsys, monkeypatch):
@@ -180,7 +225,7 @@ def test_missing_onnx_extra_is_named_with_the_install_command(tiny, tmp_path, ca
     assert "missing: onnxruntime" in err and 'pip install -e ".[export]"' in err
     with pytest.raises(ex.MissingExtraError):
         ex.export_model(ex.ExportedClassifier(torch.nn.Identity()), "onnx", str(tmp_path / "m.onnx"),
-                        (3, 1, 1, 1), ex.Metadata("probs", [], 1, [], [], []))
+                        (3, 1, 1, 1), ex.Metadata("probs", [], [], 1, [], [], []))
     assert os.listdir(tmp_path) == []
 
 

@@ -1,22 +1,26 @@
 #!/usr/bin/env python
-"""Export a trained model to ONNX or TorchScript, for clips of a fixed size and any batch size.
+"""Export a trained model to ONNX, a torch.export program or TorchScript, for clips of a
+fixed size and any batch size.
 
-    python tools/export.py --cfg CONFIG.yaml --checkpoint CKPT --format onnx|torchscript \\
+    python tools/export.py --cfg CONFIG.yaml --checkpoint CKPT --format onnx|export|torchscript \\
         --out FILE [--logits] [--frames T] [--size S] \\
         [--verify [--verify-video VIDEO_OR_FRAME_FOLDER] [--tolerance 1e-4]] [--opt KEY VALUE ...]
 
 The file takes normalised clips `clip` (batch, 3, T, S, S) (T = --frames, default
 DATA.NUM_FRAMES; S = --size, default DATA.TEST_CROP_SIZE; only the batch axis is
 dynamic) and gives `probs` (batch, classes), the eval-mode model's output, which
-tools/predict.py averages over a video's views; with --logits, `logits`, the fc
-of the averaged last feature map. The output, clip size, mean / std and class
-names are stored in the file (JSON under the key cgnl_video). ONNX needs the
-optional extra: pip install -e ".[export]". TorchScript is traced.
+tools/predict.py averages over a video's views; with --logits, `logits` (batch, T',
+H', W', classes), the fc of every training-size window of the last feature map, whose
+softmax over classes averaged over (T', H', W') is `probs`. The output and its shape,
+the clip size, mean / std and class names are stored in the file (JSON under the key
+cgnl_video). ONNX needs the optional extra: pip install -e ".[export]". `export` is
+a torch.export ExportedProgram (.pt2, torch.export.load); TorchScript is traced
+(deprecated by torch, for older runtimes).
 
---verify runs the exported file (onnxruntime for ONNX, torch.jit.load for
-TorchScript) on random clips (batch 2 and batch 1) and on the centre clip of a
-real video (--verify-video, default the first video of the config's test
-manifest) and prints the max abs difference from PyTorch of each. The file is
+--verify runs the exported file (onnxruntime for ONNX, torch.export.load for export,
+torch.jit.load for TorchScript) on random clips (batch 2 and batch 1) and on the
+centre clip of a real video (--verify-video, default the first video of the config's
+test manifest) and prints the max abs difference from PyTorch of each. The file is
 written to a temporary name and renamed to --out only once every difference is
 at most --tolerance (default 1e-4), so a failed export never writes --out (a file already
 there is left as it was).
@@ -32,14 +36,16 @@ from typing import Optional, Sequence
 
 from cgnl_video.utils.cli import add_opt_argument, load_tool_config, tool_parser
 
-FORMATS = ("onnx", "torchscript")  # cgnl_video.export.FORMATS, kept here so that --help does not import torch
+FORMATS = ("onnx", "export", "torchscript")  # cgnl_video.export.FORMATS, kept here so that --help does not import torch
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = tool_parser(__doc__)
-    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx (onnxruntime) or torchscript")
-    parser.add_argument("--out", required=True, help="the file to write (e.g. model.onnx, model.pt)")
-    parser.add_argument("--logits", action="store_true", help="export logits instead of probabilities")
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="onnx (onnxruntime), export (torch.export .pt2) or torchscript")
+    parser.add_argument("--out", required=True, help="the file to write (e.g. model.onnx, model.pt2, model.pt)")
+    parser.add_argument("--logits", action="store_true",
+                        help="export the logits of every window instead of probabilities")
     parser.add_argument("--frames", type=int, metavar="T", help="frames per clip (default DATA.NUM_FRAMES)")
     parser.add_argument("--size", type=int, metavar="S", help="height and width of a clip (default DATA.TEST_CROP_SIZE)")
     check = parser.add_argument_group("verification")
@@ -77,8 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tolerance = ex.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    print(f"exporting {job.module.output_name} for clips (batch, {', '.join(map(str, job.shape))}) "
-          f"to {args.format}: {args.out}")
+    print(f"exporting {job.module.output_name} ({', '.join(map(str, job.metadata.output_shape))}) for clips "
+          f"(batch, {', '.join(map(str, job.shape))}) to {args.format}: {args.out}")
     try:
         checks = job.write(args.out, tolerance)
     except ex.VerificationError as exc:
