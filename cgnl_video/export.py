@@ -18,7 +18,6 @@ The file is exported to a temporary name, verified there when asked and renamed 
 import importlib
 import json
 import os
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -191,12 +190,7 @@ def _write_exported_program(module: ExportedClassifier, example: torch.Tensor, p
 def _write_torchscript(module: ExportedClassifier, example: torch.Tensor, path: str, metadata: Metadata) -> None:
     # the trace is rerun on a clip of another batch size: its graph and output must match
     other_batch = random_clips(example.shape[0] + 1, tuple(example.shape[1:]), seed=1)
-    with warnings.catch_warnings():
-        # C2DHead.window_logits reads the feature map's (T, H, W) as ints to size its window: constants
-        # in the trace, right for the file's fixed clip size (only the batch axis is dynamic)
-        warnings.filterwarnings("ignore", "Converting a tensor to a Python integer", torch.jit.TracerWarning,
-                                r"cgnl_video\.models\.c2d")
-        traced = torch.jit.trace(module, example, check_inputs=[(other_batch,)])
+    traced = torch.jit.trace(module, example, check_inputs=[(other_batch,)])
     torch.jit.save(traced, path, _extra_files={METADATA_FILE: metadata.to_json()})
 
 

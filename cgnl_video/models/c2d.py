@@ -80,7 +80,9 @@ class C2DHead(nn.Module):
     def window_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, T', H', W', K) of every training-size window of the feature map x
         (a dimension shorter than the window is pooled whole)."""
-        window = [min(w, int(s)) for w, s in zip(self.window, x.shape[2:])]
+        window = list(self.window)
+        if not torch.jit.is_tracing():  # a trace has fixed sizes; reading them as ints would warn
+            window = [min(w, s) for w, s in zip(window, x.shape[2:])]
         pooled = F.avg_pool3d(x, window, stride=1)
         return self.proj(pooled.permute(0, 2, 3, 4, 1))
 
