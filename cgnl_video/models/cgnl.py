@@ -87,8 +87,12 @@ def taylor_coefficients(kernel: str, order: int = 3, gamma: float = 1e-4) -> Tup
 
 
 def _sum_over_group(x: torch.Tensor) -> torch.Tensor:
-    """Sum over every dimension after (B, G), kept as size-1 dimensions."""
-    return x.sum(dim=tuple(range(2, x.dim())), keepdim=True)
+    """Sum over every dimension after (B, G), kept as size-1 dimensions, in ``x``'s dtype.
+
+    The dtype is explicit because CUDA's autocast sums fp16 / bf16 tensors into float32
+    (``sum`` is on its fp32_set_opt_dtype list) and the CPU's does not: without it y, W_z
+    and the norm would run in float32 on a GPU only (module docstring)."""
+    return x.sum(dim=tuple(range(2, x.dim())), keepdim=True, dtype=x.dtype)
 
 
 def _horner(coefficients: Sequence[Optional[torch.Tensor]], x: torch.Tensor,
@@ -324,6 +328,18 @@ IMAGE = Layers(nn.Conv2d, F.conv2d, nn.BatchNorm2d, nn.MaxPool2d, 4, "images (B,
                "clips (B, C, T, H, W) go to the spacetime blocks (CGNLBlock, NonLocalBlock, SimpleResidualBlock)")
 
 
+def apply_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)``; a GroupNorm under autocast runs in its parameters' dtype (float32).
+
+    CUDA's autocast runs ``group_norm`` in float32 and the CPU's leaves it in the
+    input's dtype: explicit here, so both devices compute the same. BatchNorm is on
+    neither list and runs in the input's dtype on both."""
+    if isinstance(norm, nn.GroupNorm) and autocast_enabled(x) and x.dtype != norm.weight.dtype:
+        with autocast_off(x):
+            return norm(x.to(norm.weight.dtype))
+    return norm(x)
+
+
 def make_zero_norm(kind: str, channels: int, groups: int = 1, layers: Layers = SPACETIME) -> nn.Module:
     """BatchNorm ("bn", of ``layers``) or GroupNorm ("gn", ``groups`` groups), weight and bias zero."""
     if kind == "bn":
@@ -449,5 +465,5 @@ class CGNLBlock(nn.Module):
             y = self.aggregate(*self.embed(x))
         # y computed in float32 under autocast: W_z and the norm keep it (its range, its resolution)
         with autocast_off(x) if y.dtype == self.z.weight.dtype else contextlib.nullcontext():
-            branch = self.norm(self.z(y))
+            branch = apply_norm(self.norm, self.z(y))
         return x + branch.to(x.dtype)

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgnl_video.config.choices import NL_INSTANTIATIONS
-from cgnl_video.models.cgnl import (SPACETIME, Layers, autocast_off, check_groups, init_block_convs,
-                                   make_zero_norm)
+from cgnl_video.models.cgnl import (SPACETIME, Layers, apply_norm, autocast_off, check_groups,
+                                   init_block_convs, make_zero_norm)
 
 
 class NonLocalBlock(nn.Module):
@@ -114,7 +114,10 @@ class NonLocalBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.layers.check_input(self, x)
         theta = self.theta(x)
-        source = self.pool(x) if self.pool is not None else x
+        source = x
+        if self.pool is not None:
+            with autocast_off(x):  # in x's dtype on every device (CPU autocast would pool in float32)
+                source = self.pool(x)
         phi = self.phi(source)
         with autocast_off(x):  # g, the attention, W_z and BN in full precision (module docstring)
             g = self.g(source.to(self.g.weight.dtype)).flatten(2)
@@ -144,4 +147,4 @@ class SimpleResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.layers.check_input(self, x)
-        return x + self.norm(self.z(self.theta(x)))
+        return x + apply_norm(self.norm, self.z(self.theta(x))).to(x.dtype)
