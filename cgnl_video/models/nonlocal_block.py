@@ -10,7 +10,10 @@ Both end in a zero-initialised norm, so a newly inserted block is the identity.
 
 Mixed precision. Under autocast (fp16 or bf16) the NL block runs theta's and
 phi's convolutions in the autocast dtype, and g's convolution, the attention,
-W_z and BN in float32 (autocast off); the output has the input's dtype. y is
+W_z and BN in float32 (autocast off); the output has the input's dtype. The
+max pooling runs in the input's dtype on every device (CPU autocast would run
+it in float32, CUDA's does not), and the simple residual block's GroupNorm in
+float32 (``apply_norm``). y is
 a weighted sum of g over the M positions (an average for softmax), so its
 per-channel mean is 3-14 times its spread over positions (res4 / res3 inputs at trained-model
 magnitudes), and BN removes that mean and scales up the rest, amplifying any
