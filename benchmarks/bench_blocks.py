@@ -23,7 +23,8 @@ Blocks (fp32; ``--amp bf16`` runs them under autocast):
   video non-local code.
 
 ``--precision`` measures only the cost of mixed precision instead: CGNL dot /
-embedded Gaussian / rbf (fused, BN) and NL (softmax, pool (1,2,2)) at the res3
+embedded Gaussian / rbf (fused, BN), CGNL dot with GroupNorm and NL (softmax,
+pool (1,2,2)) at the res3
 and res4 inputs, each in fp32 (autocast off) and under autocast (``--amp-dtypes``,
 default bf16 on the CPU, bf16 and fp16 on CUDA), next to the same blocks with
 every op in the autocast dtype (``..., all in autocast``: the blocks before
@@ -137,6 +138,7 @@ PRECISION_BLOCKS: Dict[str, Callable[[int], torch.nn.Module]] = {
     "CGNL dot": BLOCKS["CGNL dot"],
     "CGNL embedded_gaussian P=3": lambda c: CGNLBlock(c, groups=8, kernel="embedded_gaussian", order=3, fused=True),
     "CGNL rbf P=3": BLOCKS["CGNL rbf P=3"],
+    "CGNL dot, GN": lambda c: CGNLBlock(c, groups=8, kernel="dot", norm="gn", fused=True),
     "NL, pool (1,2,2)": BLOCKS["NL, pool (1,2,2)"],
 }
 ALL_IN_AUTOCAST = {
@@ -144,6 +146,7 @@ ALL_IN_AUTOCAST = {
     "CGNL embedded_gaussian P=3": lambda c: AllInAutocastCGNL(c, groups=8, kernel="embedded_gaussian", order=3,
                                                               fused=True),
     "CGNL rbf P=3": lambda c: AllInAutocastCGNL(c, groups=8, kernel="rbf", order=3, fused=True),
+    "CGNL dot, GN": lambda c: AllInAutocastCGNL(c, groups=8, kernel="dot", norm="gn", fused=True),
     "NL, pool (1,2,2)": lambda c: AllInAutocastNL(c, pool_size=(1, 2, 2)),
 }
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -43,14 +43,29 @@ G = 8). The output has the input's dtype.
   off by 110 % (eval mode; fp16: 2 %) and g's gradient by 8 % (train mode;
   fp16: 3 %). GroupNorm's spread includes the per-channel constants, so with
   GN nothing is amplified and g stays in the autocast dtype.
-* bf16 with dot or embedded Gaussian: nothing. bf16 has float32's range, and
-  y's position-dependent part is of the order of y; the worst error is 3 % (of
-  5 % allowed, embedded Gaussian, phi's gradient) with or without float32
-  parts, which would cost 12-36 % of the block's time.
+* fp16, dot kernel with BatchNorm: also the phi convolution (the fused one is
+  split). y = (phi . g) theta, and BatchNorm in train mode divides out the
+  group scalars' common scale, so the gradients of phi and g follow the ratio
+  of the samples' scalars, sums of terms of both signs; fp16's rounding of
+  W_phi for the convolution moved it enough for 2.4e-2 in those gradients
+  (res4, seed 6 of tests/test_blocks_amp.py), 0.4e-2 with phi in float32. On
+  GPUs whose float32 convolutions use TF32 (cuDNN's default) W_phi keeps
+  fp16's 11 bits either way; fp16 is meant for V100 / T4, which have no TF32.
+* GroupNorm, under autocast: in float32 (the input cast up), as CUDA's
+  autocast runs group_norm; the CPU's has no such rule.
+* bf16 with dot or embedded Gaussian: nothing else. bf16 has float32's range,
+  and y's position-dependent part is of the order of y; the worst error is 3 %
+  (of 5 % allowed, embedded Gaussian, phi's gradient) with or without float32
+  parts, which would cost 12-36 % of the block's time. Not solved: dot with
+  train-mode BatchNorm at seed 6 (above) is off by 7.9 % in the weight
+  gradients of phi and g; phi's convolution in float32 makes that 16 %.
 
-The float32 inputs of Eq. 12 are one cast copy of theta/phi/g. W_z is
-grouped: 1/G of a dense convolution's work. tests/test_blocks_amp.py checks
-every kernel and norm against float64; the cost is in benchmarks/RESULTS.md.
+The dtypes are explicit (the group sums in their input's dtype, GroupNorm
+cast), so CUDA's autocast rules, which sum fp16 / bf16 into float32, and the
+CPU's compute the same. The float32 inputs of Eq. 12 are one cast copy of
+theta/phi/g. W_z is grouped: 1/G of a dense convolution's work.
+tests/test_blocks_amp.py checks every kernel and norm against float64, under
+the CPU's autocast rules and CUDA's; the cost is in benchmarks/RESULTS.md.
 """
 
 import contextlib
@@ -87,8 +102,12 @@ def taylor_coefficients(kernel: str, order: int = 3, gamma: float = 1e-4) -> Tup
 
 
 def _sum_over_group(x: torch.Tensor) -> torch.Tensor:
-    """Sum over every dimension after (B, G), kept as size-1 dimensions."""
-    return x.sum(dim=tuple(range(2, x.dim())), keepdim=True)
+    """Sum over every dimension after (B, G), kept as size-1 dimensions, in ``x``'s dtype.
+
+    The dtype is explicit because CUDA's autocast sums fp16 / bf16 tensors into float32
+    (``sum`` is on its fp32_set_opt_dtype list) and the CPU's does not: without it y, W_z
+    and the norm would run in float32 on a GPU only (module docstring)."""
+    return x.sum(dim=tuple(range(2, x.dim())), keepdim=True, dtype=x.dtype)
 
 
 def _horner(coefficients: Sequence[Optional[torch.Tensor]], x: torch.Tensor,
@@ -324,6 +343,18 @@ IMAGE = Layers(nn.Conv2d, F.conv2d, nn.BatchNorm2d, nn.MaxPool2d, 4, "images (B,
                "clips (B, C, T, H, W) go to the spacetime blocks (CGNLBlock, NonLocalBlock, SimpleResidualBlock)")
 
 
+def apply_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)``; a GroupNorm under autocast runs in its parameters' dtype (float32).
+
+    CUDA's autocast runs ``group_norm`` in float32 and the CPU's leaves it in the
+    input's dtype: explicit here, so both devices compute the same. BatchNorm is on
+    neither list and runs in the input's dtype on both."""
+    if isinstance(norm, nn.GroupNorm) and autocast_enabled(x) and x.dtype != norm.weight.dtype:
+        with autocast_off(x):
+            return norm(x.to(norm.weight.dtype))
+    return norm(x)
+
+
 def make_zero_norm(kind: str, channels: int, groups: int = 1, layers: Layers = SPACETIME) -> nn.Module:
     """BatchNorm ("bn", of ``layers``) or GroupNorm ("gn", ``groups`` groups), weight and bias zero."""
     if kind == "bn":
@@ -389,7 +420,7 @@ class CGNLBlock(nn.Module):
         self.coefficients = taylor_coefficients(kernel, order, gamma)
         self.use_scale = use_scale
         self.fused = fused
-        self._rbf_bn = kernel == "rbf" and norm == "bn"
+        self._bn = norm == "bn"
         conv = self.layers.conv
         self.theta = conv(dim_in, dim_inner, 1, bias=False)
         self.phi = conv(dim_in, dim_inner, 1, bias=False)
@@ -403,19 +434,32 @@ class CGNLBlock(nn.Module):
         return f"kernel={self.kernel}, order={order}, groups={self.groups}, use_scale={self.use_scale}, fused={self.fused}"
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """theta(x), phi(x), g(x), each (B, C_inner, T, H, W); under autocast g is
-        computed in full precision for RBF with BatchNorm (module docstring)."""
-        if self._full_precision_g(x):
-            with autocast_off(x):
-                g = self.g(x.to(self.g.weight.dtype))
-            return self.theta(x), self.phi(x), g
+        """theta(x), phi(x), g(x), each (B, C_inner, T, H, W); under autocast one of them
+        may be computed in full precision (``_full_precision_conv``, module docstring)."""
+        name = self._full_precision_conv(x)
+        if name is not None:
+            outputs = []
+            for conv in (self.theta, self.phi, self.g):
+                if conv is getattr(self, name):
+                    with autocast_off(x):
+                        outputs.append(conv(x.to(conv.weight.dtype)))
+                else:
+                    outputs.append(conv(x))
+            return outputs[0], outputs[1], outputs[2]
         if not self.fused:
             return self.theta(x), self.phi(x), self.g(x)
         return self._embed_stacked(x).unbind(1)
 
-    def _full_precision_g(self, x: torch.Tensor) -> bool:
-        """Whether the g convolution leaves autocast: RBF with BatchNorm (module docstring)."""
-        return self._rbf_bn and autocast_enabled(x)
+    def _full_precision_conv(self, x: torch.Tensor) -> Optional[str]:
+        """The convolution that leaves autocast, with BatchNorm only: g for RBF, phi for
+        the dot kernel under fp16 (module docstring); None otherwise."""
+        if not (self._bn and autocast_enabled(x)):
+            return None
+        if self.kernel == "rbf":
+            return "g"
+        if self.kernel == "dot" and torch.get_autocast_dtype(x.device.type) == torch.float16:
+            return "phi"
+        return None
 
     def _embed_stacked(self, x: torch.Tensor) -> torch.Tensor:
         """theta, phi and g from one convolution with the concatenated weights,
@@ -443,11 +487,11 @@ class CGNLBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.layers.check_input(self, x)
-        if self.fused and not self._full_precision_g(x):
+        if self.fused and self._full_precision_conv(x) is None:
             y = self._aggregate_stacked(self._embed_stacked(x))
         else:
             y = self.aggregate(*self.embed(x))
         # y computed in float32 under autocast: W_z and the norm keep it (its range, its resolution)
         with autocast_off(x) if y.dtype == self.z.weight.dtype else contextlib.nullcontext():
-            branch = self.norm(self.z(y))
+            branch = apply_norm(self.norm, self.z(y))
         return x + branch.to(x.dtype)

@@ -10,7 +10,10 @@ Both end in a zero-initialised norm, so a newly inserted block is the identity.
 
 Mixed precision. Under autocast (fp16 or bf16) the NL block runs theta's and
 phi's convolutions in the autocast dtype, and g's convolution, the attention,
-W_z and BN in float32 (autocast off); the output has the input's dtype. y is
+W_z and BN in float32 (autocast off); the output has the input's dtype. The
+max pooling runs in the input's dtype on every device (CPU autocast would run
+it in float32, CUDA's does not), and the simple residual block's GroupNorm in
+float32 (``apply_norm``). y is
 a weighted sum of g over the M positions (an average for softmax), so its
 per-channel mean is 3-14 times its spread over positions (res4 / res3 inputs at trained-model
 magnitudes), and BN removes that mean and scales up the rest, amplifying any
@@ -40,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgnl_video.config.choices import NL_INSTANTIATIONS
-from cgnl_video.models.cgnl import (SPACETIME, Layers, autocast_off, check_groups, init_block_convs,
-                                   make_zero_norm)
+from cgnl_video.models.cgnl import (SPACETIME, Layers, apply_norm, autocast_off, check_groups,
+                                   init_block_convs, make_zero_norm)
 
 
 class NonLocalBlock(nn.Module):
@@ -114,7 +117,10 @@ class NonLocalBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.layers.check_input(self, x)
         theta = self.theta(x)
-        source = self.pool(x) if self.pool is not None else x
+        source = x
+        if self.pool is not None:
+            with autocast_off(x):  # in x's dtype on every device (CPU autocast would pool in float32)
+                source = self.pool(x)
         phi = self.phi(source)
         with autocast_off(x):  # g, the attention, W_z and BN in full precision (module docstring)
             g = self.g(source.to(self.g.weight.dtype)).flatten(2)
@@ -144,4 +150,4 @@ class SimpleResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.layers.check_input(self, x)
-        return x + self.norm(self.z(self.theta(x)))
+        return x + apply_norm(self.norm, self.z(self.theta(x))).to(x.dtype)
