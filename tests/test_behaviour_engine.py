@@ -43,7 +43,7 @@ from cgnl_video.engine.optim import lr_at
 from cgnl_video.engine.trainer import fit
 from cgnl_video.models import C2DResNet, build_model
 from cgnl_video.utils.logging import read_json_stats
-from engine_helpers import one_thread, run_distributed, single_thread, tiny_data_root, tiny_opts  # noqa: F401 (fixtures)
+from engine_helpers import one_thread, run_distributed, single_thread, tiny_data_root, tiny_opts  # noqa: F401
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # torch on one thread in every test
