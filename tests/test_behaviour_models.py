@@ -24,7 +24,7 @@ import torchvision
 
 from cgnl_video.config import load_config
 from cgnl_video.models import NonLocalBlock, build_model, load_pretrained
-from cgnl_video.models.state_dict import load_state, read_state_dict
+from cgnl_video.models.state_dict import CheckpointError, load_state, read_state_dict
 
 # A narrow C2D R-50 (stage widths 16..128) with one block after res4 block 4 (64 channels).
 NARROW = ["RESNET.WIDTH_PER_GROUP", "4", "MODEL.NUM_CLASSES", "5", "NONLOCAL.LOCATION", "[[], [], [4], []]"]
@@ -273,3 +273,23 @@ def test_weights_saved_from_a_doubly_wrapped_model_load_into_a_plain_one(order, 
     target = build_model(load_config(None, NARROW))
     load_state(target, read, source=str(path))  # strict: every key of the model
     assert all(torch.equal(value, source.state_dict()[key]) for key, value in target.state_dict().items())
+
+
+def test_a_new_classifier_is_tolerated_only_for_another_number_of_classes():
+    """Fine-tuning (``new_classifier``) keeps a fresh classifier when the file's has
+    another number of rows (classes). A classifier over another feature width (another
+    number of columns) is a different model: an error naming the key and both shapes,
+    never a silent fresh start."""
+    torch.manual_seed(5)
+    model = build_model(load_config(None, NARROW))
+    key = model.classifier_key
+    state = dict(model.state_dict())
+    rows, columns = state[key].shape
+    state[key] = torch.randn(rows + 2, columns)  # 7 classes: tolerated
+    state[key.replace("weight", "bias")] = torch.randn(rows + 2)
+    report = load_state(model, state, new_classifier=True)
+    assert sorted(report.skipped) == sorted([key, key.replace("weight", "bias")])
+
+    state[key] = torch.randn(rows + 2, columns + 8)  # other features as well
+    with pytest.raises(CheckpointError, match=re.escape(key) + r".*\(7, " + str(columns + 8) + r"\) in the file"):
+        load_state(model, state, new_classifier=True)

@@ -129,3 +129,19 @@ def test_videos_are_found_whatever_the_case_of_their_extension(tmp_path):
     found = [(e.path, e.label) for e in read_manifest(str(tmp_path / "out" / "train.txt"))]
     assert found == [("a.AVI", 0), ("elsewhere/b.Avi", 1), ("c.Mp4", 1), ("elsewhere/d.MOV", 0)]
     assert (tmp_path / "out" / "missing.txt").read_text().splitlines()[1:] == []
+
+
+def test_a_video_that_failed_and_is_then_replaced_leaves_the_failures_file(source, tmp_path):
+    """A corrupt download is listed as failed; once a good copy replaces it, the rerun
+    extracts it and failures.txt no longer lists it (the manifest builders read it)."""
+    src, dst = tmp_path / "videos", tmp_path / "frames"
+    src.mkdir()
+    (src / "bar.mp4").write_bytes(b"not a video")
+    options = ex.ExtractOptions(short_side=0, fps=12)
+    first = ex.extract_all(str(src), str(dst), options=options, progress=False)
+    assert first.failed == 1 and set(idx.read_failures(str(dst))) == {"bar.mp4"}
+    shutil.copy(source / "bar.mp4", src / "bar.mp4")
+    again = ex.extract_all(str(src), str(dst), options=options, progress=False)
+    assert (again.done, again.failed) == (1, 0)
+    assert idx.read_failures(str(dst)) == {}
+    assert idx.read_index(str(dst))["bar"].num_frames == 12
