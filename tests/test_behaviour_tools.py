@@ -3,13 +3,19 @@
 * tools/extract_features.py: a rerun with any setting the features depend on changed
   (the crop size and short side of the views or windows, the normalisation) refuses
   the old outputs, naming the setting, instead of reusing features made otherwise.
+* Class names (tools/predict.py, visualize_attention.py): a classes.txt that lists
+  another number of classes than the model has is not used.
 """
 
+import logging
 import os
 
 import numpy as np
 import pytest
 
+from cgnl_video.config import load_config
+from cgnl_video.data import write_classes
+from cgnl_video.inference import class_names
 from test_data_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 from tools_fixtures import make_inputs, run_tool, save_tiny_checkpoint, write_tiny_config
 
@@ -49,3 +55,15 @@ def test_features_rerun_with_another_view_setting_are_refused_not_reused(tiny, t
     assert "other settings" in captured.err and named in captured.err and "frames_two.json" in captured.err
     assert "1 inputs: 0 extracted, 0 already complete, 1 failed" in captured.out
     assert np.array_equal(np.load(out / "frames_two.npy"), before)  # kept for the user to delete
+
+
+@pytest.mark.parametrize("listed", [["walk", "run"], ["walk", "run", "jump", "swim"]])
+def test_a_class_list_of_another_length_is_not_used_to_name_predictions(tiny, tmp_path, caplog, listed):
+    """A 3-class model with a classes.txt of 2 or 4 names: the names cannot say which
+    output is which, so predictions are named class_<i>, with a warning naming the file."""
+    lists = tmp_path / "lists"
+    write_classes(str(lists / "classes.txt"), listed)
+    cfg = load_config(tiny["cfg"], ["DATA.PATH_TO_DATA_DIR", str(lists)])
+    with caplog.at_level(logging.WARNING, logger="cgnl_video"):
+        assert class_names(cfg) == ["class_0", "class_1", "class_2"]
+    assert f"lists {len(listed)} classes, the model has 3" in caplog.text and str(lists) in caplog.text
