@@ -50,6 +50,12 @@ RULES: Dict[str, Tuple[str, str, str, Optional[str], List[str]]] = {
     'val crop smaller than the training crop': ('DATA.VAL_CROP_SIZE', '200', '224', None, []),
     'pool1 padding past half its kernel': ('RESNET.STEM_POOL_PADDING', '[0, 2, 1]', '[0, 1, 1]', None, []),
     'negative pool1 padding': ('RESNET.STEM_POOL_PADDING', '[0, -1, 0]', '[0, 0, 0]', None, []),
+    # 32 pixels (the network's spatial stride) is the smallest crop
+    'crop below the network stride': ('DATA.TRAIN_CROP_SIZE', '31', '32', None, []),
+    'momentum 1': ('SOLVER.MOMENTUM', '1.0', '0.99', None, []),
+    # 0 = no validation during training
+    'negative eval period': ('TRAIN.EVAL_PERIOD', '-1', '0', None, []),
+    'mean of four channels': ('DATA.MEAN', '[0.45, 0.45, 0.45, 0.45]', '[0.45, 0.45, 0.45]', None, []),
 }
 
 

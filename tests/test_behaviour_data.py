@@ -55,6 +55,21 @@ def test_portrait_crop_offsets_round_half_up(tmp_path):
     assert [round(row_range(view)[0]) for view in views] == [0, 3, 5]  # slack 5: 2.5 -> 3
 
 
+@pytest.mark.parametrize("height, width, resized", [(33, 50, (36, 55)), (50, 33, (55, 36))])
+def test_full_frame_views_round_the_long_side_to_the_nearest_pixel(tmp_path, height, width, resized):
+    """Short side 33 -> 36 (DATA.TEST_CROP_SIZE): the long side 50 becomes 50 * 36 / 33 =
+    54.55, so 55 pixels (not 54), landscape and portrait alike; the whole frame is kept."""
+    root = str(tmp_path)
+    write_frame_folder(os.path.join(root, "v"), 8, height=height, width=width)
+    lists = make_dataset(root, {"test": [ManifestEntry("v", 0, 8)]})
+    cfg = small_cfg(lists, root, **{"TEST.NUM_ENSEMBLE_VIEWS": 1, "TEST.NUM_SPATIAL_CROPS": 1,
+                                    "TEST.FULL_FRAME": True, "DATA.TEST_CROP_SIZE": 36})
+    views = build_dataset(cfg, "test")[0][0]
+    assert tuple(views.shape[-2:]) == resized
+    assert column_range(views[0]) == pytest.approx((0, width - 1), abs=1.0)
+    assert row_range(views[0]) == pytest.approx((0, height - 1), abs=1.0)
+
+
 # ----------------------------------------------------------------------------- manifest bounds
 
 

@@ -10,7 +10,8 @@
   clips each epoch trains on (read by a forward hook) against the dataset's items
   of that epoch; validation and checkpoints on the period and at the last epoch.
 * A run killed in epoch 2 (after the epoch-1 checkpoint) and resumed, with dropout
-  drawing from the global RNG, ends with the weights of an uninterrupted run.
+  drawing from the global RNG, ends with the weights of an uninterrupted run; in 2
+  gloo processes too (each rank restores its own RNG states).
 * Test-only mode scores the checkpoint it is given: its predictions are the
   checkpoint model's mean view probabilities (computed here) and not those of a
   freshly initialised model.
@@ -21,6 +22,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from typing import List
 
 import numpy as np
@@ -35,12 +37,13 @@ from cgnl_video.config import load_config
 from cgnl_video.data import ManifestEntry, build_dataset, build_loader, write_classes, write_manifest
 from cgnl_video.data.manifest import frame_file_name
 from cgnl_video.engine import checkpoint as cu
-from cgnl_video.engine.multiview import run_test
+from cgnl_video.engine.multiview import run_test, video_metrics
 from cgnl_video.engine.launch import run
+from cgnl_video.engine.optim import lr_at
 from cgnl_video.engine.trainer import fit
 from cgnl_video.models import C2DResNet, build_model
 from cgnl_video.utils.logging import read_json_stats
-from engine_helpers import one_thread, single_thread, tiny_data_root, tiny_opts  # noqa: F401 (fixtures)
+from engine_helpers import one_thread, run_distributed, single_thread, tiny_data_root, tiny_opts  # noqa: F401
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # torch on one thread in every test
@@ -163,6 +166,32 @@ def test_resume_with_dropout_restores_the_global_rng(data_root, tmp_path):
     straight, resumed = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def _run_rank(rank: int, opts: List[str]) -> None:
+    run(load_config(None, opts))
+
+
+def test_two_process_resume_restores_each_ranks_own_rng(data_root, tmp_path):
+    """2 gloo processes (seeded RNG_SEED + rank, so their dropout masks differ): the run
+    resumed from the epoch-1 checkpoint (copied into a fresh OUTPUT_DIR: what a run killed
+    in epoch 2 leaves) ends with the weights of the uninterrupted run only if every rank
+    gets its own RNG states back; DDP averages both ranks' gradients into the weights."""
+    opts = dict(SOLVER__MAX_EPOCH=2, MODEL__DROPOUT_RATE=0.5, DETERMINISTIC=True, TEST__ENABLE=False,
+                TRAIN__EVAL_PERIOD=0)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_distributed(_run_rank, 2, tiny_opts(data_root, str(straight), **opts))
+    first = cu.list_checkpoints(str(straight))[0]
+    states = cu.load_checkpoint(first)["rng_states"]
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
+    copy = resumed / os.path.relpath(first, straight)
+    copy.parent.mkdir(parents=True)
+    shutil.copy(first, copy)
+    run_distributed(_run_rank, 2, tiny_opts(data_root, str(resumed), **opts))
+    assert [r["epoch"] for r in read_json_stats(str(resumed / "json_stats.log"))] == [2]  # only epoch 2 trained
+    ours, theirs = _final_weights(straight), _final_weights(resumed)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 # ----------------------------------------------------------------------------- test-only mode
@@ -345,3 +374,40 @@ def test_run_leaves_package_logging_as_it_found_it(data_root, tmp_path):
     before = (list(logger.handlers), logger.propagate, logger.level)
     run(_cfg(data_root, tmp_path, SOLVER__MAX_EPOCH=1, TEST__ENABLE=False))
     assert (list(logger.handlers), logger.propagate, logger.level) == before
+
+
+# ----------------------------------------------------------------------------- mean-class accuracy
+
+
+def test_mean_class_accuracy_leaves_out_classes_without_a_scored_video():
+    """Four classes: "a" 2 of 3 right, "b" 1 of 1, "c" listed with no test video, "d"
+    whose only video could not be read. The mean is over the classes that have a scored
+    video, (200 / 3 + 100) / 2; counting "c" and "d" as 0 % would halve it."""
+    classes = ["a", "b", "c", "d"]
+    labels = [0, 0, 0, 1, 3]
+    scores = {0: torch.tensor([0.7, 0.1, 0.1, 0.1]), 1: torch.tensor([0.4, 0.3, 0.2, 0.1]),
+              2: torch.tensor([0.2, 0.5, 0.2, 0.1]), 3: torch.tensor([0.1, 0.6, 0.2, 0.1])}
+    metrics = video_metrics(scores, labels, classes, failed=[4])
+    assert metrics["per_class"]["c"] == {"correct": 0, "videos": 0, "top1": None}
+    assert metrics["per_class"]["d"] == {"correct": 0, "videos": 0, "top1": None}
+    assert metrics["top1_acc"] == pytest.approx(75.0)
+    assert metrics["mean_class_acc"] == pytest.approx((200 / 3 + 100) / 2)
+
+
+# ----------------------------------------------------------------------------- cosine schedule
+
+
+def test_cosine_schedule_ends_at_solver_cosine_end_lr():
+    """lr(e) = end + (base - end) (1 + cos(pi e / MAX_EPOCH)) / 2 with base 0.1 and
+    SOLVER.COSINE_END_LR 0.01: 0.1 at 0, 0.055 halfway, 0.01 at the end; the warmup
+    (2 of 20 epochs from 0.001) ends on that curve."""
+    cfg = load_config(None, ["SOLVER.LR_POLICY", "cosine", "SOLVER.BASE_LR", "0.1", "SOLVER.COSINE_END_LR",
+                             "0.01", "SOLVER.MAX_EPOCH", "20", "SOLVER.WARMUP_EPOCHS", "2.0",
+                             "SOLVER.WARMUP_START_LR", "0.001"])
+    on_curve = 0.01 + 0.09 * (1 + math.cos(math.pi * 2 / 20)) / 2
+    assert lr_at(cfg, 0.0) == pytest.approx(0.001)
+    assert lr_at(cfg, 1.0) == pytest.approx((0.001 + on_curve) / 2)
+    assert lr_at(cfg, 2.0) == pytest.approx(on_curve)
+    assert lr_at(cfg, 10.0) == pytest.approx(0.055)
+    assert lr_at(cfg, 15.0) == pytest.approx(0.01 + 0.09 * (1 + math.cos(math.pi * 0.75)) / 2)
+    assert lr_at(cfg, 20.0) == pytest.approx(0.01)

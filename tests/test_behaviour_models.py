@@ -9,6 +9,8 @@
   position), against an explicit exp / sum.
 * 2D -> 3D ImageNet inflation: on a clip of different frames, a temporal kernel of
   size t gives the mean of the 2D convolution over the t frames it covers.
+* Weights saved from a model wrapped twice (torch.compile and DataParallel, in either
+  order) load into a plain model.
 """
 
 import math
@@ -22,6 +24,7 @@ import torchvision
 
 from cgnl_video.config import load_config
 from cgnl_video.models import NonLocalBlock, build_model, load_pretrained
+from cgnl_video.models.state_dict import CheckpointError, load_state, read_state_dict
 
 # A narrow C2D R-50 (stage widths 16..128) with one block after res4 block 4 (64 channels).
 NARROW = ["RESNET.WIDTH_PER_GROUP", "4", "MODEL.NUM_CLASSES", "5", "NONLOCAL.LOCATION", "[[], [], [4], []]"]
@@ -238,3 +241,55 @@ def test_inflated_temporal_kernels_average_the_2d_kernel_over_different_frames(r
         expected = (padded[:, :, :-2] + padded[:, :, 1:-1] + padded[:, :, 2:]) / 3
         assert got.shape == expected.shape
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+
+
+# ----------------------------------------------------------------------------- wrapped checkpoints
+
+
+def _doubly_wrapped(model: torch.nn.Module, order: str) -> torch.nn.Module:
+    """The model as a compiled data-parallel run holds it (torch.compile of DataParallel,
+    keys ``_orig_mod.module.``) or the other way round (``module._orig_mod.``); DataParallel
+    stands in for DDP, which prefixes its keys the same way. Nothing is compiled: the
+    wrapper only names the keys."""
+    if order == "compiled DataParallel":
+        return torch.compile(torch.nn.DataParallel(model))
+    return torch.nn.DataParallel(torch.compile(model))
+
+
+@pytest.mark.parametrize("order", ["compiled DataParallel", "DataParallel of compiled"])
+def test_weights_saved_from_a_doubly_wrapped_model_load_into_a_plain_one(order, tmp_path):
+    """Both wrapper prefixes are removed, in either order, however they nest."""
+    torch.manual_seed(3)
+    source = build_model(load_config(None, NARROW))
+    saved = _doubly_wrapped(source, order).state_dict()
+    prefix = "_orig_mod.module." if order == "compiled DataParallel" else "module._orig_mod."
+    assert all(key.startswith(prefix) for key in saved)  # what such a run writes
+    path = tmp_path / "wrapped.pyth"
+    torch.save({"model": saved, "epoch": 1}, path)
+
+    read = read_state_dict(str(path))
+    assert sorted(read) == sorted(source.state_dict())
+    torch.manual_seed(4)
+    target = build_model(load_config(None, NARROW))
+    load_state(target, read, source=str(path))  # strict: every key of the model
+    assert all(torch.equal(value, source.state_dict()[key]) for key, value in target.state_dict().items())
+
+
+def test_a_new_classifier_is_tolerated_only_for_another_number_of_classes():
+    """Fine-tuning (``new_classifier``) keeps a fresh classifier when the file's has
+    another number of rows (classes). A classifier over another feature width (another
+    number of columns) is a different model: an error naming the key and both shapes,
+    never a silent fresh start."""
+    torch.manual_seed(5)
+    model = build_model(load_config(None, NARROW))
+    key = model.classifier_key
+    state = dict(model.state_dict())
+    rows, columns = state[key].shape
+    state[key] = torch.randn(rows + 2, columns)  # 7 classes: tolerated
+    state[key.replace("weight", "bias")] = torch.randn(rows + 2)
+    report = load_state(model, state, new_classifier=True)
+    assert sorted(report.skipped) == sorted([key, key.replace("weight", "bias")])
+
+    state[key] = torch.randn(rows + 2, columns + 8)  # other features as well
+    with pytest.raises(CheckpointError, match=re.escape(key) + r".*\(7, " + str(columns + 8) + r"\) in the file"):
+        load_state(model, state, new_classifier=True)

@@ -4,6 +4,10 @@ The source video shows a bright bar that moves 1 pixel per frame, so the bar's
 position in an extracted JPEG says which source frame it is. Output frame k sits at
 time k / fps and shows the source frame on screen then: source frame
 floor(k * rate / fps) (frames dropped to lower the rate, repeated to raise it).
+
+Also: a killed re-extraction's journal line wins over the older index line, and
+videos whose extension is in upper or mixed case (``.AVI``, ``.Avi``) are found by
+the manifest builders as they are by the walk.
 """
 
 import math
@@ -14,7 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cgnl_video.data.manifest import read_manifest
 from cgnl_video.prep import extract as ex
+from cgnl_video.prep import index as idx
+from cgnl_video.prep import tree
+from cgnl_video.prep.generic import build_generic
 from cgnl_video.prep.synthetic import encode_mp4
 
 SOURCE_FPS, SOURCE_FRAMES, BAR = 30, 30, 4  # the bar covers columns i .. i + 3 in frame i
@@ -78,3 +86,62 @@ def test_a_video_whose_frame_folder_was_deleted_is_extracted_again(source, tmp_p
     again = ex.extract_all(str(source), str(dst), options=options, progress=False)
     assert (again.done, again.skipped, again.failed) == (1, 0, 0)
     assert len(os.listdir(dst / "bar")) == 12
+
+
+def test_a_killed_re_extraction_s_journal_line_wins_over_the_older_index_line(source, tmp_path):
+    """Run 1 extracts the bar video at 12 fps (indexed: 12 frames). Its frame folder is
+    deleted and run 2 extracts it again at 45 fps, journals it, and is killed before it
+    folds the journal into the index (``extract_video`` then the journal line, as
+    ``extract_all`` does per video). The index still says 12 frames, the journal 45:
+    the journal is newer, and every reader must take it."""
+    dst = tmp_path / "frames"
+    first = ex.extract_all(str(source), str(dst), options=ex.ExtractOptions(short_side=0, fps=12), progress=False)
+    assert first.done == 1 and idx.read_index(str(dst))["bar"].num_frames == 12
+    shutil.rmtree(dst / "bar")
+    outcome = ex.extract_video(ex.Task(str(source), str(dst), "bar.mp4", ex.ExtractOptions(short_side=0, fps=45)))
+    idx.append_journal(str(dst), outcome.entry)  # ... and the run is killed here
+    assert len(os.listdir(dst / "bar")) == 45
+
+    assert idx.read_index(str(dst))["bar"].num_frames == 45
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text("bar.mp4 bar\n", encoding="utf-8")
+    build_generic(str(lists), str(dst), str(tmp_path / "manifests"), check_videos=False)
+    assert [(e.path, e.num_frames) for e in read_manifest(str(tmp_path / "manifests" / "train.txt"))] == [("bar", 45)]
+    rerun = ex.extract_all(str(source), str(dst), options=ex.ExtractOptions(short_side=0, fps=45), progress=False)
+    assert (rerun.done, rerun.skipped) == (0, 1)
+    with open(dst / idx.INDEX_NAME, encoding="utf-8") as handle:  # the journal folded in
+        assert handle.read().splitlines()[1].split("\t")[:2] == ["bar", "45"]
+
+
+def test_videos_are_found_whatever_the_case_of_their_extension(tmp_path):
+    """The walk lists ``.AVI``, ``.Avi`` and ``.Mp4`` files as videos, so the builders must
+    find them too: at the list's path and by name in another folder."""
+    root, lists = tmp_path / "root", tmp_path / "lists"
+    (root / "elsewhere").mkdir(parents=True)
+    lists.mkdir()
+    for path in ("a.AVI", "elsewhere/b.Avi", "c.Mp4", "elsewhere/d.MOV"):
+        (root / path).write_bytes(b"x")  # contents are not read with check_videos=False
+    catalog = tree.walk(str(root), set())
+    assert sorted(catalog.paths) == ["a", "b", "c", "d"]
+    (lists / "train.txt").write_text("a.avi jump\nb.avi run\nc.mp4 run\nd.mov jump\n", encoding="utf-8")
+    build_generic(str(lists), str(root), str(tmp_path / "out"), check_videos=False)
+    found = [(e.path, e.label) for e in read_manifest(str(tmp_path / "out" / "train.txt"))]
+    assert found == [("a.AVI", 0), ("elsewhere/b.Avi", 1), ("c.Mp4", 1), ("elsewhere/d.MOV", 0)]
+    assert (tmp_path / "out" / "missing.txt").read_text().splitlines()[1:] == []
+
+
+def test_a_video_that_failed_and_is_then_replaced_leaves_the_failures_file(source, tmp_path):
+    """A corrupt download is listed as failed; once a good copy replaces it, the rerun
+    extracts it and failures.txt no longer lists it (the manifest builders read it)."""
+    src, dst = tmp_path / "videos", tmp_path / "frames"
+    src.mkdir()
+    (src / "bar.mp4").write_bytes(b"not a video")
+    options = ex.ExtractOptions(short_side=0, fps=12)
+    first = ex.extract_all(str(src), str(dst), options=options, progress=False)
+    assert first.failed == 1 and set(idx.read_failures(str(dst))) == {"bar.mp4"}
+    shutil.copy(source / "bar.mp4", src / "bar.mp4")
+    again = ex.extract_all(str(src), str(dst), options=options, progress=False)
+    assert (again.done, again.failed) == (1, 0)
+    assert idx.read_failures(str(dst)) == {}
+    assert idx.read_index(str(dst))["bar"].num_frames == 12

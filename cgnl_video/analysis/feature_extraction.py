@@ -180,7 +180,7 @@ def extraction_settings(cfg: CfgNode, checkpoint: str, layer: Optional[str], str
     """What the features depend on beyond the input (recorded with each output)."""
     d, t = cfg.DATA, cfg.TEST
     settings = {"checkpoint": os.path.abspath(checkpoint), "layer": layer or HEAD_INPUT, "precision": precision,
-                "num_frames": d.NUM_FRAMES, "sampling_rate": d.SAMPLING_RATE}
+                "num_frames": d.NUM_FRAMES, "sampling_rate": d.SAMPLING_RATE, "mean": list(d.MEAN), "std": list(d.STD)}
     if stride is None:
         settings.update(mode="video", views=[t.NUM_ENSEMBLE_VIEWS, t.NUM_SPATIAL_CROPS],
                         crop_size=d.TEST_CROP_SIZE, full_frame=t.FULL_FRAME)

@@ -126,7 +126,7 @@ class ClipFinder:
                     f"{named[agreeing[1]]}; remove one, or give --root the folder that holds the right one"
                 )
             if agreeing:
-                return _found_or_reasons(self._at(agreeing[0])) or "not found"
+                return _found_or_reasons(self._at(agreeing[0], named[agreeing[0]])) or "not found"
             elsewhere += named.values()
         if elsewhere:
             return f"not found; {elsewhere[0]} has its name but lies in other folders than the list says"
@@ -144,10 +144,11 @@ class ClipFinder:
                 return named
         return {}
 
-    def _at(self, stem: str) -> List[Union[Found, str]]:
+    def _at(self, stem: str, seen: str = "") -> List[Union[Found, str]]:
         """[Found] for a usable frame folder or video at ``stem``, [reasons] for an
-        unusable one or a failed extraction, [] if nothing is there."""
-        found = self._check(stem)
+        unusable one or a failed extraction, [] if nothing is there. ``seen``: the
+        catalog's path of the clip (a video's extension in any case, e.g. ``.Avi``)."""
+        found = self._check(stem, seen)
         if isinstance(found, Found):
             return [found]
         reasons = [found] if found else []
@@ -155,19 +156,21 @@ class ClipFinder:
             reasons.append(f"frame extraction failed: {self.extract_failures[stem]}")
         return reasons
 
-    def _check(self, stem: str) -> Union[Found, str]:
-        """Found for a usable frame folder or video at ``stem``; a reason, or "" if absent."""
+    def _check(self, stem: str, seen: str = "") -> Union[Found, str]:
+        """Found for a usable frame folder or video at ``stem`` (or ``seen``, see ``_at``);
+        a reason, or "" if absent."""
         folder = os.path.join(self.root, stem)
         if os.path.isdir(folder):
             if self.index is not None and stem in self.index:
                 return Found(stem, self.index[stem].num_frames)
             count = count_frames(folder)
             return Found(stem, count) if count else f"empty frame folder {stem}"
-        for ext in VIDEO_EXTENSIONS + tuple(e.upper() for e in VIDEO_EXTENSIONS):
-            if os.path.isfile(folder + ext):
-                if os.path.getsize(folder + ext) == 0:
-                    return f"empty file {stem + ext} (0 bytes)"
-                return Found(stem + ext)
+        names = [stem + ext for ext in VIDEO_EXTENSIONS + tuple(e.upper() for e in VIDEO_EXTENSIONS)]
+        for name in names + ([seen] if seen != stem and tree.clip_stem(seen) == stem else []):
+            if os.path.isfile(os.path.join(self.root, name)):
+                if os.path.getsize(os.path.join(self.root, name)) == 0:
+                    return f"empty file {name} (0 bytes)"
+                return Found(name)
         return ""
 
 
