@@ -116,7 +116,8 @@ REPLACED: Dict[str, Tuple[str, str]] = {
 
 #: command pattern -> (arguments appended, why)
 APPENDED: Dict[str, Tuple[str, str]] = {
-    r"^python tools/run_net\.py --cfg configs/(minikinetics|ucf101)/": (
+    # (not a fine-tune from an official checkpoint: EXCEPTIONS)
+    r"^python tools/run_net\.py --cfg configs/(minikinetics|ucf101)/(?!.*_IN_pretrain_400k\.pkl)": (
         TINY_RUN, "a narrow network (width 4) on 8 x 32 x 32 clips, 1 epoch, 2 test views, on the stand-in data; "
                   "no ImageNet weights (they fit the full-width network only; configs/README.md's weights "
                   "commands run); a fine-tune starts from the untrained narrow network of its Mini-Kinetics "
