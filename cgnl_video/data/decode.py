@@ -26,7 +26,7 @@ naming the key (``cgnl_video.utils.torchcodec_support``), never a silent fallbac
 import logging
 import os
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,17 +34,16 @@ from PIL import Image
 
 from cgnl_video.config.choices import DECODING_BACKENDS
 from cgnl_video.data.manifest import frame_file_name
-from cgnl_video.utils.decord_support import load_decord
-from cgnl_video.utils.torchcodec_support import check_decoding_backend, load_torchcodec
+from cgnl_video.data.readers import DecodeError, first_decoder
+from cgnl_video.data.readers.decord_reader import DecordVideo
+from cgnl_video.data.readers.pyav_reader import SequentialDecoder
+from cgnl_video.data.readers.torchcodec_reader import TorchCodecVideo
+from cgnl_video.utils.torchcodec_support import check_decoding_backend
 
 logger = logging.getLogger(__name__)
 
 JPEG_DECODERS = ("auto", "torchvision", "pil")
 VIDEO_BACKENDS = DECODING_BACKENDS  # DATA.DECODING_BACKEND
-
-
-class DecodeError(RuntimeError):
-    """A frame or video that cannot be read; the message names the path."""
 
 
 def check_choice(value: str, choices: Sequence[str], key: str) -> None:
@@ -179,84 +178,29 @@ class FrameFolderReader(FrameReader):
 
 
 class PyAVReader(FrameReader):
-    """Sequential single-threaded PyAV decoding up to the last frame needed.
-
-    The decoder stays open between reads and goes on from where it stopped, so a
-    long video read in order (sliding windows: predict --timeline, extract_features
-    --window-stride) is decoded once, not from frame 0 for every window. A read
-    told by ``keep_from`` where the following read starts keeps the decoded frames
-    from there on (not yet converted to RGB), so the two may overlap; a read that
-    needs a frame before the decoder's position and not kept starts again from
-    frame 0. Frames are counted in decoding order (no timestamp arithmetic, so
-    variable frame rates read exactly).
-
-    The frame count is the stream's ``frames`` field, or when the container does not
-    store it (e.g. Matroska) the number of demuxed video packets.
-    """
+    """Sequential single-threaded PyAV decoding up to the last frame needed, which keeps
+    its place between reads and honours ``keep_from`` (``readers.pyav_reader.SequentialDecoder``)."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        import av
-
-        self._av = av
-        self._container: Optional[Any] = None
-        self._frames: Optional[Iterator[Any]] = None
-        self._next = 0  # position of the frame that self._frames yields next
-        self._kept: Dict[int, Any] = {}  # position -> av.VideoFrame, for the next read
-        self._keep_from: Optional[int] = None
-        try:
-            with av.open(path) as container:
-                stream = container.streams.video[0]
-                count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-        except (av.error.FFmpegError, OSError, IndexError, ValueError) as error:
-            raise DecodeError(f"cannot open video {path} with PyAV: {error}") from error
-        if count <= 0:
-            raise DecodeError(f"video {path} has no frames")
-        self.num_frames = count
+        self._decoder = SequentialDecoder(path)
+        self.num_frames = self._decoder.num_frames
 
     def keep_from(self, position: Optional[int]) -> None:
-        self._keep_from = position
-
-    def _restart(self) -> None:
-        self.close()
-        self._container = self._av.open(self.path)
-        stream = self._container.streams.video[0]
-        stream.thread_count = 1  # one decoding thread per worker process, as with decord
-        self._frames = iter(self._container.decode(stream))
+        self._decoder.keep_from(position)
 
     def read(self, indices: Sequence[int]) -> torch.Tensor:
         unique = _distinct_sorted(indices, self.num_frames, self.path)
-        wanted, last = set(unique), unique[-1]
-        keep_from, self._keep_from = self._keep_from, None  # a hint for this read only
+        self._decoder.num_frames = self.num_frames  # the count the clip was sampled with, for the message
+        before = self._decoder.frames_decoded
         try:
-            if self._frames is None or any(i < self._next and i not in self._kept for i in unique):
-                self._restart()
-            images = {i: self._kept[i].to_ndarray(format="rgb24") for i in unique if i in self._kept}
-            kept = {p: f for p, f in self._kept.items() if keep_from is not None and p >= keep_from}
-            while self._next <= last:
-                frame = next(self._frames, None)  # type: ignore[arg-type]
-                if frame is None:
-                    break
-                position, self._next = self._next, self._next + 1
-                self.frames_decoded += 1
-                if keep_from is not None and position >= keep_from:
-                    kept[position] = frame
-                if position in wanted:
-                    images[position] = frame.to_ndarray(format="rgb24")
-        except (self._av.error.FFmpegError, OSError, ValueError) as error:
-            self.close()
-            raise DecodeError(f"cannot decode video {self.path} with PyAV: {error}") from error
-        missing = [i for i in unique if i not in images]
-        if missing:
-            self.close()
-            raise DecodeError(f"video {self.path} ends before frame {missing[0]} (expected {self.num_frames} frames)")
-        self._kept = kept
-        return _in_request_order(torch.from_numpy(np.stack([images[i] for i in unique])), unique, indices)
+            frames = self._decoder.read_sorted(unique)
+        finally:
+            self.frames_decoded += self._decoder.frames_decoded - before
+        return _in_request_order(torch.from_numpy(frames), unique, indices)
 
     def close(self) -> None:
-        if self._container is not None:
-            self._container.close()
-        self._container, self._frames, self._next, self._kept = None, None, 0, {}
+        self._decoder.close()
 
 
 class DecordReader(FrameReader):
@@ -265,12 +209,11 @@ class DecordReader(FrameReader):
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        decord = load_decord()
-        if decord is None:
-            raise ImportError("decord is not installed")
         try:
-            self._reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-            self.num_frames = len(self._reader)
+            self._video: Optional[DecordVideo] = DecordVideo(path)
+            self.num_frames = self._video.num_frames
+        except ImportError:  # decord is not installed
+            raise
         except Exception as error:  # decord raises DECORDError and plain RuntimeErrors
             raise DecodeError(f"cannot open video {path} with decord: {error}") from error
         if self.num_frames <= 0:
@@ -279,14 +222,14 @@ class DecordReader(FrameReader):
     def read(self, indices: Sequence[int]) -> torch.Tensor:
         unique = _distinct_sorted(indices, self.num_frames, self.path)
         try:
-            frames = self._reader.get_batch(unique).asnumpy()
+            frames = self._video.frames(unique)  # type: ignore[union-attr]
         except Exception as error:  # decord raises DECORDError and plain RuntimeErrors
             raise DecodeError(f"cannot decode video {self.path} with decord: {error}") from error
         self.frames_decoded += len(unique)
         return _in_request_order(torch.from_numpy(frames), unique, indices)
 
     def close(self) -> None:
-        self._reader = None
+        self._video = None
 
 
 class TorchCodecReader(FrameReader):
@@ -301,13 +244,12 @@ class TorchCodecReader(FrameReader):
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        torchcodec = load_torchcodec()
         try:
-            self._decoder = torchcodec.decoders.VideoDecoder(
-                path, dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact", device="cpu"
-            )
-            self.num_frames = int(self._decoder.metadata.num_frames_from_content or 0)
-            header = int(self._decoder.metadata.num_frames_from_header or 0)
+            self._video: Optional[TorchCodecVideo] = TorchCodecVideo(path)
+            self.num_frames = self._video.frames_in_file
+            header = self._video.frames_in_header
+        except ImportError:  # TorchCodecUnavailable: torchcodec or FFmpeg is missing
+            raise
         except Exception as error:  # torchcodec raises RuntimeError and ValueError from FFmpeg
             raise DecodeError(f"cannot open video {path} with torchcodec: {error}") from error
         if self.num_frames <= 0:
@@ -319,14 +261,14 @@ class TorchCodecReader(FrameReader):
     def read(self, indices: Sequence[int]) -> torch.Tensor:
         unique = _distinct_sorted(indices, self.num_frames, self.path)
         try:
-            frames = self._decoder.get_frames_at(unique).data
+            frames = self._video.frames(unique)  # type: ignore[union-attr]
         except Exception as error:  # torchcodec raises RuntimeError and IndexError from FFmpeg
             raise DecodeError(f"cannot decode video {self.path} with torchcodec: {error}") from error
         self.frames_decoded += len(unique)
         return _in_request_order(frames, unique, indices)
 
     def close(self) -> None:
-        self._decoder = None
+        self._video = None
 
 
 _FIRST_CHOICE = {"decord": DecordReader, "torchcodec": TorchCodecReader}  # each falls back to PyAV
@@ -345,7 +287,7 @@ class VideoFileReader(FrameReader):
         if not os.path.isfile(path):
             raise DecodeError(f"video not found: {path}")
         self._reader: FrameReader
-        if backend == "torchcodec" or (backend == "decord" and load_decord() is not None):
+        if first_decoder(backend) != "pyav":
             try:
                 self._reader = _FIRST_CHOICE[backend](path)
             except DecodeError as error:

@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image
 
 from cgnl_video.data.manifest import frame_file_name
+from cgnl_video.data.readers import first_decoder
+from cgnl_video.data.readers.decord_reader import quiet_decord
 from cgnl_video.prep import index as idx
 from cgnl_video.prep.video_io import (
     VideoError,
@@ -40,7 +42,6 @@ from cgnl_video.prep.video_io import (
     resampled_indices,
 )
 from cgnl_video.prep.workers import WorkerCrash, parallel_map
-from cgnl_video.utils.decord_support import load_decord
 from cgnl_video.utils.io import read_lines
 from cgnl_video.utils.torchcodec_support import load_torchcodec
 
@@ -188,7 +189,7 @@ def extract_video(task: Task) -> Outcome:
 
 def default_decoder() -> str:
     """decord where it imports, else PyAV (said once by ``load_decord``)."""
-    return "decord" if load_decord() is not None else "pyav"
+    return first_decoder("decord")
 
 
 def expected_frames(num_frames: int, src_fps: float, dst_fps: Optional[float]) -> int:
@@ -229,9 +230,8 @@ def _write_frames(chunks: Iterable[np.ndarray], folder: str, quality: int) -> in
 
 
 def _extract_in_worker(task: Task) -> Outcome:
-    decord = load_decord() if task.decoder == "decord" else None
-    if decord is not None:  # keep decoder messages off the terminal (the reasons go to the failures file)
-        decord.logging.set_level(decord.logging.QUIET)
+    if task.decoder == "decord":  # keep decoder messages off the terminal (the reasons go to the failures file)
+        quiet_decord()
     if task.decoder == "torchcodec":
         import torch
 

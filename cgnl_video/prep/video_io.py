@@ -1,5 +1,6 @@
 """Video decoding for frame extraction: decord (or torchcodec, when asked) first, PyAV
-when that cannot read (or decord is not installed: ``cgnl_video.utils.decord_support``).
+when that cannot read (or decord is not installed), over the reading layer
+``cgnl_video.data.readers`` that training uses too.
 
 Frames come out as RGB ``uint8`` arrays of shape ``(H, W, 3)``, already resized
 to the requested short side, in chunks so that a long video never sits in
@@ -17,13 +18,13 @@ video of ``N`` frames gives ``ceil(N * fps / rate)``.
 import itertools
 import math
 import re
-from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from cgnl_video.utils.decord_support import load_decord
-from cgnl_video.utils.torchcodec_support import load_torchcodec
+from cgnl_video.data.readers.decord_reader import DecordVideo
+from cgnl_video.data.readers.pyav_reader import VideoInfo, frames_until_error, stream_info, to_rgb
+from cgnl_video.data.readers.torchcodec_reader import TorchCodecVideo
 
 CHUNK_FRAMES = 32  # frames decoded per batch: bounds memory for long videos
 
@@ -32,37 +33,16 @@ class VideoError(Exception):
     """A video that cannot be extracted; the message is the reason written to the failures file."""
 
 
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the container says about the first video stream (``num_frames`` 0 = unknown)."""
-
-    width: int
-    height: int
-    fps: float
-    num_frames: int
-
-
 def probe(path: str) -> VideoInfo:
     """Read the header of ``path`` with PyAV (no decoding); VideoError when it is no video."""
-    import av
-
     try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoError("no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            return VideoInfo(
-                width=int(stream.codec_context.width or 0),
-                height=int(stream.codec_context.height or 0),
-                fps=float(rate) if rate else 0.0,
-                num_frames=int(stream.frames or 0),
-            )
-    except VideoError:
-        raise
+        info = stream_info(path)
     except Exception as error:  # PyAV raises many FFmpeg error types
         # FFmpeg errors carry the file name too; strerror is the reason alone.
         raise VideoError(f"unreadable: {getattr(error, 'strerror', None) or describe_error(error)}") from error
+    if info is None:
+        raise VideoError("no video stream")
+    return info
 
 
 def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
@@ -100,13 +80,9 @@ def frames_with_decord(
 ) -> Iterator[np.ndarray]:
     """Yield chunks ``(n, H, W, 3)`` decoded by decord (resizing inside the decoder);
     ImportError when decord is not installed."""
-    decord = load_decord()
-    if decord is None:
-        raise ImportError("decord is not installed")
-    reader = decord.VideoReader(path, width=size[0], height=size[1], num_threads=1)
-    if len(reader) > 0:
-        rate = src_fps or reader.get_avg_fps()
-        yield from _in_chunks(lambda wanted: reader.get_batch(wanted).asnumpy(), len(reader), rate, dst_fps)
+    video = DecordVideo(path, size)
+    if video.num_frames > 0:
+        yield from _in_chunks(video.frames, video.num_frames, src_fps or video.fps, dst_fps)
 
 
 def frames_with_torchcodec(
@@ -114,14 +90,9 @@ def frames_with_torchcodec(
 ) -> Iterator[np.ndarray]:
     """Yield chunks ``(n, H, W, 3)`` decoded by torchcodec (one FFmpeg thread, bilinear
     resizing inside the decoder); TorchCodecUnavailable when torchcodec or FFmpeg is missing."""
-    torchcodec = load_torchcodec()
-    resize = torchcodec.transforms.Resize((size[1], size[0]))  # the same size: frames unchanged
-    decoder = torchcodec.decoders.VideoDecoder(
-        path, dimension_order="NHWC", num_ffmpeg_threads=1, device="cpu", transforms=[resize]
-    )
-    rate = src_fps or float(decoder.metadata.average_fps or 0.0)
-    total = int(decoder.metadata.num_frames or 0)
-    yield from _in_chunks(lambda wanted: decoder.get_frames_at(wanted).data.numpy(), total, rate, dst_fps)
+    video = TorchCodecVideo(path, size)  # the same size: frames unchanged
+    yield from _in_chunks(lambda wanted: video.frames(wanted).numpy(), video.num_frames,
+                          src_fps or video.fps, dst_fps)
 
 
 def frames_with_pyav(
@@ -132,35 +103,21 @@ def frames_with_pyav(
     Decoding stops quietly at the first error (a truncated or corrupt file): the
     frames before it are kept and the caller compares the count with the header.
     """
-    import av
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_count = 1
-        wanted = resampled_indices(src_fps, dst_fps)
-        next_index = next(wanted)
-        chunk: List[np.ndarray] = []
-        frames = container.decode(stream)
-        for index in itertools.count():
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except Exception:  # noqa: BLE001 - truncated data ends the video here
-                break
-            if next_index != index:
-                continue
-            array = frame.to_ndarray(
-                width=size[0], height=size[1], format="rgb24", interpolation="BICUBIC"
-            )
-            while next_index == index:
-                chunk.append(array)
-                next_index = next(wanted)
-            if len(chunk) >= CHUNK_FRAMES:
-                yield np.stack(chunk)
-                chunk = []
-        if chunk:
+    wanted = resampled_indices(src_fps, dst_fps)
+    next_index = next(wanted)
+    chunk: List[np.ndarray] = []
+    for index, frame in enumerate(frames_until_error(path)):
+        if next_index != index:
+            continue
+        array = to_rgb(frame, size)
+        while next_index == index:
+            chunk.append(array)
+            next_index = next(wanted)
+        if len(chunk) >= CHUNK_FRAMES:
             yield np.stack(chunk)
+            chunk = []
+    if chunk:
+        yield np.stack(chunk)
 
 
 def describe_error(error: BaseException) -> str:
