@@ -13,6 +13,7 @@ from cgnl_video.config.backbones import is_weights_name
 from cgnl_video.data.loader import per_process_batch_size
 from cgnl_video.data.manifest import read_classes
 from cgnl_video.engine.checkpoint import checkpoint_dir, list_checkpoints
+from cgnl_video.utils.remote import is_url, local_path
 
 
 class DataMissingError(FileNotFoundError):
@@ -122,7 +123,12 @@ def check_files(cfg: CfgNode) -> None:
     if cfg.TEST.ENABLE:
         files.append(("TEST.CHECKPOINT_FILE_PATH", cfg.TEST.CHECKPOINT_FILE_PATH, "the checkpoint to test"))
     for key, path, what in files:
-        if path and not os.path.isfile(path):
+        if path and is_url(path):  # downloaded into iopath's cache now, so a bad URL stops the run here
+            try:
+                local_path(path)
+            except FileNotFoundError as exc:
+                raise ConfigError(f"{key}: {exc} (expected {what})") from None
+        elif path and not os.path.isfile(path):
             raise ConfigError(f"{key}: file not found: {path} (expected {what})")
     if cfg.TEST.ENABLE and not cfg.TRAIN.ENABLE and not cfg.TEST.CHECKPOINT_FILE_PATH \
             and not list_checkpoints(cfg.OUTPUT_DIR):

@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from cgnl_video.utils.remote import local_path
+
 StateDict = Mapping[str, torch.Tensor]
 WRAPPERS = ("model", "model_state", "state_dict")
 PREFIXES = ("module.", "_orig_mod.")
@@ -58,7 +60,8 @@ class LoadReport:
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
-    """The object saved in ``path``, read onto the CPU with torch's weights-only unpickler;
+    """The object saved in ``path`` (a file, or an http(s) URL downloaded once into iopath's
+    cache: ``utils.remote``), read onto the CPU with torch's weights-only unpickler;
     a Caffe2 pickle (``models.caffe2``) as ``{"model": its state dict}``.
 
     Raises CheckpointError naming the file and the Caffe2 blobs it cannot map, or what
@@ -66,6 +69,7 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     """
     from cgnl_video.models import caffe2  # it builds on this module
 
+    path = local_path(path)  # an http(s) URL: its cached download
     try:
         if not zipfile.is_zipfile(path):  # torch.save writes zip files; this may be a plain pickle
             first = _first_pickled(path)

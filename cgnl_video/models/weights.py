@@ -25,6 +25,7 @@ from torch import nn
 from cgnl_video.config.backbones import STAGE_NAMES, is_weights_name
 from cgnl_video.models.c2d import C2DResNet
 from cgnl_video.models.state_dict import LoadReport, StateDict, read_state_dict
+from cgnl_video.utils.remote import is_url
 
 _BRANCH2 = {"conv1": "conv_a", "conv2": "conv_b", "conv3": "conv_c", "bn1": "norm_a", "bn2": "norm_b", "bn3": "norm_c"}
 _LAYER_KEY = re.compile(r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$")
@@ -76,10 +77,10 @@ def torchvision_state_dict(name: str, depth: int) -> Dict[str, torch.Tensor]:
 
 def imagenet_state_dict(source: str, depth: int) -> Dict[str, torch.Tensor]:
     """The ResNet-``depth`` state dict RESNET.IMAGENET_WEIGHTS ``source`` names: torchvision
-    weights by name (``is_weights_name``), else a local file of any layout."""
+    weights by name (``is_weights_name``), else a file of any layout (local, or an http(s) URL)."""
     if is_weights_name(source):
         return torchvision_state_dict(source, depth)
-    if not os.path.isfile(source):
+    if not is_url(source) and not os.path.isfile(source):
         raise FileNotFoundError(f"RESNET.IMAGENET_WEIGHTS: file not found: {source} (a torchvision "
                                 "weights name such as IMAGENET1K_V1 needs no file; see configs/README.md)")
     return read_state_dict(source)
