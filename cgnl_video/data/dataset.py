@@ -59,6 +59,18 @@ def classes_path(cfg: CfgNode) -> str:
 class VideoDataset(Dataset):
     """``entries`` read from ``root`` and mapped through ``policy``.
 
+    Args:
+        entries: the videos (``ManifestEntry``: path, label, frame count of a frame folder).
+        classes: class names; a label is a position in it.
+        policy: what an item is (``RandomClip``, ``CentreClip``, ``MultiView``).
+        root: the folder ``entries``' relative paths are under (DATA.PATH_PREFIX).
+        video_backend, jpeg_decoder, decode_on: DATA.DECODING_BACKEND,
+            DATA.JPEG_DECODER and DATA.DECODE_ON.
+        seed: seeds every item's generator, with the epoch and the index.
+        max_failures: unreadable samples in a row that stop training
+            (DATA.MAX_CONSECUTIVE_FAILURES).
+        source: where the entries came from, for messages (the manifest's path).
+
     Attributes: ``entries`` (indices and ``video_index`` refer to them), ``classes``
     (label = position), ``policy``, ``seed``; ``source`` names where the entries came
     from in messages (the manifest's path).
