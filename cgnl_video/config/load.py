@@ -24,7 +24,7 @@ def _unknown_key_error(exc: Exception, source: str) -> ConfigError:
 
 
 def load_config(cfg_file: Optional[str] = None, opts: Sequence[str] = (), check: bool = True) -> CfgNode:
-    """The config of ``cfg_file`` with the ``opts`` overrides, checked.
+    """The config of ``cfg_file`` with the ``opts`` overrides (validated with ``check``).
 
     First the modules IMPORTS names (in ``opts``, else in ``cfg_file`` and its
     ``_BASE_`` files; see ``config/imports.py``), which may register blocks and
