@@ -309,9 +309,19 @@ def prepare_export(cfg: CfgNode, checkpoint: Optional[str], fmt: str, frames: Op
     ``frames`` x ``size`` x ``size`` (``clip_shape``); with ``verify`` the clips to compare
     on, the real one from ``video`` (``verification_video``).
 
-    Checks the inputs before any export, raising MissingExtraError (ONNX without the
-    extra), FileNotFoundError / CheckpointError (the checkpoint), ValueError (the
-    format, a clip size the model cannot take) or InputError (the video).
+    Args:
+        cfg, checkpoint: the model (``inference.load_model``; None: untrained weights).
+        fmt: "onnx", "export" (torch.export) or "torchscript".
+        frames, size: the clip's T and S (default DATA.NUM_FRAMES, DATA.TEST_CROP_SIZE).
+        logits: output the per-window logits instead of the averaged probabilities.
+        verify, video: prepare the verification clips; ``video`` defaults to the first
+            video of the config's test manifest.
+    Returns:
+        The ``ExportJob``; ``job.write(out)`` exports (and verifies) the file.
+    Raises:
+        MissingExtraError (ONNX without the extra), FileNotFoundError / CheckpointError
+        (the checkpoint), ValueError (the format, a clip size the model cannot take) or
+        InputError (the video), all before any export.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {list(FORMATS)}, got {fmt!r}")

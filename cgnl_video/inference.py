@@ -61,8 +61,16 @@ def inference_config(cfg: CfgNode, **data: object) -> CfgNode:
 
 def load_model(cfg: CfgNode, checkpoint: Optional[str] = None,
                device: torch.device = torch.device("cpu")) -> nn.Module:
-    """The model of ``cfg`` in eval mode on ``device``, with the weights of
-    ``checkpoint`` (any layout ``models.state_dict`` reads; strict) when given."""
+    """The model of ``cfg`` in eval mode on ``device``, with the weights of ``checkpoint``.
+
+    Args:
+        cfg: the model's config (``load_config``); SyncBatchNorm becomes plain BatchNorm.
+        checkpoint: a file in any layout ``models.state_dict`` reads, loaded strictly;
+            None keeps the fresh initialisation.
+        device: where the model goes.
+    Returns:
+        The model in eval mode: clips (B, 3, T, S, S) give class probabilities (B, classes).
+    """
     model = build_model(inference_config(cfg))
     if checkpoint:
         cu.load_model_weights(model, checkpoint)

@@ -238,8 +238,8 @@ def test_cuda_rules_change_what_cpu_autocast_computes():
     assert dtypes() == cpu
 
 
-#: (kernel, norm, autocast dtype) -> dtypes of (W_z's input, W_z's output, the norm's output), module docstring
-#: of cgnl.py: Eq. 12, W_z and the norm in float32 for fp16 and for RBF; bf16 for dot and embedded Gaussian,
+#: (kernel, norm, autocast dtype) -> dtypes of (W_z's input, W_z's output, the norm's output), docs/MODELS.md
+#: "Mixed precision": Eq. 12, W_z and the norm in float32 for fp16 and for RBF; bf16 for dot and embedded Gaussian,
 #: except GroupNorm, which runs in float32 under autocast (``apply_norm``).
 def _policy(kernel: str, norm: str, dtype: torch.dtype) -> Tuple[torch.dtype, ...]:
     if dtype == torch.float16 or kernel == "rbf":
@@ -265,7 +265,7 @@ def _dtypes_and_results(block: torch.nn.Module, x: torch.Tensor, dtype: torch.dt
 @pytest.mark.parametrize("kernel", ["dot", "embedded_gaussian", "rbf"])
 @pytest.mark.parametrize("norm", ["bn", "gn"])
 def test_cgnl_block_computes_the_same_under_cpu_and_cuda_autocast_rules(kernel, norm):
-    """Each part runs in the dtype the module docstring gives, under either device's
+    """Each part runs in the dtype docs/MODELS.md ("Mixed precision") gives, under either device's
     autocast rules, and the results are bitwise the same (fused and unfused, fp16 and
     bf16). Before the dtypes were explicit, CUDA's float32 ``sum`` made y, W_z and the
     norm float32 for bf16 dot / embedded Gaussian on a GPU only."""

@@ -4,6 +4,18 @@
     python tools/analyze_test.py OUTPUT_DIR --out DIR [--compare OTHER_OUTPUT_DIR] \\
         [--classes classes.txt] [--top-classes 30] [--pairs 10]
 
+Inputs, outputs and exit status: HELP_DETAILS below (the rest of --help).
+"""
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from cgnl_video.utils.cli import docstring_parser, help_text
+
+#: The end of --help, after the synopsis of the module docstring: what the tool reads
+#: and writes, and its exit status.
+HELP_DETAILS = """\
 Reads OUTPUT_DIR/test_predictions.jsonl (the top-5 labels of every scored
 video, written by run_net.py's test) and the class list (DATA.PATH_TO_DATA_DIR/
 classes.txt of OUTPUT_DIR/config.yaml, or --classes). Prints top-1, top-5,
@@ -24,15 +36,9 @@ points, largest gain first), per_class_gain.png, and the videos right in one
 run only. Accuracies are over the scored videos, as in test_metrics.json.
 """
 
-import argparse
-import sys
-from typing import Optional, Sequence
-
-from cgnl_video.utils.cli import docstring_parser
-
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = docstring_parser(__doc__)
+    parser = docstring_parser(help_text(__doc__, HELP_DETAILS))
     parser.add_argument("run", metavar="OUTPUT_DIR", help="run folder with test_predictions.jsonl")
     parser.add_argument("--out", required=True, help="folder for the figures and tables")
     parser.add_argument("--compare", metavar="OTHER_OUTPUT_DIR", help="a second run with the same classes")

@@ -6,6 +6,20 @@ fixed size and any batch size.
         --out FILE [--logits] [--frames T] [--size S] \\
         [--verify [--verify-video VIDEO_OR_FRAME_FOLDER] [--tolerance 1e-4]] [--opt KEY VALUE ...]
 
+Inputs, outputs and exit status: HELP_DETAILS below (the rest of --help).
+"""
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from cgnl_video.utils.cli import add_opt_argument, help_text, load_tool_config, tool_parser
+
+FORMATS = ("onnx", "export", "torchscript")  # cgnl_video.export.FORMATS, kept here so that --help does not import torch
+
+#: The end of --help, after the synopsis of the module docstring: what the tool reads
+#: and writes, and its exit status.
+HELP_DETAILS = """\
 The file takes normalised clips `clip` (batch, 3, T, S, S) (T = --frames, default
 DATA.NUM_FRAMES; S = --size, default DATA.TEST_CROP_SIZE; only the batch axis is
 dynamic) and gives `probs` (batch, classes), the eval-mode model's output, which
@@ -30,17 +44,9 @@ the verification failed (nothing written), 2 for bad arguments or inputs (the
 config, checkpoint, video or a missing extra, named on stderr).
 """
 
-import argparse
-import sys
-from typing import Optional, Sequence
-
-from cgnl_video.utils.cli import add_opt_argument, load_tool_config, tool_parser
-
-FORMATS = ("onnx", "export", "torchscript")  # cgnl_video.export.FORMATS, kept here so that --help does not import torch
-
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = tool_parser(__doc__)
+    parser = tool_parser(help_text(__doc__, HELP_DETAILS))
     parser.add_argument("--format", required=True, choices=FORMATS,
                         help="onnx (onnxruntime), export (torch.export .pt2) or torchscript")
     parser.add_argument("--out", required=True, help="the file to write (e.g. model.onnx, model.pt2, model.pt)")

@@ -6,6 +6,19 @@
         [--window-stride FRAMES] [--layer NAME] [--root DIR] [--precision auto|fp32|bf16] [--opt KEY VALUE ...]
     torchrun --nproc_per_node N tools/extract_features.py ...   # each process takes every N-th input
 
+Inputs, outputs and exit status: HELP_DETAILS below (the rest of --help).
+"""
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from cgnl_video.utils.cli import add_opt_argument, help_text, load_tool_config, tool_parser
+
+#: The end of --help, after the synopsis of the module docstring: what the tool reads
+#: and writes, and its exit status.
+HELP_DETAILS = """\
 Features: the classifier's input (res5) averaged over time and space, or with
 --layer the output of another module (e.g. blocks.4 = res4), averaged the same
 way. Per video (default): the mean over the config's test views
@@ -27,16 +40,9 @@ input could not be read (each one is named on stderr, the others are still
 extracted), or its output was made with other settings; 2 for bad arguments.
 """
 
-import argparse
-import os
-import sys
-from typing import Optional, Sequence
-
-from cgnl_video.utils.cli import add_opt_argument, load_tool_config, tool_parser
-
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = tool_parser(__doc__)
+    parser = tool_parser(help_text(__doc__, HELP_DETAILS))
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("inputs", nargs="*", metavar="VIDEO_OR_FRAME_FOLDER")
     parser.add_argument("--split", choices=("train", "val", "test"),

@@ -8,6 +8,20 @@ or score sliding windows over long videos (--timeline).
     python tools/predict.py --cfg CONFIG.yaml --checkpoint CKPT --timeline OUT.png \\
         [--window 64f|2.5s] [--stride 32f|1s] [--fps FPS] long_video.mp4 [...] [--json] [--top-k 5]
 
+Inputs, outputs and exit status: HELP_DETAILS below (the rest of --help).
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+from cgnl_video.utils.cli import add_opt_argument, help_text, load_tool_config, tool_parser
+
+#: The end of --help, after the synopsis of the module docstring: what the tool reads
+#: and writes, and its exit status.
+HELP_DETAILS = """\
 The views are those of the config's test (TEST.NUM_ENSEMBLE_VIEWS clips x
 TEST.NUM_SPATIAL_CROPS crops, DATA.TEST_CROP_SIZE); the score is the mean of
 their softmax. Class names come from DATA.PATH_TO_DATA_DIR/classes.txt. An
@@ -29,17 +43,9 @@ Exit status: 0 when every input was scored, 1 when some input could not be
 (each one named on stderr), 2 for bad arguments.
 """
 
-import argparse
-import json
-import os
-import sys
-from typing import List, Optional, Sequence, Tuple
-
-from cgnl_video.utils.cli import add_opt_argument, load_tool_config, tool_parser
-
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = tool_parser(__doc__)
+    parser = tool_parser(help_text(__doc__, HELP_DETAILS))
     parser.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAME_FOLDER")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per input or window, and in the timeline figure (default 5)")

@@ -1,37 +1,18 @@
 """What an NL or CGNL block relates to one reference position (paper Figs. 5 and 6).
 
-The block's input is captured with a forward pre-hook during an ordinary
-eval-mode forward pass; the maps are then computed from the block's own
-projections (``CGNLBlock.embed``; ``NonLocalBlock.theta / phi / pool / affinity``).
-Every map covers the block's whole (T, H, W) grid, so all frames are included.
+The block's input is captured with a forward pre-hook during an ordinary eval-mode
+forward pass; the maps are computed from the block's own projections
+(``CGNLBlock.embed``; ``NonLocalBlock.theta / phi / pool / affinity``) over its whole
+(T, H, W) grid. NL (one map): the reference position's row of the affinity matrix
+(softmax, or theta^T phi / M), each position given the value of its pooled cell.
+CGNL (one map per group k): the Eq. 9 matrix summed over the group's channel pairs,
 
-NL block (one map): the row of the N x M affinity matrix (softmax of
-theta^T phi, or theta^T phi / M) that belongs to the reference position r.
-With the (1, 2, 2) max-pool on phi's input the M columns are pooled cells; each
-grid position gets the value of the cell that pooled it (nearest upsampling).
+    a_k(j) = sum_p alpha_p^2 (sum_c theta_{c,r}^p) (sum_{c'} phi_{c',j}^p),
 
-CGNL block (one map per group k): the generalized non-local operation (Eq. 8)
-uses for group k an L x L matrix over (channel, position) pairs,
-[f]_{(c,r),(c',j)} = sum_p alpha_p^2 (theta_{c,r} phi_{c',j})^p (Eq. 9). The
-map is the affinity of position j to the reference position r summed over all
-C' x C' channel pairs of the group:
-
-    a_k(j) = sum_{c,c' in group k} f(theta_{c,r}, phi_{c',j})
-           = sum_p alpha_p^2 (sum_c theta_{c,r}^p) (sum_{c'} phi_{c',j}^p),
-
-i.e. the rows of Theta (Eq. 11) at the reference position dotted with the rows
-of Phi at position j, as the caption of Fig. 5 describes ("pick a reference
-position ..., then use the corresponding vectors in Theta and Phi"). It is the
-exact counterpart of the NL affinity row (no g, like NL's softmax row), keeps
-the cross-channel pairs that distinguish GNL from NL, and costs O(C' N (P+1)).
-USE_SCALE's 1/sqrt(L) is applied. For the dot kernel the map is
-(sum_c theta_{c,r}) (sum_c' phi_{c',j}): the reference sets the sign and the
-scale, the pattern comes from phi (the kernel has rank one); higher-order
-kernels make the pattern depend on the reference.
-
-Maps are returned raw; ``normalize_maps`` scales each to [0, 1] over all its
-positions for display (the p = 0 term adds a constant that a threshold relative
-to the raw maximum would not remove).
+exact, in O(C' N (P+1)), with USE_SCALE's 1/sqrt(L). Why this map and what it shows
+per kernel: docs/TOOLS.md, "Attention heatmaps". Maps are returned raw;
+``normalize_maps`` scales each to [0, 1] for display (the p = 0 term adds a constant
+that a threshold relative to the raw maximum would not remove).
 """
 
 from dataclasses import dataclass

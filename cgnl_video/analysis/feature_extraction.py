@@ -2,23 +2,14 @@
 already done, and each rank's share (``tools/extract_features.py``).
 
 Inputs are a manifest split (paths relative to DATA.PATH_PREFIX, labels kept) or
-video files / frame folders (paths relative to ``root``). Each input gets, under
-the output folder, its relative path with the extension replaced:
-
-* ``<path>.npy``: float32 features, ``(D,)`` per video or ``(W, D)`` for W windows;
-* ``<path>.json``: its index record plus the settings it was made with, written
-  after the ``.npy`` (both atomically): the input is complete when it exists.
-
-A rerun skips complete inputs made with the same settings; one made with other
-settings is a failure naming the file (delete it or choose another folder).
-``index.jsonl`` (one record per complete input, in input order: path, features,
-shape, and the frame ranges of the rows or the number of views) and
-``settings.json`` are written at the end. See ``cgnl_video.analysis.features``
-for what a feature row is.
-
-Under torchrun every rank finds the same pending inputs, takes every
-world-th one (the test loader's ``ShardSampler``), and writes its own files;
-failures are gathered so that every rank knows the outcome and rank 0 writes the index.
+video files / frame folders (paths relative to ``root``). Each input gets
+``<path>.npy`` (its features) and then ``<path>.json`` (its record and settings; the
+input is complete when it exists), both atomically; ``index.jsonl`` and
+``settings.json`` are written at the end. A rerun skips complete inputs made with
+the same settings; one made with other settings is a failure naming the file. Under
+torchrun every rank takes every world-th pending input (the test loader's
+``ShardSampler``); failures are gathered and rank 0 writes the index. File formats:
+docs/TOOLS.md, "Features for other models"; what a row is: ``analysis.features``.
 """
 
 import json

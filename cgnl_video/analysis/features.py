@@ -1,26 +1,17 @@
 """Pooled features of a trained model: the pre-classifier features of the
 multi-view test views of a video, or of sliding windows over it.
 
-The features are the input of the classifier head (the res5 feature map,
-``B x C x T x H x W``) averaged over (T, H, W), the "global average pool" the
-head itself applies before its fc in training (``C2DHead``); with ``layer`` a
-named module's output (``model.named_modules()``, e.g. ``blocks.4`` for res4)
-averaged the same way. A forward hook captures the tensor during the model's own
-eval forward pass and stops the pass there, so nothing after the layer is run.
-
-Per video (``video_features``): the mean over the config's test views
-(TEST.NUM_ENSEMBLE_VIEWS clips x TEST.NUM_SPATIAL_CROPS crops of
-DATA.TEST_CROP_SIZE, the views ``MultiView`` cuts for ``run_net.py``'s test).
-
-Sliding windows (``window_features``): one row per window of
-DATA.NUM_FRAMES x DATA.SAMPLING_RATE consecutive frames, a window every
-``stride`` frames from frame 0; each window is read as the validation clip
-(``CentreClip``: short side DATA.VAL_SHORT_SIDE, centre crop DATA.VAL_CROP_SIZE).
-A row's frame range is ``[start, end)`` (0-based, end exclusive). Frames after
-the last full window are not covered; a video shorter than one window gives one
-row over all its frames, looped to fill the clip as in training and testing.
-Windows are decoded and forwarded ``chunk`` at a time, so a long video is never
-held in memory whole.
+The features are the classifier head's input (res5) averaged over (T, H, W), as
+``C2DHead`` pools before its fc in training; with ``layer`` a named module's output
+(e.g. ``blocks.4`` for res4), averaged the same way. A forward hook captures the
+tensor during the model's eval forward pass and stops the pass there.
+``video_features``: the mean over the config's test views (``MultiView``).
+``window_features``: one row per window of DATA.NUM_FRAMES x DATA.SAMPLING_RATE
+frames every ``stride`` frames from frame 0, read as the validation clip
+(``CentreClip``), frame range ``[start, end)``; a video shorter than one window
+gives one row, looped as in training. Windows are decoded and forwarded ``chunk`` at
+a time, so a long video is never held in memory whole. Details: docs/TOOLS.md,
+"Features for other models".
 """
 
 import contextlib

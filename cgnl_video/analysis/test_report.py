@@ -1,21 +1,15 @@
 """What a run's multi-view test got right and wrong (``tools/analyze_test.py``).
 
 Reads ``OUTPUT_DIR/test_predictions.jsonl`` (written by the engine's
-``write_test_outputs``: per scored video its path, true label and the top-5
-labels of its averaged view scores) and the class list. The file holds the top
-5 classes only, not the full score vector, which is all that top-1 / top-5
-accuracy and a top-1 confusion matrix need. Videos that could not be read are
-not in it, so the numbers are over the scored videos, as in test_metrics.json.
-
-* top-1 / top-5: percent of videos whose label is the first / among the first
-  min(5, classes) predictions;
-* per class: videos, top-1 correct, top-1 and top-5 accuracy, the class its
-  videos are most often mistaken for; mean class accuracy = mean top-1 over the
-  classes that have videos;
-* confusion: counts[true][predicted top-1]; confused pairs = its off-diagonal
-  cells, most videos first;
-* comparison of two runs: per-class top-1 gain (this run minus the other, in
-  percentage points), and over the videos both scored, how many each got right.
+``write_test_outputs``: per scored video its path, true label and the top-5 labels
+of its averaged view scores; enough for top-1 / top-5 accuracy and a top-1
+confusion matrix) and the class list. Unreadable videos are not in it, so the
+numbers are over the scored videos, as in test_metrics.json. Computes top-1 / top-5
+(label among the first min(5, classes) predictions), per class (videos, correct,
+top-1 / top-5, most frequent wrong prediction; mean class accuracy over the classes
+that have videos), the confusion counts[true][predicted] and its off-diagonal
+confused pairs, and the per-class top-1 gain of one run over another (points).
+Outputs: docs/TOOLS.md, "Test analysis".
 """
 
 import csv

@@ -1,27 +1,15 @@
 """Sliding-window predictions over long videos (``tools/predict.py --timeline``).
 
-Windows are those of ``cgnl_video.data.windows``: ``[start, end)`` frames,
-starting every ``stride`` frames from frame 0 while a whole window fits (frames
-after the last full window are not covered; a video shorter than one window
-gives one window over all of it). Window and stride are given in frames
-(``64f``, or a bare ``64``) or seconds (``2.5s``, at the input's frame rate).
-
-A window's score is the mean softmax of its clips: ``ceil(window / clip)``
-clips of DATA.NUM_FRAMES x DATA.SAMPLING_RATE frames (``clip``) spread evenly
-from the window's first frame to its last, each read as the validation clip
-(short side DATA.VAL_SHORT_SIDE, one centre crop of DATA.VAL_CROP_SIZE). At
-the default window, one clip long, that is the single centre-crop clip of the
-window, the same clip as a row of ``tools/extract_features.py --window-stride``.
-A window shorter than one clip is refused (lower DATA.SAMPLING_RATE instead).
-
-Memory does not grow with the video: the windows are decoded and forwarded a
-chunk at a time (as many whole windows as fit in TEST.VIEWS_PER_FORWARD clips,
-at least one), only the distinct frames of the current chunk are decoded
-(``window_clips``), and what is kept per window is its class probabilities.
-
-The frame rate of a video file is its container's; a frame folder written by
-``data_prep/extract_frames.py`` has its rate in the ``extraction_index.tsv``
-of an enclosing folder; ``fps`` given by the caller overrides both.
+Windows are those of ``cgnl_video.data.windows`` (``[start, end)`` frames every
+``stride`` frames from frame 0 while a whole window fits), given in frames (``64f``,
+``64``) or seconds (``2.5s``, at the input's frame rate: a video file's container,
+a frame folder's ``extraction_index.tsv``, or ``fps`` given by the caller). A
+window's score is the mean softmax of ``ceil(window / clip)`` validation clips
+(centre crop) spread evenly over it; a window shorter than one clip is refused.
+Memory does not grow with the video: windows are decoded and forwarded a chunk at
+a time (the whole windows that fit in TEST.VIEWS_PER_FORWARD clips, at least one),
+only the chunk's distinct frames are decoded (``window_clips``), and each window
+keeps only its class probabilities. Details: docs/TOOLS.md, "Long videos".
 """
 
 import functools

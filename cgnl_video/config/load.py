@@ -24,15 +24,23 @@ def _unknown_key_error(exc: Exception, source: str) -> ConfigError:
 
 
 def load_config(cfg_file: Optional[str] = None, opts: Sequence[str] = (), check: bool = True) -> CfgNode:
-    """First the modules IMPORTS names (in ``opts``, else in ``cfg_file`` and its
+    """The config of ``cfg_file`` with the ``opts`` overrides (validated with ``check``).
+
+    First the modules IMPORTS names (in ``opts``, else in ``cfg_file`` and its
     ``_BASE_`` files; see ``config/imports.py``), which may register blocks and
     backbones; then the defaults (``get_cfg``: with the keys of registered blocks and
     backbones), ``cfg_file`` (following ``_BASE_``) and ``opts`` pairs. The config
     holds IMPORTS with its ``.py`` paths absolute.
 
-    Raises ConfigError naming the key for an unknown key, a malformed override
-    list, a module IMPORTS cannot import, or (with ``check``) a value that
-    ``validate`` rejects.
+    Args:
+        cfg_file: an experiment YAML file; None for the defaults only.
+        opts: overrides as a flat ``KEY VALUE`` list, e.g. ``["TRAIN.BATCH_SIZE", "8"]``.
+        check: run ``validate`` on the result.
+    Returns:
+        The merged config, frozen (``cfg.defrost()`` to change it).
+    Raises:
+        ConfigError naming the key for an unknown key, a malformed override list, a
+        module IMPORTS cannot import, or (with ``check``) a value ``validate`` rejects.
     """
     if cfg_file and not os.path.isfile(cfg_file):
         raise ConfigError(f"config file not found: {cfg_file}")

@@ -1,27 +1,17 @@
 """Registries of inserted blocks (NONLOCAL.TYPE) and backbones (MODEL.ARCH).
 
 One entry per name holds everything the package needs to know about it:
-
-* ``builder``: makes the module. A block builder is ``builder(cfg, stage_channels)
-  -> nn.Module`` (called once per inserted block, with the channels of its stage);
-  a backbone builder is ``builder(cfg) -> nn.Module`` (the contract is in
-  ``cgnl_video.models.build``). It may be given as a "module:function" string,
-  imported on first use: that is how the shipped entries (``config/blocks.py``,
-  ``config/backbones.py``) stay free of torch.
-* ``defaults``: a CfgNode of the entry's own keys. ``get_cfg`` adds the keys of
-  every registered entry, so YAML files and ``KEY VALUE`` overrides can set them
-  as soon as the entry is registered (register before calling ``load_config``).
-* ``validate``: raises ``ConfigError`` naming the key for any value the builder
-  would reject. ``cgnl_video.config.validate`` calls it for every registered
-  entry, so a block's keys are checked even when another type is selected.
-* ``describe``: what model_info, MODEL_ZOO.md and ``summary.describe`` show.
-* ``pretrained`` (backbones, optional): ``pretrained(cfg, model)`` loads the
-  pretrained weights the config names into a built model. ``build_model`` never
-  reads weights; the engine calls this once, at the start of a fresh run.
-
-This module imports no torch: the config package (defaults, validation) uses
-it without the models. ``cgnl_video.models`` re-exports ``register_block`` and
-``register_backbone`` for user code.
+``builder`` makes the module (a block: ``builder(cfg, stage_channels)``, once per
+inserted block; a backbone: ``builder(cfg)``, contract in ``cgnl_video.models.build``),
+possibly as a "module:function" string imported on first use, which keeps the shipped
+entries (``config/blocks.py``, ``config/backbones.py``) free of torch; ``defaults``,
+the entry's own keys, which ``get_cfg`` adds as soon as it is registered (register
+before ``load_config``); ``validate``, which raises ``ConfigError`` naming the key and
+runs for every registered entry, selected or not; ``describe``, for model_info,
+MODEL_ZOO.md and ``summary.describe``; and for backbones ``pretrained(cfg, model)``,
+called by the engine once at the start of a fresh run (``build_model`` reads no
+weights). This module imports no torch; ``cgnl_video.models`` re-exports
+``register_block`` and ``register_backbone`` for user code (docs/ARCHITECTURE.md).
 """
 
 import copy

@@ -1,49 +1,17 @@
 """VideoDataset: labelled videos mapped through a sampling policy.
 
 A dataset is built from three things, kept apart (as PyTorchVideo separates its
-labelled video paths, clip sampler and transform):
-
-* ``entries`` (``ManifestEntry``: path, label, frame count of a frame folder) and
-  ``classes`` (label = position);
-* a sampling policy (``policies``): ``RandomClip`` for train, ``CentreClip`` for
-  val, ``MultiView`` for test; it turns one open video into the item's tensor;
-* how to read the videos: the root the paths are relative to and the decoders.
-
-``VideoDataset.from_config(cfg, split)`` reads DATA.PATH_TO_DATA_DIR/{split}.txt and
-classes.txt; a tool that scores its own videos passes ``entries`` and ``classes``
-to it (or builds the dataset directly), no manifest on disk.
-
-Items: ``(tensor, label, index)``; ``index`` refers to ``entries``. Train / val clips
-are ``C x T x S x S`` float32, normalised; test items are uint8 views
-``V x C x T x S x S`` (see ``policies`` and docs/DATA_PIPELINE.md).
-
-With ``decode_on="device"`` (DATA.DECODE_ON, frame folders only) an item is instead
-``(EncodedSample, label, index)``: the policy's plan and the frames' JPEG bytes,
-decoded later on the model's device (``gpu_augment``). A sample whose frames the
-device decoder would not take is made here on the worker path, as uint8 pixels;
-``redo_on_worker_path`` does the same in the training process for a sample the
-device decoder rejected, from where the read loop stood.
-
-Unreadable samples (see ``decode.DecodeError``):
-
-* train / val: logged once per path (per process) as a warning, counted, and
-  replaced by another sample drawn from the item's generator; ``index`` in the item
-  is the sample actually returned. ``max_failures`` (DATA.MAX_CONSECUTIVE_FAILURES)
-  failures in a row raise RuntimeError.
-* test: logged as a warning with the path, counted, and returned with V = 0 views
-  (``views.shape == (0, C, T, S, S)``) so the evaluation can report it unscored.
-
-Both values of ``decode_on`` give the same replacements, counts and messages.
-
-``failure_count()`` is the number of failed reads since construction, summed over
-all DataLoader worker processes (a shared-memory counter); ``read_counts()`` adds,
-in device mode, the samples the device decoder rejected (``device_rejects``).
-
-Randomness: each item uses its own generator seeded from (seed, epoch, index)
-(``sampling.item_seed``), so the same seed and epoch give the same clips whatever
-the number of workers or ranks, and a new epoch gives new clips. ``set_epoch``
-writes the epoch to shared memory, where the (persistent) worker processes read it;
-call it before iterating (``loader.set_loader_epoch``).
+labelled video paths, clip sampler and transform): ``entries`` (``ManifestEntry``)
+and ``classes``; a sampling policy (``policies``: ``RandomClip`` train, ``CentreClip``
+val, ``MultiView`` test); and how to read the videos (root, decoders).
+``from_config(cfg, split)`` reads the split's manifest; a tool passes its own entries.
+Items are ``(tensor, label, index)``, or with DATA.DECODE_ON device
+``(EncodedSample, label, index)``, decoded later on the model's device
+(``gpu_augment``; ``redo_on_worker_path`` for a sample the device rejects). An
+unreadable sample is replaced (train / val) or returned with 0 views (test), logged
+and counted (``failure_count``, ``read_counts``). Each item has its own generator
+seeded from (seed, epoch, index); ``set_epoch`` reaches persistent workers. Item
+shapes, bad input, reproducibility: docs/DATA_PIPELINE.md.
 """
 
 import logging
@@ -90,6 +58,18 @@ def classes_path(cfg: CfgNode) -> str:
 
 class VideoDataset(Dataset):
     """``entries`` read from ``root`` and mapped through ``policy``.
+
+    Args:
+        entries: the videos (``ManifestEntry``: path, label, frame count of a frame folder).
+        classes: class names; a label is a position in it.
+        policy: what an item is (``RandomClip``, ``CentreClip``, ``MultiView``).
+        root: the folder ``entries``' relative paths are under (DATA.PATH_PREFIX).
+        video_backend, jpeg_decoder, decode_on: DATA.DECODING_BACKEND,
+            DATA.JPEG_DECODER and DATA.DECODE_ON.
+        seed: seeds every item's generator, with the epoch and the index.
+        max_failures: unreadable samples in a row that stop training
+            (DATA.MAX_CONSECUTIVE_FAILURES).
+        source: where the entries came from, for messages (the manifest's path).
 
     Attributes: ``entries`` (indices and ``video_index`` refer to them), ``classes``
     (label = position), ``policy``, ``seed``; ``source`` names where the entries came

@@ -8,19 +8,10 @@ resize of torchvision several times faster.
 
 A missing or undecodable file raises ``DecodeError`` naming the path; the datasets
 decide what to do with it (replace the sample in training, report it at test time).
-
-Decoder choices, measured on 340x256 JPEG frames (benchmarks/bench_loader.py):
-``torchvision.io.decode_jpeg`` is about 10-15 % faster than PIL (both use
-libjpeg-turbo), so ``"auto"`` uses it and falls back to PIL per frame (PIL also reads
-non-JPEG frames). Video files use one decord reader per video and a single
-``get_batch`` on the sorted distinct indices; when decord fails on a video, PyAV
-decodes it sequentially. decord is optional (no wheels for macOS or Linux aarch64):
-without it every video is decoded with PyAV, said once per process in the log.
-``DATA.DECODING_BACKEND torchcodec`` reads each video with one single-threaded
-torchcodec ``VideoDecoder`` (FFmpeg's decoder and colour conversion, so its frames
-equal PyAV's exactly) and ``get_frames_at`` on the sorted distinct indices, also
-with the PyAV fallback; when torchcodec or FFmpeg is missing that is a ConfigError
-naming the key (``cgnl_video.utils.torchcodec_support``), never a silent fallback.
+Which decoder reads what (DATA.JPEG_DECODER, DATA.DECODING_BACKEND), the fallbacks to
+PyAV and the measured speeds: docs/DATA_PIPELINE.md, "Decoding". A missing decord is
+said once per process; a missing torchcodec or FFmpeg is a ConfigError naming the
+key (``cgnl_video.utils.torchcodec_support``), never a silent fallback.
 """
 
 import logging

@@ -1,38 +1,17 @@
 """DATA.DECODE_ON device: the loader workers read JPEG bytes, the model's device decodes.
 
-With the default ``DATA.DECODE_ON worker`` every DataLoader worker decodes its
-clips' JPEG frames and crops, resizes and normalises them; on a GPU machine those
-CPU workers, not the model, set the speed (about 32 JPEG decodes and one 32-frame
-resize per training clip). With ``device`` the work is split:
-
-1. Worker (``encode_sample``, called by ``VideoDataset``): the policy's ``plan``
-   (frame indices and every random choice, drawn from the item's generator as in
-   the worker path; a training box needs only the frame size, read from the JPEG
-   headers) and the bytes of the distinct frames it needs. No decoding.
-   ``collate_encoded`` packs a batch's bytes into one tensor (one shared-memory
-   block per batch on its way to the training process).
-2. Training process (``decode_batch``, called by ``engine.inputs``): every frame of
-   the batch in one ``torchvision.io.decode_jpeg`` call on the device (nvJPEG on
-   CUDA; libjpeg-turbo on the CPU), then the policy's ``pixels`` (crop, resize,
-   flip / views) on the device. The engine normalises the uint8 batch
-   (``engine.inputs.to_device``, ``transforms.normalize_uint8``).
-
-Both paths run the same ``plan``, ``pixels`` and normalisation, so on the CPU the
-batches are bit-identical to the worker path's (same libjpeg-turbo decoder, same
-uint8 resize). On CUDA nvJPEG's IDCT / chroma upsampling and torchvision's float
-resize of uint8 on CUDA (it rounds after a float interpolation; the CPU has a
-fixed-point uint8 kernel) differ from the CPU by a few grey levels.
-
-Which frames go to the device: a sample whose frames all start with the JPEG SOI
-marker, end with EOI, carry a baseline (SOF0) frame header with 1 or 3 components
-and have one size (``jpeg_frame_size``); nvJPEG's hardware decoder is documented for
-baseline JPEGs only (docs/DATA_PIPELINE.md). Any other sample (progressive JPEGs
-included) is made on the worker path, in the worker. A frame the device decoder
-rejects (or decodes to another size than its header said) is made on the worker
-path in the training process (``VideoDataset.redo_on_worker_path``, from the
-generator state the sample was planned with: the same replacement, label and random
-choices as with ``worker``), counted and logged (``DeviceRejects``). An out of
-memory or CUDA error is no bad frame: it is raised, naming DATA.DECODE_ON.
+With the default ``worker`` every DataLoader worker decodes, crops, resizes and
+normalises its clips; on a GPU machine those CPU workers can set the speed. With
+``device`` the worker (``encode_sample``, called by ``VideoDataset``) runs the
+policy's ``plan`` and reads the bytes of the distinct frames it needs, no decoding
+(``collate_encoded`` packs a batch into one tensor); the training process
+(``decode_batch``, called by ``engine.inputs``) decodes every frame of the batch in
+one ``torchvision.io.decode_jpeg`` call on the device and runs the policy's
+``pixels`` there. On the CPU the batches equal the worker path's bit for bit.
+Only baseline JPEGs of one size go to the device (``jpeg_frame_size``); other
+samples, and frames the device rejects (``DeviceRejects``), are made on the worker
+path with the same random choices. An out of memory or CUDA error is raised, naming
+DATA.DECODE_ON. Details: docs/DATA_PIPELINE.md, "Decoding on the device".
 """
 
 import logging

@@ -4,24 +4,13 @@ A policy turns a video into the tensor of a dataset item, in three steps:
 ``plan`` (the frames to read and every random choice), ``pixels`` (the uint8
 pixels from the plan's decoded frames, on any device) and ``item`` (normalised
 float32 for train / val). ``sample`` runs them on an open ``FrameReader`` (the
-worker path); with DATA.DECODE_ON device the workers stop after ``plan`` and
-reading the JPEG bytes, and the training process runs ``pixels`` on the model's
-device (``gpu_augment``). The policies are:
-
-* ``RandomClip`` (train): a random window, a random box resized to a square,
-  a random horizontal flip; float32, normalised.
-* ``CentreClip`` (val): the centre window, short side resized, centre crop;
-  float32, normalised.
-* ``MultiView`` (test): ``num_clips`` windows x ``num_crops`` squares of the
-  video decoded once; uint8 pixels (the engine normalises them on the device).
-
-``RandomClip.draw`` is the one place that draws a training clip's random choices
-(window start, crop box, flip) from the item's generator; both values of
-DATA.DECODE_ON call it (``RandomClip.plan``), so they see the same clips for the
-same (seed, epoch, index).
-
-Policies hold numbers only (picklable, no files): ``policy_from_config`` builds the
-one of a split from the config, and a tool can build one directly.
+worker path); with DATA.DECODE_ON device the training process runs ``pixels``
+(``gpu_augment``). ``RandomClip`` (train: random window, box and flip),
+``CentreClip`` (val: centre window and crop), ``MultiView`` (test: ``num_clips`` x
+``num_crops`` uint8 views of the video decoded once). ``RandomClip.draw`` is the one
+place that draws a training clip's random choices, for both values of
+DATA.DECODE_ON. Policies hold numbers only (picklable): ``policy_from_config``
+builds a split's from the config, and a tool can build one directly.
 """
 
 import math

@@ -10,8 +10,7 @@
 - ``metrics``: top-k errors, the epoch meter, peak memory
 - ``inputs``: ``batch_to_device`` / ``to_device``, a loader's batch as the model's input
   (decoded on the device first with DATA.DECODE_ON device)
-- ``precision``: mixed precision (autocast, loss scaler)
-- ``optim``: SGD parameter groups and the LR schedule ``lr_at(cfg, epoch)``
-- ``preflight``: data and config checks before any work starts
-- ``demo_data``: the synthetic data set of the built-in demo
+- ``precision``: mixed precision (autocast, loss scaler); ``optim``: SGD parameter
+  groups and the LR schedule ``lr_at(cfg, epoch)``; ``preflight``: data and config
+  checks before any work starts; ``demo_data``: the built-in demo's synthetic data set
 """

@@ -1,7 +1,7 @@
 """The state of a training run in a checkpoint, and where a run starts: what
 ``fit`` saves after an epoch (model, optimizer, LR schedule, loss scaler, epoch,
 every rank's RNG states, config), how a restarted run picks it up again, and
-how a new run is initialised (``resume_or_initialise``):
+how a new run is initialised (``resume_or_initialise``), one of:
 
 1. resume: the last checkpoint of OUTPUT_DIR (TRAIN.AUTO_RESUME), everything restored;
 2. else fine-tune: the weights of TRAIN.CHECKPOINT_FILE_PATH (ours, PyTorchVideo's, a
@@ -9,13 +9,10 @@ how a new run is initialised (``resume_or_initialise``):
    their init; a classifier with another number of classes takes its rows by class name
    when this run's classes are among the checkpoint's (``classifier_rows_by_name``),
    else starts afresh;
-3. else a fresh run: the backbone's pretrained weights (RESNET.IMAGENET_WEIGHTS).
+3. else a fresh run: the backbone's pretrained weights (RESNET.IMAGENET_WEIGHTS),
+   which are never read when resuming, fine-tuning or testing only.
 
-Only one of them happens: pretrained weights are never read when resuming or
-fine-tuning (the checkpoint's weights win), nor by a test-only run.
-
-The file I/O (atomic save, keep-K, finding the last complete checkpoint,
-weights-only loading) is ``engine.checkpoint``'s.
+The file I/O (atomic save, keep-K, last complete checkpoint) is ``engine.checkpoint``'s.
 """
 
 import os

@@ -1,24 +1,16 @@
 """The blocks for image networks: inputs (B, C, H, W), as in the paper's image
 experiments (CUB, Tables 2a, 2c, 3, 4b; ImageNet, appendix Table 5: one block goes
-before the last residual block of res4 of a ResNet, Sec. 4.2; docs/MODELS.md "CGNL in
-image networks").
+before the last residual block of res4 of a ResNet, Sec. 4.2).
 
 Each 2D block is its spacetime block (``cgnl.py``, ``nonlocal_block.py``) built from
-2D layers (``cgnl.IMAGE``: 1x1 convolutions, BatchNorm2d, MaxPool2d; Sec. 3.5: "a 1x1
-or 1x1x1 convolution", N = HW or THW): the same constructor options and defaults, the
-same forward and Eq. 12 code, so on an image it equals the spacetime block on the same
-image as a one-frame clip (T = 1; tests/test_blocks_2d.py). The one difference is
-NonLocalBlock2d's ``pool_size``, which is (H, W): (2, 2) is the 3D default (1, 2, 2).
-
-State dicts have the spacetime block's keys (``theta.weight``, ..., ``norm.bias``,
-BatchNorm buffers). The convolution weights lack the T axis ((O, I, 1, 1) instead of
-(O, I, 1, 1, 1)); ``{k: v.unsqueeze(2) if v.dim() == 4 else v for k, v in sd.items()}``
-makes a 2D block's state dict load strictly into the spacetime block with the same
-options (``squeeze(2)`` the other way).
-
-The layers are native 2D, not a spacetime block on an added T axis, so a network
-holding them converts with ``model.to(memory_format=torch.channels_last)`` (which
-refuses 5-D weights) like any torchvision network.
+2D layers (``cgnl.IMAGE``: 1x1 convolutions, BatchNorm2d, MaxPool2d; Sec. 3.5): the
+same options, defaults, forward and Eq. 12 code, so on an image it equals the
+spacetime block on the same image as a one-frame clip (tests/test_blocks_2d.py).
+Only NonLocalBlock2d's ``pool_size`` differs: (H, W), default (2, 2). State dicts have
+the spacetime block's keys, with convolution weights lacking the T axis
+(``unsqueeze(2)`` loads them into the spacetime block). The layers are native 2D, so
+a network holding them converts with ``model.to(memory_format=torch.channels_last)``.
+Details and the conversion code: docs/MODELS.md, "CGNL in image networks".
 """
 
 from typing import ClassVar, Sequence

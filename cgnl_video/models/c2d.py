@@ -1,21 +1,18 @@
 """C2D ResNet-50/101 for video (non-local paper, Table 1) from PyTorchVideo's builders.
 
-Default layout for a 32x224x224 clip (non-local paper, Table 1)::
+Default layout for a 32x224x224 clip::
 
     conv1  1x7x7, stride (2,2,2)          -> 16x112x112
     pool1  max (2,3,3), stride (2,2,2)    ->  8x56x56   (padding (0,1,1); (0,0,0): 8x55x55)
-    res2                                  ->  8x56x56   (256 ch)
-    pool2  max (2,1,1), stride (2,1,1)    ->  4x56x56
+    res2 / pool2 max (2,1,1)              ->  8x56x56 / 4x56x56 (256 ch)
     res3 / res4 / res5                    ->  4x28x28 / 4x14x14 / 4x7x7 (512 / 1024 / 2048)
     head   train: average, dropout, fc; eval: the training window's average pool, fc, softmax
 
 The module list is PyTorchVideo's ``Net.blocks = [stem, res2, pool2, res3, res4,
-res5, head]`` so a PyTorchVideo C2D state dict loads into the baseline as is;
-``C2DResNet.PARTS`` names them, and weights, model_info and torch.hub ask
-``C2DResNet`` where a part is. Extra blocks (CGNL, NL, ...) live in each stage's
-``inserted`` ModuleDict, keyed by the index of the residual block they follow;
-residual blocks keep their names. The config keys, their checks and the stage
-layout (``STAGE_DEPTHS``) are in ``cgnl_video.config.backbones``.
+res5, head]`` (its C2D state dicts load as is); ``C2DResNet.PARTS`` names the parts.
+Inserted blocks live in each stage's ``inserted`` ModuleDict, keyed by the index of
+the residual block they follow. Config keys and stage layout (``STAGE_DEPTHS``):
+``cgnl_video.config.backbones``; details: docs/MODELS.md, "Backbone".
 """
 
 from typing import Callable, Dict, List, Optional, Sequence, Tuple

@@ -1,71 +1,18 @@
 """Compact Generalized Non-local (CGNL) block (Yue et al., NeurIPS 2018), spacetime.
 
-For an input X of shape (B, C, T, H, W), three 1x1x1 convolutions give theta,
-phi and g with C_inner channels. These are split into G channel groups; in each
-group all C' = C_inner / G channels and all T*H*W positions form one vector of
-length L = C'*T*H*W (Eq. 7). The generalized non-local operation (Eq. 8) uses
-an L x L pairwise matrix f(theta_i, phi_j); with the truncated Taylor kernel
+theta, phi, g (1x1x1 convolutions, C -> C_inner) are split into G channel groups;
+each group's channels and T*H*W positions form one vector of length L (Eq. 7). The
+generalized non-local operation (Eq. 8) with the truncated Taylor kernel (Eq. 9) is
+computed in compact form (Eq. 12), per sample and group,
 
-    f(theta_i, phi_j) = sum_{p=0..P} alpha_p^2 (theta_i phi_j)^p        (Eq. 9)
+    y = sum_p alpha_p^2 (phi^p . g) theta^p        (powers elementwise)
 
-the associative law (Eq. 12) gives, per sample and group,
+in O(L (P+1)) instead of O(L^2); Z = norm(W_z y) + X with a grouped W_z and a
+zero-initialised norm, so a new block is the identity. ``exact_generalized_nonlocal``
+builds the L x L matrix explicitly, to check the compact form on small shapes.
 
-    y = sum_p alpha_p^2 (phi^p . g) theta^p                             (powers elementwise)
-
-in O(L (P+1)) instead of O(L^2). The block output is Z = norm(W_z y) + X with a
-grouped 1x1x1 W_z and a zero-initialised norm, so a new block is the identity.
-
-``exact_generalized_nonlocal`` builds the L x L matrix explicitly; it exists
-to check the compact form on small shapes.
-
-Mixed precision. Under autocast (fp16 or bf16) the theta/phi/g convolutions
-run in the autocast dtype; what else runs in float32 (autocast off, in the
-parameters' dtype) was measured at trained-model magnitudes (ReLU'd inputs,
-theta/phi/g weights of std 0.05, non-zero norm; res4 input (2, 1024, 4, 14, 14),
-G = 8). The output has the input's dtype.
-
-* fp16, every kernel: Eq. 12, W_z and the norm. Each group scalar sums
-  phi^p g over L = C'THW elements (50,176 here, 524,288 for R-101 at the
-  256-pixel test size), and y reaches 7e4 (dot) and 6e6 (embedded Gaussian):
-  beyond fp16's largest value, 65,504. For RBF the sum of phi^3 g is formed
-  before its coefficient beta (2 gamma)^3 / 6 ~ 1e-12 brings it down, so it
-  overflows too. W_z and the norm take y, so they need its range.
-* RBF, fp16 or bf16: the same parts, for resolution: y is a per-group
-  constant (the p = 0 term c_0 (1 . g)) plus a position-dependent part 4e-4 of
-  its size, below bf16's resolution of 2^-8; the norm removes the constant and
-  scales the rest up (bf16 everywhere: g's gradient off by 110-420 % with
-  GN, the residual branch by 90-200 % with BN in eval mode).
-* RBF with BatchNorm: also the g convolution (the fused convolution is then
-  split). BatchNorm subtracts a per-channel mean (the batch's, or in eval mode
-  the running one) and divides by the spread of the small position-dependent
-  part, so a rounding error in the constant c_0 (1 . g) is amplified about
-  2,500 times: with only g from a bf16 convolution the residual branch was
-  off by 110 % (eval mode; fp16: 2 %) and g's gradient by 8 % (train mode;
-  fp16: 3 %). GroupNorm's spread includes the per-channel constants, so with
-  GN nothing is amplified and g stays in the autocast dtype.
-* fp16, dot kernel with BatchNorm: also the phi convolution (the fused one is
-  split). y = (phi . g) theta, and BatchNorm in train mode divides out the
-  group scalars' common scale, so the gradients of phi and g follow the ratio
-  of the samples' scalars, sums of terms of both signs; fp16's rounding of
-  W_phi for the convolution moved it enough for 2.4e-2 in those gradients
-  (res4, seed 6 of tests/test_blocks_amp.py), 0.4e-2 with phi in float32. On
-  GPUs whose float32 convolutions use TF32 (cuDNN's default) W_phi keeps
-  fp16's 11 bits either way; fp16 is meant for V100 / T4, which have no TF32.
-* GroupNorm, under autocast: in float32 (the input cast up), as CUDA's
-  autocast runs group_norm; the CPU's has no such rule.
-* bf16 with dot or embedded Gaussian: nothing else. bf16 has float32's range,
-  and y's position-dependent part is of the order of y; the worst error is 3 %
-  (of 5 % allowed, embedded Gaussian, phi's gradient) with or without float32
-  parts, which would cost 12-36 % of the block's time. Not solved: dot with
-  train-mode BatchNorm at seed 6 (above) is off by 7.9 % in the weight
-  gradients of phi and g; phi's convolution in float32 makes that 16 %.
-
-The dtypes are explicit (the group sums in their input's dtype, GroupNorm
-cast), so CUDA's autocast rules, which sum fp16 / bf16 into float32, and the
-CPU's compute the same. The float32 inputs of Eq. 12 are one cast copy of
-theta/phi/g. W_z is grouped: 1/G of a dense convolution's work.
-tests/test_blocks_amp.py checks every kernel and norm against float64, under
-the CPU's autocast rules and CUDA's; the cost is in benchmarks/RESULTS.md.
+Under autocast part of the block runs in float32 (output in the input's dtype); which
+part and why, with the measured errors: docs/MODELS.md, "Mixed precision".
 """
 
 import contextlib
@@ -106,7 +53,7 @@ def _sum_over_group(x: torch.Tensor) -> torch.Tensor:
 
     The dtype is explicit because CUDA's autocast sums fp16 / bf16 tensors into float32
     (``sum`` is on its fp32_set_opt_dtype list) and the CPU's does not: without it y, W_z
-    and the norm would run in float32 on a GPU only (module docstring)."""
+    and the norm would run in float32 on a GPU only (docs/MODELS.md, "Mixed precision")."""
     return x.sum(dim=tuple(range(2, x.dim())), keepdim=True, dtype=x.dtype)
 
 
@@ -270,7 +217,7 @@ def compact_generalized_nonlocal(
     same math (``_compact_expression``): a Python autograd Function cannot be
     saved in a traced TorchScript file.
     fp16 / bf16 inputs are computed in float32, and y is float32 (safe for every
-    kernel; ``CGNLBlock`` keeps bf16 where that is enough, module docstring).
+    kernel; ``CGNLBlock`` keeps bf16 where that is enough, docs/MODELS.md).
     """
     return _compact((theta, phi, g), coefficients, use_scale, float32=True)
 
@@ -435,7 +382,7 @@ class CGNLBlock(nn.Module):
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """theta(x), phi(x), g(x), each (B, C_inner, T, H, W); under autocast one of them
-        may be computed in full precision (``_full_precision_conv``, module docstring)."""
+        may be computed in full precision (``_full_precision_conv``, docs/MODELS.md)."""
         name = self._full_precision_conv(x)
         if name is not None:
             outputs = []
@@ -452,7 +399,7 @@ class CGNLBlock(nn.Module):
 
     def _full_precision_conv(self, x: torch.Tensor) -> Optional[str]:
         """The convolution that leaves autocast, with BatchNorm only: g for RBF, phi for
-        the dot kernel under fp16 (module docstring); None otherwise."""
+        the dot kernel under fp16 (docs/MODELS.md); None otherwise."""
         if not (self._bn and autocast_enabled(x)):
             return None
         if self.kernel == "rbf":
@@ -480,7 +427,7 @@ class CGNLBlock(nn.Module):
 
     def _float32_eq12(self, theta: torch.Tensor) -> bool:
         """Whether Eq. 12 runs in float32: under autocast, for fp16 (range) or for RBF
-        (resolution), module docstring."""
+        (resolution), docs/MODELS.md."""
         dtype = theta.dtype
         return autocast_enabled(theta) and is_reduced_float(dtype) and (
             self.kernel == "rbf" or dtype == torch.float16)

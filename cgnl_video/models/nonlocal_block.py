@@ -7,33 +7,8 @@ Table 3 / Fig. 4, i.e. a CGNL block without the kernel scalars:
 Z = norm(W_z(theta(X))) + X.
 
 Both end in a zero-initialised norm, so a newly inserted block is the identity.
-
-Mixed precision. Under autocast (fp16 or bf16) the NL block runs theta's and
-phi's convolutions in the autocast dtype, and g's convolution, the attention,
-W_z and BN in float32 (autocast off); the output has the input's dtype. The
-max pooling runs in the input's dtype on every device (CPU autocast would run
-it in float32, CUDA's does not), and the simple residual block's GroupNorm in
-float32 (``apply_norm``). y is
-a weighted sum of g over the M positions (an average for softmax), so its
-per-channel mean is 3-14 times its spread over positions (res4 / res3 inputs at trained-model
-magnitudes), and BN removes that mean and scales up the rest, amplifying any
-rounding of y or of what it is made of. Measured against float64 (gradients of
-the input and of every parameter, tolerance 1e-2 fp16 / 5e-2 bf16):
-
-* everything in the autocast dtype: in bf16, errors of 8 % in W_z's and g's
-  weight gradients (softmax) and 11 % in theta's bias gradient (dot product),
-  res4, train mode; in fp16, W_z's weight gradient (a sum over all B x T x H x W
-  positions) overflows at res3;
-* W_z and BN in float32 but the attention in bf16: up to 4.7 % (softmax) and
-  5.1 % (dot product) at res3;
-* g's convolution in fp16 (dot product, res3, train mode): 1.1-1.2 % in the
-  gradients of W_z and g.
-
-The logits theta^T phi stay below 500 at these magnitudes (no fp16 overflow);
-they are float32 anyway. Rounding theta and phi only perturbs the attention
-weights, within the bounds above, so their convolutions stay in the autocast
-dtype. With the default (1, 2, 2) pooling the g convolution costs a quarter
-of theta's. Cost: benchmarks/RESULTS.md.
+Under autocast part of the NL block runs in float32 (output in the input's dtype);
+which part and why, with the measured errors: docs/MODELS.md, "Mixed precision".
 """
 
 from typing import ClassVar, Sequence
@@ -122,7 +97,7 @@ class NonLocalBlock(nn.Module):
             with autocast_off(x):  # in x's dtype on every device (CPU autocast would pool in float32)
                 source = self.pool(x)
         phi = self.phi(source)
-        with autocast_off(x):  # g, the attention, W_z and BN in full precision (module docstring)
+        with autocast_off(x):  # g, the attention, W_z and BN in full precision (docs/MODELS.md)
             g = self.g(source.to(self.g.weight.dtype)).flatten(2)
             y = self.attend(theta.flatten(2).to(g.dtype), phi.flatten(2).to(g.dtype), g)
             branch = self.norm(self.z(y.unflatten(2, theta.shape[2:])))

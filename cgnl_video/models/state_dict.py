@@ -126,7 +126,14 @@ def model_state(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> Di
 
 
 def read_state_dict(path_or_state: Union[str, Mapping[str, Any]]) -> Dict[str, torch.Tensor]:
-    """The model state dict of a checkpoint file or of an object already loaded."""
+    """The model state dict of a checkpoint file or of an object already loaded.
+
+    Args:
+        path_or_state: a checkpoint file, or its loaded content, in any layout of the
+            module docstring.
+    Returns:
+        The model's tensors by key, wrapper prefixes (``module.``, ``_orig_mod.``) removed.
+    """
     if isinstance(path_or_state, str):
         return model_state(read_checkpoint(path_or_state), path_or_state)
     return model_state(path_or_state)

@@ -144,7 +144,14 @@ def load_imagenet_weights(model: nn.Module, path_or_state: Union[str, StateDict]
 
 
 def load_pytorchvideo_state_dict(model: nn.Module, path_or_state: Union[str, StateDict]) -> LoadReport:
-    """Load a PyTorchVideo-layout C2D state dict; only inserted blocks may be absent from it."""
+    """Load a PyTorchVideo-layout C2D state dict; only inserted blocks may be absent from it.
+
+    Args:
+        model: a C2D model (``build_model``), changed in place.
+        path_or_state: a checkpoint file or a state dict (``read_state_dict``).
+    Returns:
+        The ``LoadReport``: the keys loaded and skipped, inserted blocks left at their init.
+    """
     state = read_state_dict(path_or_state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if _INSERTED not in k]

@@ -1,20 +1,17 @@
 """Dense frame extraction: every frame of every video as a JPEG, resumable and crash-safe.
 
 ``VIDEOS/a/b.mp4`` becomes ``FRAMES/a/b/000001.jpg, 000002.jpg, ...`` (1-based, six
-digits). A video's frames are written into a hidden temporary folder
-``FRAMES/a/.b.part`` that is renamed to ``FRAMES/a/b`` only once every frame is on
-disk, so a frame folder under its final name is always complete. Each finished video
-is recorded in the extraction index (see ``cgnl_video.prep.index``); a rerun skips the
-videos recorded there whose folder exists, and redoes the others.
+digits), written into ``FRAMES/a/.b.part`` and renamed to ``FRAMES/a/b`` once every
+frame is on disk, so a folder under its final name is complete. Each finished video is
+recorded in the extraction index (``cgnl_video.prep.index``); a rerun skips recorded
+videos whose folder exists and redoes the others. Videos are decoded with decord (or
+torchcodec, ``decoder="torchcodec"``), or with PyAV where that cannot read them or
+decord is missing (said once); ``decoder="pyav"`` uses PyAV only.
 
-Videos are decoded with decord (or torchcodec with ``decoder="torchcodec"``), or
-with PyAV where that cannot read them or decord is not installed (said once, by the
-process that starts the run); ``decoder="pyav"`` uses PyAV only.
-
-Problems never stop the run: a video that cannot be read, is empty or is cut short is
-listed in ``FRAMES/failures.txt`` with the reason. A truncated video (fewer decodable
-frames than its container reports) keeps the frames that decode, is indexed with the
-true count and is listed as ``kept``; a video with no decodable frame is ``failed``.
+Problems never stop the run: they are listed in ``FRAMES/failures.txt`` with the
+reason. A truncated video keeps the frames that decode, is indexed with the true
+count and listed as ``kept``; one with no decodable frame is ``failed``.
+docs/DATA_PREP.md, "1. Frame extraction".
 """
 
 import io

@@ -1,25 +1,16 @@
 """The files ``extract_frames`` leaves in the frames folder, next to the frame folders.
 
-``extraction_index.tsv``: one finished video per line, tab-separated, after a header::
-
-    path<TAB>num_frames<TAB>fps<TAB>width<TAB>height
-    ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01<TAB>121<TAB>25<TAB>341<TAB>256
-
-``path`` is the frame folder relative to the frames root (the video's relative path
-without its extension), ``num_frames`` the number of JPEGs in it (``000001.jpg`` ...),
-``fps`` the frame rate of the extracted frames, ``width``/``height`` their size.
-
-``failures.txt``: one problem per line, tab-separated, after a header::
-
-    path<TAB>status<TAB>reason
-
-``path`` is the video relative to the source root; ``status`` is ``failed`` (no frame
-folder was written) or ``kept`` (frames were written, but something is off, such as
-fewer decodable frames than the container reports).
+``extraction_index.tsv``: one finished video per line, tab-separated, after the header
+``path num_frames fps width height``: the frame folder relative to the frames root
+(the video's relative path without its extension), the number of JPEGs in it, the
+frame rate and size of the extracted frames. ``failures.txt``: header ``path status
+reason``, one problem per line: the video relative to the source root, ``failed`` (no
+frame folder was written) or ``kept`` (frames written, but something is off).
 
 Both are rewritten atomically. While a run is going, each finished video is also
 appended to ``.extraction_index.journal`` so that a killed run loses nothing; the next
-run (and ``read_index``) merge the journal, ignoring a torn last line.
+run (and ``read_index``) merge the journal, ignoring a torn last line. Examples:
+docs/DATA_PREP.md, "Files written next to the frame folders".
 """
 
 import os

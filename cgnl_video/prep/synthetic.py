@@ -1,34 +1,18 @@
 """A small synthetic action dataset, encoded as real mp4 videos, for the demo and tests.
 
 Every video shows one kind of "action" on a noisy background. The classes (the first
-``K`` of the list below) are told apart by cues that do not depend on frame order,
-because a C2D network only sees the frames as a set (its temporal max pooling merges
-them):
+``K`` of ``CLASS_NAMES``) are told apart by cues that do not depend on frame order, since
+a C2D network sees the frames as a set: ``slide_horizontal`` / ``slide_vertical`` (a
+square swinging along a line: only the set of positions over time separates them,
+which is what spacetime blocks are for) and shapes drifting slowly (``disc``,
+``cross``, ``ring``, ``triangle``, ``two_squares``, ``bar_pair``: decided by one
+frame). Nothing else carries the label: colour, size, position, speed, amplitude,
+phase, background and noise are random. Generation is deterministic for a seed: video
+``i`` of class ``c`` in split ``s`` uses a generator seeded with ``(seed, s, c, i)``.
 
-* ``slide_horizontal``: a square moves back and forth along a horizontal line.
-* ``slide_vertical``: the same square moves along a vertical line.
-* ``disc``, ``cross``, ``ring``, ``triangle``: one object of that shape drifting slowly.
-* ``two_squares``: two smaller squares drifting slowly.
-* ``bar_pair``: a horizontal and a vertical bar drifting slowly.
-
-Any single frame of ``slide_horizontal`` could be one of ``slide_vertical``: only the
-set of positions over time (a horizontal versus a vertical streak once the frames are
-pooled) separates them, which is what spacetime blocks are for. The other classes are
-decided by the shape in one frame, so a model that ignores time still gets about
-(K - 1) / K right with the default 6 classes.
-
-Nothing else carries the label: object colour (any hue), size, start position, speed,
-motion amplitude and phase, the background level, its gradient and the per-frame noise
-are all random. Generation is deterministic for a seed: video ``i`` of class ``c`` in
-split ``s`` draws from its own generator seeded with ``(seed, s, c, i)``.
-
-Layout under ``OUT``::
-
-    videos/{train,test}/<class>/<class>_<i:03d>.mp4
-    annotations/classes.txt             one class name a line (label = line index)
-    annotations/{train,test}.txt        '<path relative to videos/> <class name>'
-
-``build_manifests.py generic --list-dir OUT/annotations`` reads the annotations.
+Writes ``OUT/videos/{train,test}/<class>/<class>_<i:03d>.mp4``,
+``OUT/annotations/classes.txt`` and ``{train,test}.txt`` (read by ``build_manifests.py
+generic --list-dir OUT/annotations``). Class design: docs/DATA_PREP.md, section 3.
 """
 
 import os

@@ -20,6 +20,19 @@ def docstring_parser(doc: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def help_text(doc: str, details: str) -> str:
+    """A tool's --help text, for a tool whose docstring would be too long with all of it.
+
+    Args:
+        doc: the module docstring: description, synopsis, and a last paragraph that
+            points to ``details``.
+        details: the rest of --help (inputs, outputs, exit status).
+    Returns:
+        ``doc`` without its last paragraph, then ``details``: the text ``docstring_parser`` takes.
+    """
+    return doc.rstrip().rsplit("\n\n", 1)[0] + "\n\n" + details
+
+
 def tool_parser(doc: str, checkpoint_help: str = "checkpoint (ours, a bare state dict or an official Caffe2 pickle)") -> argparse.ArgumentParser:
     """``docstring_parser`` with the model's ``--cfg`` and ``--checkpoint``."""
     parser = docstring_parser(doc)

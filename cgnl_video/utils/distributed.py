@@ -5,18 +5,13 @@ world queries, collectives, and seeding.
 ``torchrun`` the variables RANK, WORLD_SIZE and LOCAL_RANK (with MASTER_ADDR and
 MASTER_PORT) describe the launch, and ``init_distributed`` joins the group.
 
-Devices of the collectives. NCCL serves CUDA tensors only, yet some of the
-engine's collectives are naturally on the CPU: the epoch meters, pickled
-objects (RNG states, the multi-view test's scores, the checkpoint path) and the
-barrier. On a GPU, ``init_distributed`` therefore creates one group with two
-backends, ``"cpu:gloo,cuda:nccl"``: NCCL for the model's CUDA tensors (DDP,
-SyncBatchNorm, the loss check), gloo for the CPU ones. That keeps the CPU-side
-values where they are (no copies to the GPU and back, no dependence on which
-CUDA device is current) and serves every tensor whichever device it lives on.
-For a group made elsewhere that serves CUDA only (plain ``"nccl"``), the
-helpers below route CPU tensors and objects through a gloo group over the same
-ranks, made on first use (``group_for``), so they never assume the default
-group serves the CPU.
+NCCL serves CUDA tensors only, yet some collectives are naturally on the CPU (epoch
+meters; pickled objects: RNG states, test scores, the checkpoint path; the barrier).
+On a GPU ``init_distributed`` creates one group with two backends,
+``"cpu:gloo,cuda:nccl"``, so every tensor is served where it lives, with no copies
+to the GPU and back. For a group made elsewhere that serves CUDA only (plain
+``"nccl"``), the helpers route CPU tensors and objects through a gloo group over the
+same ranks, made on first use (``group_for``). docs/TRAINING.md, "Multi-GPU checklist".
 """
 
 import os

@@ -1,20 +1,14 @@
 """TensorBoard scalars of a run (TENSORBOARD.ENABLE, off by default).
 
-Rank 0 writes, with ``torch.utils.tensorboard.SummaryWriter``, into
-TENSORBOARD.LOG_DIR ("" = OUTPUT_DIR/tensorboard):
-
-- per epoch, every json_stats.log record (``split`` "train", "val" or "test") as
-  ``<split>/<field>`` at step = the record's epoch (1-based, as in json_stats.log;
-  0 for a test of weights whose epoch is unknown), so both hold the same numbers;
-- every LOG_PERIOD iterations (``engine.train_loop``), as ``train_iter/<name>`` at
-  step = the global iteration (1-based, counted from the start of epoch 1): the
-  loss and top-1 / top-5 error of that iteration's batch on rank 0, the LR, the
-  data and iteration times of the log line, and the peak memory.
-
-Any other rank, and any run with TENSORBOARD.ENABLE False, gets a writer that
-does nothing. A resumed run hides (TensorBoard's ``purge_step``) the points the
-interrupted run logged after its last checkpoint. tensorboard is an optional
-extra; ``check_tensorboard`` stops a run that enables it without it installed.
+Rank 0 writes into TENSORBOARD.LOG_DIR ("" = OUTPUT_DIR/tensorboard): per epoch every
+json_stats.log record as ``<split>/<field>`` at step = its epoch (so both hold the
+same numbers); every LOG_PERIOD iterations ``train_iter/<name>`` at step = the global
+iteration (loss, top-1 / top-5 error of rank 0's batch, LR, data and iteration
+times, peak memory). Other ranks, and runs with TENSORBOARD.ENABLE False, get a
+writer that does nothing. A resumed run hides (``purge_step``) the points logged
+after the last checkpoint. tensorboard is an optional extra; ``check_tensorboard``
+stops a run that enables it without it installed. Steps and tags: docs/TRAINING.md,
+"9. TensorBoard".
 
     python -m cgnl_video.utils.tensorboard OUTPUT_DIR/tensorboard
 
