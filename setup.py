@@ -37,7 +37,7 @@ setup(
         DECORD,
         "av>=11",
         "fvcore>=0.1.5.post20221221",
-        "iopath>=0.1.9",
+        "iopath>=0.1.9",  # checkpoint and weight URLs: downloaded once into its cache (utils/remote.py)
         "simplejson>=3.17",
         "numpy",
         "pillow",
