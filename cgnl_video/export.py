@@ -16,11 +16,11 @@ The file is exported to a temporary name, verified there when asked and renamed 
 """
 
 import importlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import simplejson
 import torch
 from fvcore.common.config import CfgNode
 from torch import nn
@@ -117,7 +117,7 @@ class Metadata:
                    list(cfg.DATA.MEAN), list(cfg.DATA.STD), list(classes))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return simplejson.dumps(asdict(self))
 
 
 def clip_shape(cfg: CfgNode, frames: Optional[int] = None, size: Optional[int] = None) -> Shape:
@@ -223,13 +223,13 @@ def read_metadata(fmt: str, path: str) -> dict:
         import onnx
 
         props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-        return json.loads(props[METADATA_KEY])
+        return simplejson.loads(props[METADATA_KEY])
     files = {METADATA_FILE: ""}
     if fmt == "export":
         _load_program(path, files)
     else:
         torch.jit.load(path, map_location="cpu", _extra_files=files)
-    return json.loads(files[METADATA_FILE])
+    return simplejson.loads(files[METADATA_FILE])
 
 
 # ----------------------------------------------------------------------------- verification

@@ -12,10 +12,11 @@ Inputs, outputs and exit status: HELP_DETAILS below (the rest of --help).
 """
 
 import argparse
-import json
 import os
 import sys
 from typing import List, Optional, Sequence, Tuple
+
+import simplejson
 
 from cgnl_video.utils.cli import add_opt_argument, help_text, load_tool_config, tool_parser
 
@@ -101,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report_failures(failures)
     if args.json:
         document = {"predictions": [p.to_json() for p in predictions], "failed": failed_json(failures)}
-        print_out(json.dumps(document, indent=2))
+        print_out(simplejson.dumps(document, indent=2))
     else:
         lines: List[str] = []
         for p in predictions:
@@ -150,7 +151,7 @@ def score_timelines(cfg, model, device, classes: Sequence[str], args: argparse.N
     if args.json:
         document = {"timelines": [t.to_json(classes, args.top_k) for t in done], "failed": failed_json(failures),
                     "figure": args.timeline if done else None}
-        print_out(json.dumps(document, indent=2))
+        print_out(simplejson.dumps(document, indent=2))
     else:
         lines: List[str] = []
         for t in done:

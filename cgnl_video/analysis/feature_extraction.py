@@ -12,12 +12,12 @@ torchrun every rank takes every world-th pending input (the test loader's
 docs/TOOLS.md, "Features for other models"; what a row is: ``analysis.features``.
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import simplejson
 import torch
 from fvcore.common.config import CfgNode
 
@@ -113,7 +113,7 @@ def read_record(out_dir: str, item: FeatureInput) -> Optional[dict]:
     if not (os.path.isfile(path) and os.path.isfile(os.path.join(out_dir, item.output + ".npy"))):
         return None
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        return simplejson.load(handle)
 
 
 def settings_difference(old: dict, new: dict) -> str:
@@ -130,7 +130,7 @@ def write_output(out_dir: str, item: FeatureInput, features: torch.Tensor, setti
     record = {"path": item.name, "features": item.output + ".npy", "shape": list(array.shape), **extra}
     if item.label is not None:
         record["label"] = item.label
-    atomic_write_text(record_path(out_dir, item), json.dumps({**record, "settings": settings}) + "\n")
+    atomic_write_text(record_path(out_dir, item), simplejson.dumps({**record, "settings": settings}) + "\n")
 
 
 def write_index(out_dir: str, inputs: Sequence[FeatureInput], settings: dict) -> int:
@@ -140,9 +140,9 @@ def write_index(out_dir: str, inputs: Sequence[FeatureInput], settings: dict) ->
     for item in inputs:
         record = read_record(out_dir, item)
         if record is not None and record.pop("settings") == settings:
-            lines.append(json.dumps(record) + "\n")
+            lines.append(simplejson.dumps(record) + "\n")
     atomic_write_text(os.path.join(out_dir, INDEX_FILE), "".join(lines))
-    atomic_write_text(os.path.join(out_dir, SETTINGS_FILE), json.dumps(settings, indent=2) + "\n")
+    atomic_write_text(os.path.join(out_dir, SETTINGS_FILE), simplejson.dumps(settings, indent=2) + "\n")
     return len(lines)
 
 

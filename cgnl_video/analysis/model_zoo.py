@@ -8,11 +8,11 @@ config's own OUTPUT_DIR.
 """
 
 import glob
-import json
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
+import simplejson
 from fvcore.common.config import CfgNode
 
 from cgnl_video.config import load_config
@@ -89,7 +89,7 @@ def zoo_row(path: str, configs_root: str, runs_root: Optional[str] = None) -> Zo
     folder = run_folder(cfg, relative, runs_root)
     if folder:
         with open(os.path.join(folder, TEST_METRICS_FILE), encoding="utf-8") as handle:
-            metrics = json.load(handle)
+            metrics = simplejson.load(handle)
         row.top1, row.top5, row.run = metrics.get("top1_acc"), metrics.get("top5_acc"), folder
     return row
 

@@ -13,12 +13,12 @@ Outputs: docs/TOOLS.md, "Test analysis".
 """
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import simplejson
 import yaml
 
 from cgnl_video.data.manifest import read_classes
@@ -76,7 +76,7 @@ def read_test_run(run_dir: str, classes_file: Optional[str] = None, name: Option
             if not line.strip():
                 continue
             where = f"{path}:{number}"
-            record = json.loads(line)
+            record = simplejson.loads(line)
             names = [record["label"], *record["top5_labels"][:k]]
             unknown = sorted({n for n in names if n not in position})
             if unknown or len(names) != k + 1:
@@ -284,5 +284,5 @@ def write_report(run: TestRun, out_dir: str, top_classes: int = 30, other: Optio
                           f"per-class top-1 gain: {run.name} - {other.name} ({len(shown_rows)} classes)"),
               os.path.join(out_dir, "per_class_gain.png"))
         written += ["per_class_gain.csv", "per_class_gain.png"]
-    atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(document, indent=2) + "\n")
+    atomic_write_text(os.path.join(out_dir, "summary.json"), simplejson.dumps(document, indent=2) + "\n")
     return written
