@@ -309,10 +309,9 @@ def encoded_frames(count: int) -> List[bytes]:
     """``count`` JPEGs of the synthetic 340x256 frames (quality 90, as the frame folders)."""
     from PIL import Image
 
-    from bench_loader import synthetic_frames
 
     out = []
-    for frame in synthetic_frames(count, 0):
+    for frame in common.synthetic_frames(count, 0):
         buffer = io.BytesIO()
         Image.fromarray(frame).save(buffer, format="JPEG", quality=90)
         out.append(buffer.getvalue())

@@ -1,42 +1,16 @@
 #!/usr/bin/env python
 """Training step: clips/s and peak memory of C2D R-50 / R-101 (+NL, +CGNL), eager vs fast path.
 
-From the repository root (after ``pip install -e .``):
+    python benchmarks/bench_train_step.py [--quick]   # GPU: batch 8, 32x224x224; CPU: 2, 8x112x112
 
-    python benchmarks/bench_train_step.py                # GPU: batch 8, 32x224x224
-    python benchmarks/bench_train_step.py --quick        # smoke run
-    # on a CPU the defaults are batch 2, 8x112x112 (a full 32x224x224 step takes
-    # seconds per clip there); --frames 32 --size 224 --batch 1 gives the real size.
-
-Models: the Mini-Kinetics configs ``configs/minikinetics/R{50,101}{,_NL,_CGNL8,_CGNL8_5B}.yaml``
-(baseline, +1 NL, +1 CGNL G=8, +5 CGNL), random initialisation, synthetic clips
-(no data loading). One step is what ``engine.train_loop.train_epoch`` does per
-iteration: ``to_device`` (channels_last conversion), forward under the engine's
-``autocast_context``, fp32 cross-entropy, ``zero_grad``, backward through the
-engine's grad scaler, SGD step (``engine.optim.build_optimizer``: momentum,
-weight decay), and ``loss.item()``.
-
-Modes, each a set of config switches:
-
-* ``eager``: fp32, contiguous, three theta/phi/g convolutions, no compile (the baseline).
-* ``fast``: TRAIN.MIXED_PRECISION (bf16), MODEL.CHANNELS_LAST, CGNL.FUSED and, on CUDA,
-  MODEL.COMPILE. The engine autocasts on the CPU too, so there ``fast`` runs bf16.
-* ``fast-nocompile``: ``fast`` without MODEL.COMPILE.
-* ``fast+cpu_bf16`` (CPU only): ``fast`` with ``torch.autocast("cpu", bfloat16)``
-  forced; the same as ``fast`` now that the engine autocasts on the CPU (it was
-  fp32 there when benchmarks/RESULTS.md's CPU table was measured).
-* ablations (``--modes``): ``amp``, ``channels_last``, ``fused``, ``compile`` — one
-  switch on top of ``eager``; ``cpu_bf16``: ``amp`` with the CPU autocast forced.
-
-All cases of one depth are measured round-robin (median of ``--repeats`` steps after
-``--warmup``), so ratios within a depth come from the same minutes of the same run.
-Model FLOPs per step come from ``torch.utils.flop_counter.FlopCounterMode`` on the
-eager model (forward + backward; convolutions, matrix products and attention);
-MFU = achieved FLOP/s / the GPU's dense peak for the precision the mode runs in
-(bf16 / fp16 under autocast, TF32 for fp32 since cuDNN convolutions use it by default;
-``_common.GPU_PEAK_TFLOPS``; ``--peak-tflops`` to override; not reported on an unlisted GPU).
-Peak memory: ``_common.peak_memory_bytes`` of one step (CUDA allocator peak; on
-the CPU live tensor bytes; not measured for compiled models on the CPU).
+Models: ``configs/minikinetics/R{50,101}{,_NL,_CGNL8,_CGNL8_5B}.yaml``, random weights,
+synthetic clips; one step as ``engine.train_loop`` does it (to_device, autocast forward,
+fp32 loss, backward through the grad scaler, SGD step, loss.item()). Modes: ``eager`` (fp32);
+``fast`` (bf16 autocast, channels_last, fused CGNL, torch.compile on CUDA);
+``fast-nocompile``; ablations ``amp``, ``channels_last``, ``fused``, ``compile``, ``cpu_bf16``.
+The cases of a depth run round-robin (``_common.time_interleaved``). FLOPs per step:
+``torch.utils.flop_counter.FlopCounterMode``; MFU against ``_common.GPU_PEAK_TFLOPS``
+(``--peak-tflops`` overrides). Peak memory: ``_common.peak_memory_bytes``.
 Prints a markdown table and writes benchmarks/results/train_step.json.
 """
 
