@@ -52,10 +52,11 @@ def test_time_interleaved_runs_the_cases_round_robin_with_the_chosen_clock():
     timing = common.time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
                                      repeats=3, warmup=1)
     assert order == ["a", "b"] * 4  # the warm-up, then each round runs every case once
+    assert timing["a"]["repeats"] == timing["b"]["repeats"] == 3
     nap = common.time_interleaved({"nap": lambda: time.sleep(0.02)}, repeats=3, warmup=0, clock="wall")["nap"]
     assert 0.02 <= nap["median_s"] < 0.2 and nap["cpu_median_s"] < 0.01  # sleeping costs no CPU time
-    spin = common.time_interleaved({"nap": lambda: time.sleep(0.02)}, repeats=3, warmup=0, clock="cpu")["nap"]
-    assert spin["median_s"] < 0.01 and spin["wall_median_s"] >= 0.02 and spin["clock"] == "cpu"
+    asleep = common.time_interleaved({"nap": lambda: time.sleep(0.02)}, repeats=3, warmup=0, clock="cpu")["nap"]
+    assert asleep["median_s"] < 0.01 and asleep["wall_median_s"] >= 0.02 and asleep["clock"] == "cpu"
     assert nap["measurement"].median == pytest.approx(nap["median_s"])  # a Measurement, for benchmark.Compare
 
 
