@@ -5,7 +5,7 @@
 * memory: ``peak_memory_bytes``, ``torch.cuda.max_memory_allocated`` on CUDA and the
   process's peak resident memory as a CPU proxy (``MEMORY_NOTE``);
 * model-FLOP utilisation: the datasheet peaks ``GPU_PEAK_TFLOPS``, ``peak_tflops``;
-* inputs: ``synthetic_frames``, ``write_folder``;
+* inputs: ``synthetic_frames``, ``write_folder``; a training step: ``Case``, ``MODES``;
 * output: ``report`` (JSON + printed markdown table), ``markdown_table``.
 """
 
@@ -28,8 +28,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils import benchmark
 
+from cgnl_video.config import load_config
+from cgnl_video.engine.inputs import to_device
+from cgnl_video.engine.optim import build_optimizer
+from cgnl_video.engine.precision import amp_dtype, autocast_context, build_grad_scaler
+from cgnl_video.models import build_model, prepare_for_speed
 from cgnl_video.utils.distributed import cudnn_conv_tf32
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -240,7 +246,7 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
     (PyTorch keeps no CPU allocator statistics), a proxy: the process's peak resident
     memory (Linux VmHWM, reset through /proc/self/clear_refs) above its resident memory
     before (after ``malloc_trim``). It counts every page the call touches (tensors, kernels' scratch buffers,
-    allocator slack), so it is at least the live tensor bytes; 0 where /proc is absent.
+    allocator slack), so it is about the live tensor bytes or more; 0 where /proc is absent.
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -341,6 +347,76 @@ def peak_tflops(device: torch.device, precision: str, override: float = 0.0) -> 
         return None
     peaks = found[1]
     return peaks[precision] or (peaks["fp32"] if precision == "tf32" else None)
+
+
+# ----------------------------------------------------------------------------- a training step
+
+
+VARIANTS = {"baseline": "", "+1 NL": "_NL", "+1 CGNL": "_CGNL8", "+5 CGNL": "_CGNL8_5B"}
+FAST = ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "MODEL.CHANNELS_LAST", "True",
+        "CGNL.FUSED", "True"]
+MODES: Dict[str, List[str]] = {
+    "eager": [],
+    "fast": FAST + ["MODEL.COMPILE", "True"],
+    "fast+cpu_bf16": FAST,
+    "fast-nocompile": FAST,
+    "amp": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
+    "cpu_bf16": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
+    "channels_last": ["MODEL.CHANNELS_LAST", "True"],
+    "fused": ["CGNL.FUSED", "True"],
+    "compile": ["MODEL.COMPILE", "True"],
+}
+
+
+def make_cfg(depth: int, variant: str, mode: str, args: argparse.Namespace, extra: Sequence[str] = ()):
+    """The config of one case; ``extra``: more KEY VALUE overrides."""
+    opts = ["RESNET.IMAGENET_WEIGHTS", "", "DATA.NUM_FRAMES", str(args.frames),
+            "DATA.TRAIN_CROP_SIZE", str(args.size), "TRAIN.BATCH_SIZE", str(args.batch)]
+    switches = list(MODES[mode])
+    if mode == "fast" and not args.compile_on:
+        switches = list(FAST)
+    opts += switches + list(extra)
+    return load_config(os.path.join(REPO, "configs", "minikinetics", f"R{depth}{VARIANTS[variant]}.yaml"), opts)
+
+
+class Case:
+    """A model with its optimizer and a fixed synthetic batch; ``step`` is one training
+    step as ``engine.train_loop`` does it (bench_train_step.py, bench_end_to_end.py)."""
+
+    def __init__(self, depth: int, variant: str, mode: str, args: argparse.Namespace, device: torch.device,
+                 extra_opts: Sequence[str] = ()):
+        self.device = device
+        self.cfg = cfg = make_cfg(depth, variant, mode, args, extra_opts)
+        self.compiled = bool(cfg.MODEL.COMPILE)
+        torch.manual_seed(0)
+        self.model = prepare_for_speed(build_model(cfg).to(device), cfg).train()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scaler = build_grad_scaler(cfg, device)
+        generator = torch.Generator().manual_seed(1)
+        self.clips = torch.randn((args.batch, 3, args.frames, args.size, args.size), generator=generator).to(device)
+        self.labels = torch.randint(cfg.MODEL.NUM_CLASSES, (args.batch,), generator=generator).to(device)
+        self.force_cpu_bf16 = mode.endswith("cpu_bf16") and device.type == "cpu"
+
+    @property
+    def amp(self) -> Optional[torch.dtype]:
+        """The autocast dtype of the step (None: fp32)."""
+        return torch.bfloat16 if self.force_cpu_bf16 else amp_dtype(self.cfg, self.device)
+
+    def autocast(self):
+        if self.force_cpu_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return autocast_context(self.cfg, self.device)
+
+    def step(self) -> float:
+        clips = to_device(self.clips, self.device, self.cfg)
+        with self.autocast():
+            logits = self.model(clips)
+        loss = F.cross_entropy(logits.float(), self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
 
 
 # ----------------------------------------------------------------------------- synthetic frames

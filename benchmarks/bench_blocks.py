@@ -239,7 +239,7 @@ def measure_group(names: List[str], batch: int, channels: int, shape: Tuple[int,
                 continue
         try:
             case = Case(name, batch, channels, shape, device, args.amp_dtype)
-            if case.compiled and device.type == "cpu":  # compile first; no dispatch-mode tracking
+            if case.compiled and device.type == "cpu":  # compile first, not measured as memory
                 case.step(), case.kernel_step()
             else:
                 row["peak_mem_bytes"] = common.peak_memory_bytes(case.step, device)  # also the first warm-up

@@ -25,7 +25,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402
-from bench_train_step import Case  # noqa: E402
 
 from cgnl_video.data import ManifestEntry, build_loader, set_loader_epoch, write_classes, write_manifest  # noqa: E402
 from cgnl_video.engine.inputs import batch_to_device, decode_on_device  # noqa: E402
@@ -54,7 +53,7 @@ def data_opts(args: argparse.Namespace, data: Dict[str, str]) -> List[str]:
             "DATA.TEST_CROP_SIZE", str(args.test_size), "TEST.VIEWS_PER_FORWARD", str(args.views_per_forward)]
 
 
-def run_training(case: Case, loader, steps: int, warmup: int, device: torch.device) -> Dict:
+def run_training(case: common.Case, loader, steps: int, warmup: int, device: torch.device) -> Dict:
     """Wall time of ``steps`` training steps fed by ``loader`` (after ``warmup`` steps),
     each batch made the model's input as ``engine.train_loop`` does it."""
     epoch, done, waits, total_start = 0, 0, [], None
@@ -81,13 +80,13 @@ def run_training(case: Case, loader, steps: int, warmup: int, device: torch.devi
             "data_wait_fraction": sum(waits) / total, "median_wait_s": statistics.median(waits)}
 
 
-def model_only(case: Case, steps: int, warmup: int, device: torch.device) -> Dict:
+def model_only(case: common.Case, steps: int, warmup: int, device: torch.device) -> Dict:
     timing = common.time_interleaved({"m": case.step}, steps, warmup, device, clock="wall")["m"]
     return {"steps": steps, "step_s": timing["median_s"], "clips_per_s": case.clips.shape[0] / timing["median_s"]}
 
 
 def bench_train(args, data, device) -> Dict:
-    case = Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data))
+    case = common.Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data))
     synthetic = (case.clips.clone(), case.labels.clone())
     result = {"model": "C2D R-50 + 1 CGNL (G=8)", "mode": args.mode}
     result["model_only_before"] = model_only(case, args.steps, args.warmup, device)
@@ -112,7 +111,7 @@ def bench_train(args, data, device) -> Dict:
 
 def bench_test(args, data, device, extra: Sequence[str] = ()) -> Dict:
     """Multi-view test videos/s end to end and of the model alone; ``extra``: more config overrides."""
-    case = Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data) + list(extra))
+    case = common.Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data) + list(extra))
     cfg = case.cfg
     model = case.model.eval()
     loader = build_loader(cfg, "test")

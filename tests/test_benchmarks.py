@@ -31,7 +31,8 @@ def test_help_of_each_script(script):
 
 def test_cpu_peak_memory_proxy_sees_the_tensors_a_call_touches():
     """Peak live tensors 64 MiB (a and b, then b and c): the resident-memory proxy counts
-    at least that, and not much more; a tensor that existed before is not counted."""
+    about that (a few pages may have been resident already), not the 96 MiB of all three,
+    and not a tensor that existed before."""
     before = torch.ones(1 << 24)  # 64 MiB, allocated (and touched) before the call
 
     def work():
@@ -42,7 +43,7 @@ def test_cpu_peak_memory_proxy_sees_the_tensors_a_call_touches():
         return c.sum()
 
     peak = common.peak_memory_bytes(work, torch.device("cpu"))
-    assert 64 * 2**20 <= peak <= 100 * 2**20, peak / 2**20
+    assert 60 * 2**20 <= peak < 90 * 2**20, peak / 2**20
     assert common.peak_memory_bytes(lambda: before.sum(), torch.device("cpu")) < 8 * 2**20
     assert "resident" in common.MEMORY_NOTE["cpu"]
 
