@@ -1,31 +1,17 @@
-"""Helpers shared by bench_blocks.py, bench_train_step.py and bench_end_to_end.py.
+"""Helpers shared by the scripts of benchmarks/ (the only module they import from here).
 
-* ``machine_info(device)``: CPU / GPU, driver, torch and library versions, load.
-* ``pick_device(name)``: "auto" = cuda when available, else cpu.
-* ``time_interleaved(cases, repeats, warmup)``: median (and spread) time of several
-  callables measured round-robin in the same run, so that load from other
-  processes hits every case alike; ratios of medians are then meaningful. The
-  clock is wall time, or the process CPU time for single-threaded CPU runs
-  (``default_clock``).
-* ``PeakMemory``: peak tensor memory of a callable. On CUDA it is
-  ``torch.cuda.max_memory_allocated`` above what was allocated before. On the CPU
-  PyTorch keeps no allocator statistics, so a dispatch-mode tracker adds up the
-  bytes of every tensor storage created inside the call and subtracts them when the
-  storage is freed: the peak of live tensor bytes allocated by the call, the same
-  quantity as the CUDA figure without the allocator's rounding and caching
-  (it does not see memory a kernel uses internally, e.g. oneDNN scratch buffers).
-* ``GPU_PEAK_TFLOPS`` / ``peak_tflops(device, precision)``: dense datasheet peaks per
-  GPU and precision, the denominator of the model-FLOP utilisation (MFU).
-* ``write_json(path, result)``, ``markdown_table(header, rows)``.
-* ``decoder_versions()``: decord, PyAV (and its FFmpeg), torchcodec (and the system
-  FFmpeg it loaded), for the video-decoding benchmarks.
-
-bench_loader.py and bench_extract.py use them too (bench_extract.py for its decoder
-comparison; its ffmpeg runs time whole processes with their own code).
+* devices and machine records: ``setup_device``, ``machine_info``, ``decoder_versions``;
+* timing: ``time_interleaved``, cases run round-robin, as ``benchmark.Measurement``s;
+* memory: ``peak_memory_bytes``, ``torch.cuda.max_memory_allocated`` on CUDA and the
+  process's peak resident memory as a CPU proxy (``MEMORY_NOTE``);
+* model-FLOP utilisation: the datasheet peaks ``GPU_PEAK_TFLOPS``, ``peak_tflops``;
+* inputs: ``synthetic_frames``, ``write_folder``; a training step: ``Case``, ``MODES``;
+* output: ``report`` (JSON + printed markdown table), ``markdown_table``.
 """
 
 import argparse
 import contextlib
+import ctypes
 import datetime
 import json
 import os
@@ -37,12 +23,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
+import timeit
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+import torch.nn.functional as F
+from torch.utils import benchmark
 
+from cgnl_video.config import load_config
+from cgnl_video.engine.inputs import to_device
+from cgnl_video.engine.optim import build_optimizer
+from cgnl_video.engine.precision import amp_dtype, autocast_context, build_grad_scaler
+from cgnl_video.models import build_model, prepare_for_speed
 from cgnl_video.utils.distributed import cudnn_conv_tf32
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,26 +181,25 @@ def synchronize(device: torch.device) -> None:
 
 
 def default_clock(device: torch.device) -> str:
-    """"cpu" (the process's CPU time) for single-threaded CPU runs, else "wall".
-
-    On a CPU shared with other jobs the wall time of a step includes the time the
-    thread waits while other processes run (spreads of +-30% were seen on the
-    2-core development machine); with one torch thread every op runs on the
-    calling thread, so its CPU time (time.process_time) is the work done, with a
-    spread of a few percent. Memory-bandwidth contention still counts in both.
-    """
+    """"cpu" (the process's CPU time) for single-threaded CPU runs, else "wall": on a
+    shared CPU the wall time includes waiting for other processes, while with one
+    torch thread the CPU time is the work done (a few percent spread, not +-30%)."""
     return "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
 
 
 def time_interleaved(cases: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
                      device: Optional[torch.device] = None, clock: str = "auto",
                      max_seconds: Optional[float] = None) -> Dict[str, Dict[str, float]]:
-    """Seconds per call of each case, the cases run round-robin.
+    """Seconds per call of each case, the cases run round-robin (one call each per round)
+    so that load from other processes hits every case alike.
 
-    Returns median_s / min_s / max_s of the chosen ``clock`` ("wall", "cpu" or "auto"
-    = ``default_clock``) plus wall_median_s and cpu_median_s, repeats and clock.
-    ``max_seconds``: stop after the round in which the timed rounds' wall time
-    passes it (at least 2 rounds), so a time budget caps the repeats.
+    ``torch.utils.benchmark.Timer`` times one case after another (and ``timeit`` warms up
+    twice per call), so each round calls ``timeit.Timer(fn).timeit(1)`` with the chosen
+    ``clock`` ("wall", "cpu" or "auto" = ``default_clock``), CUDA synchronised, and reads
+    the other clock around it. Returns median_s / min_s / max_s of the chosen clock,
+    wall_median_s, cpu_median_s, repeats, clock and ``measurement`` (a
+    ``benchmark.Measurement`` for ``benchmark.Compare``; null in JSON). ``max_seconds``:
+    stop after the round in which the timed rounds' wall time passes it (at least 2 rounds).
     """
     device = device or torch.device("cpu")
     clock = default_clock(device) if clock == "auto" else clock
@@ -215,69 +207,46 @@ def time_interleaved(cases: Dict[str, Callable[[], object]], repeats: int, warmu
         for _ in range(warmup):
             fn()
     synchronize(device)
-    wall: Dict[str, List[float]] = {name: [] for name in cases}
-    cpu: Dict[str, List[float]] = {name: [] for name in cases}
+    own, other = (time.process_time, time.perf_counter) if clock == "cpu" else (time.perf_counter, time.process_time)
+    timers = {name: timeit.Timer(lambda fn=fn: (fn(), synchronize(device)), timer=own) for name, fn in cases.items()}
+    chosen: Dict[str, List[float]] = {name: [] for name in cases}
+    others: Dict[str, List[float]] = {name: [] for name in cases}
     start_rounds = time.perf_counter()
     for done in range(1, repeats + 1):
-        for name, fn in cases.items():
-            synchronize(device)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            synchronize(device)
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
+        for name, timer in timers.items():
+            start = other()
+            chosen[name].append(timer.timeit(1))
+            others[name].append(other() - start)
         if max_seconds is not None and done >= 2 and time.perf_counter() - start_rounds > max_seconds:
             break
     out = {}
-    for name in cases:
-        chosen = cpu[name] if clock == "cpu" else wall[name]
-        out[name] = {"median_s": statistics.median(chosen), "min_s": min(chosen), "max_s": max(chosen),
-                     "wall_median_s": statistics.median(wall[name]), "cpu_median_s": statistics.median(cpu[name]),
-                     "repeats": len(chosen), "clock": clock}
+    for name, times in chosen.items():
+        wall, cpu = (others[name], times) if clock == "cpu" else (times, others[name])
+        task = benchmark.TaskSpec(stmt=name, setup="", label="seconds per call", sub_label=clock,
+                                  description=name, num_threads=torch.get_num_threads())
+        out[name] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+                     "wall_median_s": statistics.median(wall), "cpu_median_s": statistics.median(cpu),
+                     "repeats": len(times), "clock": clock,
+                     "measurement": benchmark.Measurement(1, times, task)}
     return out
 
 
 # ----------------------------------------------------------------------------- memory
 
 
-class _LiveTensorBytes(TorchDispatchMode):
-    """Counts the bytes of storages created while active, until each is freed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._seen: Dict[int, weakref.ref] = {}
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self._seen.pop(key, None)
-        self.live -= nbytes
-
-    def _track(self, tensor: torch.Tensor) -> None:
-        if tensor.device.type != "cpu" or tensor.is_sparse:
-            return
-        storage = tensor.untyped_storage()
-        key = storage._cdata
-        if key in self._seen:
-            return
-        nbytes = storage.nbytes()
-        self._seen[key] = weakref.ref(storage, lambda _ref, key=key, nbytes=nbytes: self._free(key, nbytes))
-        self.live += nbytes
-        self.peak = max(self.peak, self.live)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for item in (out if isinstance(out, (tuple, list)) else (out,)):
-            if isinstance(item, torch.Tensor):
-                self._track(item)
-        return out
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", handle.read(), re.MULTILINE).group(1))
 
 
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
-    """Peak bytes of tensor memory that ``fn()`` allocates above what existed before.
+    """Peak bytes that ``fn()`` adds above what existed before; its return value is dropped.
 
-    CUDA: max_memory_allocated. CPU: live tensor bytes tracked by a dispatch mode
-    (module docstring). ``fn``'s return value is dropped before the figure is read.
+    CUDA: ``torch.cuda.max_memory_allocated`` above ``memory_allocated`` before. CPU
+    (PyTorch keeps no CPU allocator statistics), a proxy: the process's peak resident
+    memory (Linux VmHWM, reset through /proc/self/clear_refs) above its resident memory
+    before (after ``malloc_trim``). It counts every page the call touches (tensors, kernels' scratch buffers,
+    allocator slack), so it is about the live tensor bytes or more; 0 where /proc is absent.
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -287,16 +256,22 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    tracker = _LiveTensorBytes()
-    with tracker:
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # freed heap memory back to the system, so reuse of it counts
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")  # resets VmHWM to the current resident size
+        before = _rss_kb("VmRSS")
+    except OSError:
         fn()
-    return tracker.peak
+        return 0
+    fn()
+    return max(0, _rss_kb("VmHWM") - before) * 1024
 
 
 MEMORY_NOTE = {
     "cuda": "torch.cuda.max_memory_allocated above the memory allocated before the call",
-    "cpu": "peak bytes of live tensors allocated by the call, tracked with a TorchDispatchMode "
-           "(CPU has no allocator statistics; excludes kernels' internal scratch buffers)",
+    "cpu": "peak resident memory of the process (VmHWM) above its resident memory before the call: every "
+           "page the call touches, tensors, scratch buffers and allocator slack (CPU has no allocator statistics)",
 }
 
 
@@ -374,6 +349,105 @@ def peak_tflops(device: torch.device, precision: str, override: float = 0.0) -> 
     return peaks[precision] or (peaks["fp32"] if precision == "tf32" else None)
 
 
+# ----------------------------------------------------------------------------- a training step
+
+
+VARIANTS = {"baseline": "", "+1 NL": "_NL", "+1 CGNL": "_CGNL8", "+5 CGNL": "_CGNL8_5B"}
+FAST = ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "MODEL.CHANNELS_LAST", "True",
+        "CGNL.FUSED", "True"]
+MODES: Dict[str, List[str]] = {
+    "eager": [],
+    "fast": FAST + ["MODEL.COMPILE", "True"],
+    "fast+cpu_bf16": FAST,
+    "fast-nocompile": FAST,
+    "amp": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
+    "cpu_bf16": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
+    "channels_last": ["MODEL.CHANNELS_LAST", "True"],
+    "fused": ["CGNL.FUSED", "True"],
+    "compile": ["MODEL.COMPILE", "True"],
+}
+
+
+def make_cfg(depth: int, variant: str, mode: str, args: argparse.Namespace, extra: Sequence[str] = ()):
+    """The config of one case; ``extra``: more KEY VALUE overrides."""
+    opts = ["RESNET.IMAGENET_WEIGHTS", "", "DATA.NUM_FRAMES", str(args.frames),
+            "DATA.TRAIN_CROP_SIZE", str(args.size), "TRAIN.BATCH_SIZE", str(args.batch)]
+    switches = list(MODES[mode])
+    if mode == "fast" and not args.compile_on:
+        switches = list(FAST)
+    opts += switches + list(extra)
+    return load_config(os.path.join(REPO, "configs", "minikinetics", f"R{depth}{VARIANTS[variant]}.yaml"), opts)
+
+
+class Case:
+    """A model with its optimizer and a fixed synthetic batch; ``step`` is one training
+    step as ``engine.train_loop`` does it (bench_train_step.py, bench_end_to_end.py)."""
+
+    def __init__(self, depth: int, variant: str, mode: str, args: argparse.Namespace, device: torch.device,
+                 extra_opts: Sequence[str] = ()):
+        self.device = device
+        self.cfg = cfg = make_cfg(depth, variant, mode, args, extra_opts)
+        self.compiled = bool(cfg.MODEL.COMPILE)
+        torch.manual_seed(0)
+        self.model = prepare_for_speed(build_model(cfg).to(device), cfg).train()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scaler = build_grad_scaler(cfg, device)
+        generator = torch.Generator().manual_seed(1)
+        self.clips = torch.randn((args.batch, 3, args.frames, args.size, args.size), generator=generator).to(device)
+        self.labels = torch.randint(cfg.MODEL.NUM_CLASSES, (args.batch,), generator=generator).to(device)
+        self.force_cpu_bf16 = mode.endswith("cpu_bf16") and device.type == "cpu"
+
+    @property
+    def amp(self) -> Optional[torch.dtype]:
+        """The autocast dtype of the step (None: fp32)."""
+        return torch.bfloat16 if self.force_cpu_bf16 else amp_dtype(self.cfg, self.device)
+
+    def autocast(self):
+        if self.force_cpu_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return autocast_context(self.cfg, self.device)
+
+    def step(self) -> float:
+        clips = to_device(self.clips, self.device, self.cfg)
+        with self.autocast():
+            logits = self.model(clips)
+        loss = F.cross_entropy(logits.float(), self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
+
+
+# ----------------------------------------------------------------------------- synthetic frames
+
+
+def synthetic_frames(count: int, seed: int, height: int = 256, width: int = 340) -> np.ndarray:
+    """``count`` x height x width x 3 frames (default 256 x 340): a sliding blocky
+    texture, a moving wave, noise."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    blocks = rng.random((height // 8 + 1, width // 8 + 1, 3)).astype(np.float32) * 255
+    texture = blocks.repeat(8, axis=0).repeat(8, axis=1)[:height, :width]
+    out = np.empty((count, height, width, 3), np.uint8)
+    for t in range(count):
+        wave = 127 + 127 * np.sin((cols + 3 * t) / 29.0) * np.cos((rows - t) / 13.0)
+        image = 0.5 * np.roll(texture, 3 * t, axis=1) + 0.5 * wave[..., None]
+        out[t] = np.clip(image + rng.normal(0, 5, (height, width, 1)), 0, 255)
+    return out
+
+
+def write_folder(folder: str, frames: np.ndarray) -> None:
+    """``frames`` as JPEG files (quality 90) named as the loader reads them."""
+    from PIL import Image
+
+    from cgnl_video.data.decode import frame_file_name
+
+    os.makedirs(folder, exist_ok=True)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(os.path.join(folder, frame_file_name(index)), quality=90)
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -397,10 +471,17 @@ def report(path: str, result: Dict, text: str) -> int:
     return 0
 
 
+def _no_measurement(value: object) -> None:
+    """JSON has no place for the ``benchmark.Measurement`` a timing carries: written as null."""
+    if isinstance(value, benchmark.Measurement):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 def write_json(path: str, result: Dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=2)
+        json.dump(result, handle, indent=2, default=_no_measurement)
         handle.write("\n")
 
 

@@ -255,7 +255,7 @@ def live_blocks(model: torch.nn.Module) -> int:
 def finite_steps(ctx: Context, amp: str, variant: str) -> Dict:
     """``sizes.finite_steps`` training steps of R-50 ``variant`` under ``amp`` autocast; raises
     FloatingPointError on a non-finite loss."""
-    case = bts.Case(50, variant, "amp", ctx.step_args(), ctx.device,
+    case = common.Case(50, variant, "amp", ctx.step_args(), ctx.device,
                     ctx.sizes.model_opts() + ["TRAIN.AMP_DTYPE", amp])
     blocks_live = live_blocks(case.model)
     losses, scales = [], []
@@ -309,10 +309,9 @@ def encoded_frames(count: int) -> List[bytes]:
     """``count`` JPEGs of the synthetic 340x256 frames (quality 90, as the frame folders)."""
     from PIL import Image
 
-    from bench_loader import synthetic_frames
 
     out = []
-    for frame in synthetic_frames(count, 0):
+    for frame in common.synthetic_frames(count, 0):
         buffer = io.BytesIO()
         Image.fromarray(frame).save(buffer, format="JPEG", quality=90)
         out.append(buffer.getvalue())
@@ -489,7 +488,7 @@ def through_engine(ctx: Context, data: Dict[str, str], decode_on: str, model_rat
     extra = ctx.sizes.model_opts() + e2e.data_opts(args, data)
     if decode_on != "worker":
         extra += ["DATA.DECODE_ON", decode_on]
-    case = bts.Case(50, "+1 CGNL", "fast", args, ctx.device, extra)
+    case = common.Case(50, "+1 CGNL", "fast", args, ctx.device, extra)
     loader = build_loader(case.cfg, "train")
     scheduler = EpochLRScheduler(case.optimizer, case.cfg)
     for epoch in range(2):
@@ -508,7 +507,7 @@ def data_stall(ctx: Context) -> None:
     keep within the budget), DATA.DECODE_ON worker and device."""
     data = ctx.frame_data()
     args = ctx.step_args()
-    case = bts.Case(50, "+1 CGNL", "fast", args, ctx.device, ctx.sizes.model_opts())
+    case = common.Case(50, "+1 CGNL", "fast", args, ctx.device, ctx.sizes.model_opts())
     model = e2e.model_only(case, ctx.sizes.steps, ctx.sizes.warmup, ctx.device)
     del case
     ctx.put("model_only", model)
@@ -538,7 +537,7 @@ def compile_plan(left_s: float, reserve_s: float, estimate_s: float) -> bool:
     return left_s - reserve_s >= estimate_s
 
 
-def build_or_oom(cases: Dict[str, bts.Case], rows: Dict[str, Dict], ctx: Context, depth: int, variant: str,
+def build_or_oom(cases: Dict[str, common.Case], rows: Dict[str, Dict], ctx: Context, depth: int, variant: str,
                  mode: str, args: argparse.Namespace, flops: int) -> None:
     """``bts.build_case`` into ``cases`` / ``rows``; out of memory, a row saying so."""
     key = f"{variant} | {mode}"
@@ -559,9 +558,9 @@ def train_step_depth(ctx: Context, depth: int, share_end: float, compile_s: List
     times per R-50-sized model (the warm-up's first), shared between depths."""
     key = f"R-{depth}"
     args = ctx.step_args(compile_on=False)
-    cases: Dict[str, bts.Case] = {}
+    cases: Dict[str, common.Case] = {}
     rows: Dict[str, Dict] = {}
-    for variant in bts.VARIANTS:
+    for variant in common.VARIANTS:
         ctx.doing(f"R-{depth} {variant}: counting FLOPs, building its cases")
         flops = bts.model_flops(depth, variant, args, ctx.device)
         for mode in STEP_MODES:
@@ -638,7 +637,7 @@ def warm_steps(ctx: Context, depth: int, variant: str, modes: Sequence[str], ext
     """One training step of R-``depth`` ``variant`` in each of ``modes``."""
     for mode in modes:
         ctx.doing(f"warm-up: one training step of R-{depth} {variant} | {mode} {' '.join(extra)}".rstrip())
-        bts.Case(depth, variant, mode, ctx.step_args(), ctx.device, ctx.sizes.model_opts() + list(extra)).step()
+        common.Case(depth, variant, mode, ctx.step_args(), ctx.device, ctx.sizes.model_opts() + list(extra)).step()
         free(ctx.device)
 
 
@@ -652,7 +651,7 @@ def warm_multiview_test(ctx: Context) -> None:
     """The eval forward of one chunk of test views (other shapes than training's)."""
     s = ctx.sizes
     ctx.doing("warm-up: the test forward of R-50 +1 CGNL | fast-nocompile on one chunk of views")
-    case = bts.Case(50, "+1 CGNL", "fast", ctx.step_args(), ctx.device, s.model_opts())
+    case = common.Case(50, "+1 CGNL", "fast", ctx.step_args(), ctx.device, s.model_opts())
     views = torch.randint(0, 256, (s.views_per_forward, 3, s.frames, s.test_size, s.test_size), dtype=torch.uint8)
     with torch.no_grad():
         forward_views(case.model.eval(), views, s.views_per_forward, ctx.device, case.cfg)
@@ -670,7 +669,7 @@ def warm_train_step(ctx: Context) -> None:
     if ctx.options.compile_on:
         ctx.doing("warm-up: compiling R-50 baseline | fast (torch.compile, inductor)")
         start = time.time()
-        bts.Case(50, COMPILE_ORDER[0], "fast", ctx.step_args(compile_on=True), ctx.device,
+        common.Case(50, COMPILE_ORDER[0], "fast", ctx.step_args(compile_on=True), ctx.device,
                  ctx.sizes.model_opts()).step()
         ctx.warm["compile_s"] = time.time() - start
         free(ctx.device)

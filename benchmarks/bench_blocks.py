@@ -1,55 +1,18 @@
 #!/usr/bin/env python
 """Block level: forward + backward time and peak memory of CGNL, NL and a per-group reference.
 
-From the repository root (after ``pip install -e .``):
+    python benchmarks/bench_blocks.py [--quick] [--precision] [--compile on]
 
-    python benchmarks/bench_blocks.py            # cuda if available, else cpu
-    python benchmarks/bench_blocks.py --quick    # a smoke run (small batch, few points)
-
-Blocks (fp32; ``--amp bf16`` runs them under autocast):
-
-* ``CGNL dot`` / ``CGNL rbf P=3``: ``CGNLBlock`` G = 8, the library fast path
-  (``fused=True``: one theta/phi/g convolution, hand-written kernel backward);
-  ``CGNL dot, unfused``: three convolutions.
-* ``per-group reference dot`` / ``rbf``: the same convolutions and norm, but the
-  kernel written as the official image code does it: split the channels into G
-  groups, per group ``att = bmm(phi^p, g)`` then ``bmm(att, theta^p)``, concatenate
-  (plain autograd). It lives here: a baseline, not library code.
-* ``CGNL dot, compiled`` / ``CGNL rbf P=3, compiled`` (``--compile``, default on
-  CUDA only): the fused blocks and their kernel under ``torch.compile``.
-* ``NL``: ``NonLocalBlock`` (softmax, through ``scaled_dot_product_attention``),
-  without and with (1,2,2) subsampling of phi/g; ``NL explicit``: the same block
-  with the N x M attention matrix materialised (einsum + softmax), as in the
-  video non-local code.
-
-``--precision`` measures only the cost of mixed precision instead: CGNL dot /
-embedded Gaussian / rbf (fused, BN), CGNL dot with GroupNorm and NL (softmax,
-pool (1,2,2)) at the res3
-and res4 inputs, each in fp32 (autocast off) and under autocast (``--amp-dtypes``,
-default bf16 on the CPU, bf16 and fp16 on CUDA), next to the same blocks with
-every op in the autocast dtype (``..., all in autocast``: the blocks before
-their float32 parts were added; fp16 then overflows, so these only price the
-float32 parts). Writes benchmarks/results/blocks_precision.json by default.
-
-Part 1, the res3 and res4 inputs of C2D R-50 for 32x224x224 clips (batch 8):
-(8, 512, 4, 28, 28) and (8, 1024, 4, 14, 14). For the CGNL blocks the kernel
-part (``aggregate``: everything except the 1x1x1 convolutions and the norm) is
-timed on its own, forward + backward on the block's theta/phi/g, and reported
-as a fraction of the block's time.
-
-Part 2, growing N = T x H x W at 512 channels (4x14x14 ... 16x56x56): CGNL dot,
-NL and NL explicit (no subsampling). On CUDA a case that runs out of memory is
-recorded as OOM. On the CPU nothing is run that would need more than
-``--mem-cap-gb`` (the machine is shared), and the N at which NL explicit would
-run out of memory is computed from its measured memory: the linear part per
-position plus 3 N x N fp32 matrices per sample (softmax output, its gradient,
-the logits' gradient) must fit the machine's RAM / an 80 GB GPU.
-
-Time: median of ``--repeats`` forward + backward passes after ``--warmup``,
-all blocks of one shape measured round-robin in the same run; wall time, or the
-process CPU time when the CPU run is single-threaded (``--threads 1``, see
-``_common.default_clock``), which is what a shared CPU needs. Peak memory: see
-``_common.peak_memory_bytes`` (CUDA allocator peak; on the CPU live tensor bytes).
+Blocks (fp32; ``--amp bf16`` under autocast): ``CGNL dot`` / ``CGNL rbf P=3`` (G = 8, fused
+theta/phi/g, hand-written kernel backward), ``CGNL dot, unfused``; ``per-group reference``
+(the kernel per group as the official image code: bmm(phi^p, g), bmm(att, theta^p)); the
+fused blocks under torch.compile (``--compile``); ``NL`` (SDPA, with and without (1,2,2)
+pooling) and ``NL explicit`` (the N x N attention materialised). Part 1: the res3 / res4
+inputs of C2D R-50 at 32x224x224 (batch 8), with the CGNL kernel timed on its own. Part 2:
+N = T x H x W growing at 512 channels; on CUDA an OOM is recorded, on the CPU nothing over
+``--mem-cap-gb`` runs and NL explicit's OOM point is estimated from its memory.
+``--precision``: only the cost of the blocks' float32 parts under autocast.
+Time and memory: ``_common.time_interleaved`` (round-robin) and ``_common.peak_memory_bytes``.
 Prints markdown tables and writes benchmarks/results/blocks.json.
 """
 
@@ -276,7 +239,7 @@ def measure_group(names: List[str], batch: int, channels: int, shape: Tuple[int,
                 continue
         try:
             case = Case(name, batch, channels, shape, device, args.amp_dtype)
-            if case.compiled and device.type == "cpu":  # compile first; no dispatch-mode tracking
+            if case.compiled and device.type == "cpu":  # compile first, not measured as memory
                 case.step(), case.kernel_step()
             else:
                 row["peak_mem_bytes"] = common.peak_memory_bytes(case.step, device)  # also the first warm-up

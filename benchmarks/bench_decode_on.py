@@ -1,33 +1,15 @@
 #!/usr/bin/env python
 """Loader worker CPU time per clip with DATA.DECODE_ON worker and device.
 
-From the repository root (after ``pip install -e .``):
+    python benchmarks/bench_decode_on.py [--quick]   # about 2 minutes on one core
 
-    python benchmarks/bench_decode_on.py            # about 2 minutes on one core
-    python benchmarks/bench_decode_on.py --quick
-
-Inputs are generated (no download) in a temporary folder: frame folders of 150
-JPEGs of 602x256, quality 90 — what data_prep/extract_frames.py writes for a
-640x272 video (short side 256). Everything runs in this one process with one
-torch thread, which is what one DataLoader worker process does, and is timed by
-this process's CPU time (user + system), round-robin, median of ``--repeats``:
-
-1. Training clips at the defaults (32 of 64 frames, a random box resized to 224,
-   flip), ``--batch`` clips per batch, items and the batch's collate:
-   * worker mode: ``VideoDataset`` items (decode 32 JPEGs, crop + resize,
-     normalise) and the default collate: what a worker does today;
-   * device mode, worker: items (plan, read the 32 files, check their headers)
-     and ``collate_encoded``: what a worker does with DATA.DECODE_ON device;
-   * device mode, training process: ``engine.inputs.batch_to_device`` on the
-     batch (decode, crop + resize, normalise) on the CPU — the work that moved,
-     done by the CPU here; on a GPU machine the same call runs on the GPU, timed
-     by wall clock after a synchronize (``--device cuda``).
-2. Validation clips (centre clip, short side 256, centre crop 224) and test
-   videos (30 views of 32 frames at 256), worker side only, both modes.
-
-The device-mode batches are checked equal to the worker-mode batches (on the
-CPU they are bit-identical; the largest difference is printed). Prints markdown
-tables and writes JSON (benchmarks/results/decode_on.json).
+Generated frame folders (150 JPEGs of 602x256, quality 90); one process, one torch thread
+(one DataLoader worker), timed by CPU time, round-robin, median of ``--repeats``:
+training batches (worker mode: decode + augment items and collate; device mode: read the
+files and ``collate_encoded`` in the worker, ``engine.inputs.batch_to_device`` in the
+training process, by wall clock on ``--device cuda``), validation clips and test videos.
+The device-mode batches are checked equal to the worker-mode ones.
+Writes benchmarks/results/decode_on.json.
 """
 
 import os
@@ -39,7 +21,6 @@ from torch.utils.data import default_collate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402
-from bench_loader import synthetic_frames, write_folder  # noqa: E402
 
 from cgnl_video.config import get_cfg  # noqa: E402
 from cgnl_video.data import ManifestEntry, build_dataset, write_classes, write_manifest  # noqa: E402
@@ -54,7 +35,8 @@ def make_data(work: str, videos: int) -> str:
     root, lists = os.path.join(work, "frames"), os.path.join(work, "lists")
     entries = []
     for video in range(videos):
-        write_folder(os.path.join(root, f"video_{video:02d}"), synthetic_frames(FRAMES, video, HEIGHT, WIDTH))
+        frames = common.synthetic_frames(FRAMES, video, HEIGHT, WIDTH)
+        common.write_folder(os.path.join(root, f"video_{video:02d}"), frames)
         entries.append(ManifestEntry(f"video_{video:02d}", video % 2, FRAMES))
     write_classes(os.path.join(lists, "classes.txt"), ["a", "b"])
     for split in ("train", "val", "test"):

@@ -2,40 +2,16 @@
 """End to end: training clips/s through the real loader against the model alone, and
 multi-view test videos/s.
 
-From the repository root (after ``pip install -e .``):
+    python benchmarks/bench_end_to_end.py [--quick]   # cuda if available, else cpu
 
-    python benchmarks/bench_end_to_end.py              # cuda if available, else cpu
-    python benchmarks/bench_end_to_end.py --quick
-
-Inputs are generated (no download): frame folders of 150 JPEG frames at
-340x256 (short side 256, quality 90, as data_prep/extract_frames.py writes
-them; ``bench_loader.synthetic_frames``), listed in train and test manifests.
-
-Training: the config ``configs/minikinetics/R50_CGNL8.yaml`` in the fast mode of
-bench_train_step.py (``--mode``), one step as bench_train_step.py does it.
-
-1. model only: steps on a fixed synthetic batch (what bench_train_step.py measures);
-2. ``--input cpu``: the real loader (``build_loader(cfg, "train")``,
-   DATA_LOADER.NUM_WORKERS workers decoding and augmenting in processes);
-3. ``--input gpu`` (default on CUDA as well as 2): the same loader with
-   ``DATA.DECODE_ON device``: workers only read the JPEG bytes and draw the
-   clip's randomness; the training process decodes the batch with nvJPEG and
-   crops / resizes / normalises it on the GPU (``cgnl_video.data.gpu_augment``;
-   runs on the CPU too, for checking).
-
-Clips/s = clips / wall time over ``--steps`` steps after ``--warmup``; the data
-stall = the time the loop waits for the next batch (plus the decoding on the
-device in mode 3) over the total, and 1 - (end-to-end clips/s) / (model-only clips/s), the model
-alone measured before and after the loader runs and the faster of the two taken.
-
-Multi-view test: ``engine.multiview.run_test`` over the test manifest (10 clips x
-3 crops = 30 views per video, TEST.VIEWS_PER_FORWARD views per forward), against
-the model alone on the same number of synthetic views.
-
-Note for a CPU run: the loader workers and the model share the same cores, so
-the stall includes that competition; on the CPU the defaults are batch 2,
-8x112x112 clips, 8 frames x 128 test crops and one torch thread for the model.
-Prints markdown tables and writes benchmarks/results/end_to_end.json.
+Inputs: generated frame folders (150 JPEGs of 340x256, ``_common.synthetic_frames``) and
+manifests. Training (``configs/minikinetics/R50_CGNL8.yaml``, ``--mode`` of
+bench_train_step.py): the model alone on a fixed batch, then ``build_loader(cfg, "train")``
+with DATA.DECODE_ON worker (``--input cpu``) and device (``--input gpu``: nvJPEG and
+``data.gpu_augment``; runs on the CPU too). The data stall is the time waiting for batches
+over the total, and 1 - end-to-end / model-only clips/s. Multi-view test:
+``engine.multiview.run_test`` (30 views per video) against the model alone on as many views.
+On a CPU the loader workers and the model share the cores. Writes benchmarks/results/end_to_end.json.
 """
 
 import argparse
@@ -49,8 +25,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402
-from bench_loader import synthetic_frames, write_folder  # noqa: E402
-from bench_train_step import Case  # noqa: E402
 
 from cgnl_video.data import ManifestEntry, build_loader, set_loader_epoch, write_classes, write_manifest  # noqa: E402
 from cgnl_video.engine.inputs import batch_to_device, decode_on_device  # noqa: E402
@@ -64,7 +38,7 @@ def make_data(work: str, videos: int) -> Dict[str, str]:
     entries = []
     for v in range(videos):
         name = f"video_{v:03d}"
-        write_folder(os.path.join(root, name), synthetic_frames(FRAMES_PER_VIDEO, v))
+        common.write_folder(os.path.join(root, name), common.synthetic_frames(FRAMES_PER_VIDEO, v))
         entries.append(ManifestEntry(name, v % 2, FRAMES_PER_VIDEO))
     write_classes(os.path.join(lists, "classes.txt"), ["a", "b"])
     for split in ("train", "val", "test"):
@@ -79,7 +53,7 @@ def data_opts(args: argparse.Namespace, data: Dict[str, str]) -> List[str]:
             "DATA.TEST_CROP_SIZE", str(args.test_size), "TEST.VIEWS_PER_FORWARD", str(args.views_per_forward)]
 
 
-def run_training(case: Case, loader, steps: int, warmup: int, device: torch.device) -> Dict:
+def run_training(case: common.Case, loader, steps: int, warmup: int, device: torch.device) -> Dict:
     """Wall time of ``steps`` training steps fed by ``loader`` (after ``warmup`` steps),
     each batch made the model's input as ``engine.train_loop`` does it."""
     epoch, done, waits, total_start = 0, 0, [], None
@@ -106,13 +80,13 @@ def run_training(case: Case, loader, steps: int, warmup: int, device: torch.devi
             "data_wait_fraction": sum(waits) / total, "median_wait_s": statistics.median(waits)}
 
 
-def model_only(case: Case, steps: int, warmup: int, device: torch.device) -> Dict:
+def model_only(case: common.Case, steps: int, warmup: int, device: torch.device) -> Dict:
     timing = common.time_interleaved({"m": case.step}, steps, warmup, device, clock="wall")["m"]
     return {"steps": steps, "step_s": timing["median_s"], "clips_per_s": case.clips.shape[0] / timing["median_s"]}
 
 
 def bench_train(args, data, device) -> Dict:
-    case = Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data))
+    case = common.Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data))
     synthetic = (case.clips.clone(), case.labels.clone())
     result = {"model": "C2D R-50 + 1 CGNL (G=8)", "mode": args.mode}
     result["model_only_before"] = model_only(case, args.steps, args.warmup, device)
@@ -137,7 +111,7 @@ def bench_train(args, data, device) -> Dict:
 
 def bench_test(args, data, device, extra: Sequence[str] = ()) -> Dict:
     """Multi-view test videos/s end to end and of the model alone; ``extra``: more config overrides."""
-    case = Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data) + list(extra))
+    case = common.Case(50, "+1 CGNL", args.mode, args, device, data_opts(args, data) + list(extra))
     cfg = case.cfg
     model = case.model.eval()
     loader = build_loader(cfg, "test")

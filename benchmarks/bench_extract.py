@@ -1,37 +1,16 @@
 #!/usr/bin/env python
-"""Frame extraction speed: data_prep/extract_frames.py with each video decoder,
-against the ffmpeg command line.
-
-Needs the ffmpeg program (Debian package ffmpeg), which also provides the FFmpeg
-shared libraries torchcodec loads. Install it first:
+"""Frame extraction speed: data_prep/extract_frames.py with each video decoder, against
+the ffmpeg command line.
 
     apt-get update && apt-get install -y ffmpeg
-
-Then, from the repository root (after ``pip install -e ".[torchcodec]"``):
-
     python benchmarks/bench_extract.py
 
-What it does, in one run on the same videos and the same cores:
-
-1. Writes test videos (no download): H.264 mp4 (x264 preset veryfast: CABAC,
-   B-frames, like web video), 480x360 at 30 fps, 10 s each, a moving texture with
-   noise.
-2. Calibrates the JPEG quality: ffmpeg's ``-q:v 2`` has no exact libjpeg quality, so
-   the PIL quality whose mean file size on the first video is closest to ffmpeg's is
-   used for ``--quality`` (same bytes per frame = a fair comparison).
-3. For each core count (1, then all cores): ffmpeg as
-   ``ffmpeg -threads 1 -i V -filter_threads 1 -vf scale=-2:256 -threads 1 -q:v 2 OUT/%06d.jpg``,
-   one process per video, as many at a time as there are cores; and
-   ``extract_frames.py --short-side 256 --workers <cores> --decoding-backend B`` for
-   each decoder B (decord, pyav, and torchcodec where it and FFmpeg's libraries are
-   installed). All are pinned to the cores with sched_setaffinity and run
-   round-robin; wall time includes process start-up; the best of ``--repeats`` runs
-   counts.
-4. Decoding alone, in this process (one thread): each decoder's frames resized to
-   short side 256 (``cgnl_video.prep.video_io.frames_with_*``, what the workers do
-   before writing JPEGs), round-robin, median CPU time; and how far each decoder's
-   resized frames are from PyAV's (torchcodec resizes bilinearly, the others bicubically).
-5. Checks every tool wrote the same number of frames, prints tables and writes JSON.
+On generated H.264 videos (480x360, 30 fps, 10 s): calibrates the PIL quality matching
+ffmpeg's ``-q:v 2`` by file size; for 1 core and all cores runs ffmpeg (one single-threaded
+process per video) and ``extract_frames.py --workers <cores>`` per decoder, pinned with
+sched_setaffinity, round-robin, best of ``--repeats`` (wall time includes process start);
+then decoding alone in this process (one thread, median CPU time) and each decoder's
+difference from PyAV. Checks the frame counts, prints tables and writes JSON.
 """
 
 import io

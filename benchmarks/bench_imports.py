@@ -1,23 +1,13 @@
 #!/usr/bin/env python
 """Import cost: what a fresh interpreter spends importing parts of the package.
 
-From the repository root (after ``pip install -e .``):
+    python benchmarks/bench_imports.py [--quick]   # 7 rounds, quick 2
 
-    python benchmarks/bench_imports.py            # 7 rounds
-    python benchmarks/bench_imports.py --quick    # 2 rounds
-
-It decides whether a package's public names are plain imports or lazy
-(``cgnl_video/utils/lazy.py``). ``cgnl_video.models`` needs torch for every
-name, so plain imports cost nothing extra. ``cgnl_video.data`` is also imported
-by the data_prep scripts and their spawned extraction workers, which use only
-``cgnl_video.data.manifest`` (and no torch): with plain exports in
-``data/__init__.py`` each of them would import what the "eager" row imports.
-
-Each case runs in a new Python process, timed inside it (``perf_counter``
-around the import statement, interpreter start excluded); the cases are run
-round-robin, ``--repeats`` times, and the median is reported with the ratio to
-the lazy ``cgnl_video.data.manifest`` import measured in the same run. Prints a
-markdown table and writes benchmarks/results/imports.json.
+Decides whether a package's public names are plain imports or lazy
+(``cgnl_video/utils/lazy.py``): data_prep scripts and their workers import
+``cgnl_video.data.manifest`` only, without torch. Each case runs in a new process, timed
+inside it (interpreter start excluded), round-robin; median and ratio to the lazy import.
+Writes benchmarks/results/imports.json.
 """
 
 import os

@@ -1,40 +1,17 @@
 #!/usr/bin/env python
 """Data loading speed: cgnl_video.data against naive baselines, in the same run.
 
-From the repository root (after ``pip install -e .``):
-
     python benchmarks/bench_loader.py
 
-Everything runs in one process with one torch thread, which is what one DataLoader
-worker process does, so the numbers are per worker process. Inputs are generated
-(no download) in a temporary folder:
-
-1. Training clips from frame folders (JPEG quality 90, 340x256 = short side 256,
-   as data_prep/extract_frames.py writes them): 32 of 64 frames, random box of
-   0.08-1.25 of the area resized to 224, flip, normalisation.
-   * ours: ``VideoDataset("train")`` (decodes the 32 frames with
-     torchvision.io.decode_jpeg into one buffer, uint8 crop+resize of the clip,
-     one float conversion);
-   * baseline "per-frame PIL": per frame ``PIL.Image.open`` and torchvision's
-     per-image transforms (resized_crop, hflip, to_tensor, normalize), then stack.
-   Both use the same frame indices, crop boxes and flips. (PyTorchVideo's
-   FrameVideo would be a third baseline, but it needs opencv-python, which is not a
-   dependency of this package.)
-2. Test samples, 30 views (10 clips x 3 crops, 32 of 64 frames, 256 crops) of a
-   10 s, 30 fps, 340x256 H.264 video, for two GOP lengths (x264's default keyint 250,
-   and 30 = one keyframe per second):
-   * ours: ``VideoDataset("test")``, the video decoded once (decord, PyAV, and
-     torchcodec where it and FFmpeg's shared libraries are installed:
-     ``pip install -e ".[torchcodec]"``, ``apt-get install ffmpeg``);
-   * baseline "per view": what PySlowFast does — each view decoded on its own:
-     open the file, seek to the keyframe before the window, decode to the end of
-     the window, keep every 2nd frame, crop and normalise.
-   Decoded frames are counted exactly for PyAV; for decord and torchcodec the count
-   is the frames requested (they decode at least those).
-
-Every decoder runs single-threaded; the methods run round-robin and the medians of
-``--repeats`` runs count, by wall time and by this process's CPU time. Prints
-markdown tables and writes JSON (benchmarks/results/loader.json).
+One process, one torch thread (what one DataLoader worker does), generated inputs:
+1. training clips from 340x256 JPEG frame folders (32 of 64 frames, random box to 224,
+   flip): ``VideoDataset("train")`` against per-frame PIL + torchvision transforms, with
+   the same frames, boxes and flips;
+2. 30-view test samples of a 10 s H.264 video, two GOP lengths (250 and 30):
+   ``VideoDataset("test")`` decoding the video once (decord, PyAV, torchcodec where
+   installed) against each view decoded on its own as PySlowFast does (PyAV seek + decode).
+Decoders single-threaded; methods round-robin (``_common.time_interleaved``), medians of
+``--repeats`` by wall and CPU time. Writes benchmarks/results/loader.json.
 """
 
 import os
@@ -51,31 +28,6 @@ HEIGHT, WIDTH, FPS = 256, 340, 30
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def synthetic_frames(count: int, seed: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
-    """``count`` x height x width x 3 frames (default 256 x 340): a sliding blocky
-    texture, a moving wave, noise."""
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
-    blocks = rng.random((height // 8 + 1, width // 8 + 1, 3)).astype(np.float32) * 255
-    texture = blocks.repeat(8, axis=0).repeat(8, axis=1)[:height, :width]
-    out = np.empty((count, height, width, 3), np.uint8)
-    for t in range(count):
-        wave = 127 + 127 * np.sin((cols + 3 * t) / 29.0) * np.cos((rows - t) / 13.0)
-        image = 0.5 * np.roll(texture, 3 * t, axis=1) + 0.5 * wave[..., None]
-        out[t] = np.clip(image + rng.normal(0, 5, (height, width, 1)), 0, 255)
-    return out
-
-
-def write_folder(folder: str, frames: np.ndarray) -> None:
-    from PIL import Image
-
-    from cgnl_video.data.decode import frame_file_name
-
-    os.makedirs(folder, exist_ok=True)
-    for index, frame in enumerate(frames):
-        Image.fromarray(frame).save(os.path.join(folder, frame_file_name(index)), quality=90)
 
 
 def write_h264(path: str, frames: np.ndarray, gop: int) -> None:
@@ -143,7 +95,7 @@ def bench_train(work: str, videos: int, clips: int, repeats: int) -> Dict:
     length = 150
     entries = []
     for v in range(videos):
-        write_folder(os.path.join(root, f"video_{v:02d}"), synthetic_frames(length, v))
+        common.write_folder(os.path.join(root, f"video_{v:02d}"), common.synthetic_frames(length, v))
         entries.append(ManifestEntry(f"video_{v:02d}", 0, length))
     lists = os.path.join(work, "frame_lists")
     write_classes(os.path.join(lists, "classes.txt"), ["only"])
@@ -255,7 +207,7 @@ def bench_test(work: str, repeats: int, gops: List[int], backends: List[str]) ->
 
     root = os.path.join(work, "videos")
     os.makedirs(root, exist_ok=True)
-    frames = synthetic_frames(10 * FPS, 99)
+    frames = common.synthetic_frames(10 * FPS, 99)
     lists = os.path.join(work, "video_lists")
     write_classes(os.path.join(lists, "classes.txt"), ["only"])
     results = {}

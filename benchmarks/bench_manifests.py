@@ -1,31 +1,12 @@
 #!/usr/bin/env python
 """Finding 80,000 clips by name: the one-walk catalog of build_manifests.py.
 
-From the repository root (after ``pip install -e .``):
-
     python benchmarks/bench_manifests.py [--clips 80000] [--repeats 5]
 
-It writes, under a temporary folder (deleted at the end), the Mini-Kinetics-200
-training set as a Kinetics crawler leaves it, with ``--clips`` clips in 400 class
-folders, in three trees:
-
-* ``videos``: ``train/<class>/<ytid>_<start>_<end>.mp4``, 1-byte files;
-* ``frames``: the frame folders extract_frames.py would make of them, empty
-  (their names are the names looked for: the walk does not enter them);
-* ``frames_all``: the same frame folders with one JPEG each, none of them looked
-  for (frames of clips of another dataset: the walk stops at the first JPEG).
-
-and times, round-robin in the same run (median of ``--repeats``, wall clock):
-
-* ``tree.walk`` (``prep/tree.py``): the catalog of each tree, one ``os.scandir``
-  walk;
-* baseline: the same catalog from ``os.walk`` (lists every folder it meets);
-* the whole ``build_minikinetics`` on ``videos`` with ``check_videos=False``
-  (reading the lists, the catalog, checking each clip on disk, writing the
-  manifests), from a CSV and id list of the generated clips.
-
-The files are in the page cache (the trees were just written): the figures are
-for a warm cache, as on a second run.
+Writes the Mini-Kinetics-200 training set as a crawler leaves it (``--clips`` clips in 400
+class folders) as three trees: videos (1-byte files), empty frame folders, and frame
+folders with one JPEG each; times round-robin (wall clock, warm page cache) ``tree.walk``
+against an ``os.walk`` catalog, and the whole ``build_minikinetics`` without video checks.
 """
 
 import os

@@ -1,42 +1,16 @@
 #!/usr/bin/env python
 """Training step: clips/s and peak memory of C2D R-50 / R-101 (+NL, +CGNL), eager vs fast path.
 
-From the repository root (after ``pip install -e .``):
+    python benchmarks/bench_train_step.py [--quick]   # GPU: batch 8, 32x224x224; CPU: 2, 8x112x112
 
-    python benchmarks/bench_train_step.py                # GPU: batch 8, 32x224x224
-    python benchmarks/bench_train_step.py --quick        # smoke run
-    # on a CPU the defaults are batch 2, 8x112x112 (a full 32x224x224 step takes
-    # seconds per clip there); --frames 32 --size 224 --batch 1 gives the real size.
-
-Models: the Mini-Kinetics configs ``configs/minikinetics/R{50,101}{,_NL,_CGNL8,_CGNL8_5B}.yaml``
-(baseline, +1 NL, +1 CGNL G=8, +5 CGNL), random initialisation, synthetic clips
-(no data loading). One step is what ``engine.train_loop.train_epoch`` does per
-iteration: ``to_device`` (channels_last conversion), forward under the engine's
-``autocast_context``, fp32 cross-entropy, ``zero_grad``, backward through the
-engine's grad scaler, SGD step (``engine.optim.build_optimizer``: momentum,
-weight decay), and ``loss.item()``.
-
-Modes, each a set of config switches:
-
-* ``eager``: fp32, contiguous, three theta/phi/g convolutions, no compile (the baseline).
-* ``fast``: TRAIN.MIXED_PRECISION (bf16), MODEL.CHANNELS_LAST, CGNL.FUSED and, on CUDA,
-  MODEL.COMPILE. The engine autocasts on the CPU too, so there ``fast`` runs bf16.
-* ``fast-nocompile``: ``fast`` without MODEL.COMPILE.
-* ``fast+cpu_bf16`` (CPU only): ``fast`` with ``torch.autocast("cpu", bfloat16)``
-  forced; the same as ``fast`` now that the engine autocasts on the CPU (it was
-  fp32 there when benchmarks/RESULTS.md's CPU table was measured).
-* ablations (``--modes``): ``amp``, ``channels_last``, ``fused``, ``compile`` — one
-  switch on top of ``eager``; ``cpu_bf16``: ``amp`` with the CPU autocast forced.
-
-All cases of one depth are measured round-robin (median of ``--repeats`` steps after
-``--warmup``), so ratios within a depth come from the same minutes of the same run.
-Model FLOPs per step come from ``torch.utils.flop_counter.FlopCounterMode`` on the
-eager model (forward + backward; convolutions, matrix products and attention);
-MFU = achieved FLOP/s / the GPU's dense peak for the precision the mode runs in
-(bf16 / fp16 under autocast, TF32 for fp32 since cuDNN convolutions use it by default;
-``_common.GPU_PEAK_TFLOPS``; ``--peak-tflops`` to override; not reported on an unlisted GPU).
-Peak memory: ``_common.peak_memory_bytes`` of one step (CUDA allocator peak; on
-the CPU live tensor bytes; not measured for compiled models on the CPU).
+Models: ``configs/minikinetics/R{50,101}{,_NL,_CGNL8,_CGNL8_5B}.yaml``, random weights,
+synthetic clips; one step as ``engine.train_loop`` does it (to_device, autocast forward,
+fp32 loss, backward through the grad scaler, SGD step, loss.item()). Modes: ``eager`` (fp32);
+``fast`` (bf16 autocast, channels_last, fused CGNL, torch.compile on CUDA);
+``fast-nocompile``; ablations ``amp``, ``channels_last``, ``fused``, ``compile``, ``cpu_bf16``.
+The cases of a depth run round-robin (``_common.time_interleaved``). FLOPs per step:
+``torch.utils.flop_counter.FlopCounterMode``; MFU against ``_common.GPU_PEAK_TFLOPS``
+(``--peak-tflops`` overrides). Peak memory: ``_common.peak_memory_bytes``.
 Prints a markdown table and writes benchmarks/results/train_step.json.
 """
 
@@ -51,106 +25,35 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as common  # noqa: E402
 
-from cgnl_video.config import load_config  # noqa: E402
-from cgnl_video.engine.inputs import to_device  # noqa: E402
-from cgnl_video.engine.optim import build_optimizer  # noqa: E402
-from cgnl_video.engine.precision import amp_dtype, autocast_context, build_grad_scaler  # noqa: E402
-from cgnl_video.models import build_model, prepare_for_speed  # noqa: E402
-
-VARIANTS = {"baseline": "", "+1 NL": "_NL", "+1 CGNL": "_CGNL8", "+5 CGNL": "_CGNL8_5B"}
-FAST = ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16", "MODEL.CHANNELS_LAST", "True",
-        "CGNL.FUSED", "True"]
-MODES: Dict[str, List[str]] = {
-    "eager": [],
-    "fast": FAST + ["MODEL.COMPILE", "True"],
-    "fast+cpu_bf16": FAST,
-    "fast-nocompile": FAST,
-    "amp": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
-    "cpu_bf16": ["TRAIN.MIXED_PRECISION", "True", "TRAIN.AMP_DTYPE", "bf16"],
-    "channels_last": ["MODEL.CHANNELS_LAST", "True"],
-    "fused": ["CGNL.FUSED", "True"],
-    "compile": ["MODEL.COMPILE", "True"],
-}
-
-
-def make_cfg(depth: int, variant: str, mode: str, args: argparse.Namespace, extra: Sequence[str] = ()):
-    """The config of one case; ``extra``: more KEY VALUE overrides."""
-    opts = ["RESNET.IMAGENET_WEIGHTS", "", "DATA.NUM_FRAMES", str(args.frames),
-            "DATA.TRAIN_CROP_SIZE", str(args.size), "TRAIN.BATCH_SIZE", str(args.batch)]
-    switches = list(MODES[mode])
-    if mode == "fast" and not args.compile_on:
-        switches = list(FAST)
-    opts += switches + list(extra)
-    return load_config(os.path.join(common.REPO, "configs", "minikinetics", f"R{depth}{VARIANTS[variant]}.yaml"), opts)
-
-
-class Case:
-    """A model with its optimizer and a fixed synthetic batch."""
-
-    def __init__(self, depth: int, variant: str, mode: str, args: argparse.Namespace, device: torch.device,
-                 extra_opts: Sequence[str] = ()):
-        self.device = device
-        self.cfg = cfg = make_cfg(depth, variant, mode, args, extra_opts)
-        self.compiled = bool(cfg.MODEL.COMPILE)
-        torch.manual_seed(0)
-        self.model = prepare_for_speed(build_model(cfg).to(device), cfg).train()
-        self.optimizer = build_optimizer(self.model, cfg)
-        self.scaler = build_grad_scaler(cfg, device)
-        generator = torch.Generator().manual_seed(1)
-        self.clips = torch.randn((args.batch, 3, args.frames, args.size, args.size), generator=generator).to(device)
-        self.labels = torch.randint(cfg.MODEL.NUM_CLASSES, (args.batch,), generator=generator).to(device)
-        self.force_cpu_bf16 = mode.endswith("cpu_bf16") and device.type == "cpu"
-
-    @property
-    def amp(self) -> Optional[torch.dtype]:
-        """The autocast dtype of the step (None: fp32)."""
-        return torch.bfloat16 if self.force_cpu_bf16 else amp_dtype(self.cfg, self.device)
-
-    def autocast(self):
-        if self.force_cpu_bf16:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return autocast_context(self.cfg, self.device)
-
-    def step(self) -> float:
-        clips = to_device(self.clips, self.device, self.cfg)
-        with self.autocast():
-            logits = self.model(clips)
-        loss = F.cross_entropy(logits.float(), self.labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.item()
-
 
 def model_flops(depth: int, variant: str, args: argparse.Namespace, device: torch.device) -> int:
     """FLOPs of one eager forward + backward (FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    case = Case(depth, variant, "eager", args, device)
+    case = common.Case(depth, variant, "eager", args, device)
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(case.model(case.clips), case.labels).backward()
     return int(counter.get_total_flops())
 
 
 def build_case(depth: int, variant: str, mode: str, args: argparse.Namespace, device: torch.device,
-               flops: int, extra_opts: Sequence[str] = ()) -> Tuple[Case, Dict]:
+               flops: int, extra_opts: Sequence[str] = ()) -> Tuple[common.Case, Dict]:
     """A case and its row: switches, FLOPs per step and the peak memory of its first step
     (on CUDA that step also compiles; a compiled model's first step on the CPU is not tracked)."""
     print(f"  building R-{depth} {variant} | {mode}", flush=True)
-    case = Case(depth, variant, mode, args, device, extra_opts)
+    case = common.Case(depth, variant, mode, args, device, extra_opts)
     row = {"depth": depth, "variant": variant, "mode": mode, "flops_per_step": flops,
            "switches": {"MIXED_PRECISION": bool(case.cfg.TRAIN.MIXED_PRECISION),
                         "CHANNELS_LAST": bool(case.cfg.MODEL.CHANNELS_LAST),
                         "FUSED": bool(case.cfg.CGNL.FUSED), "COMPILE": case.compiled}}
     if case.compiled and device.type == "cpu":
-        case.step()  # compile outside the tracker
+        case.step()  # the compile is not measured
     else:
         row["peak_mem_bytes"] = common.peak_memory_bytes(case.step, device)
     return case, row
 
 
-def time_cases(cases: Dict[str, Case], rows: Dict[str, Dict], args: argparse.Namespace, device: torch.device,
+def time_cases(cases: Dict[str, common.Case], rows: Dict[str, Dict], args: argparse.Namespace, device: torch.device,
                max_seconds: Optional[float] = None) -> None:
     """Time ``cases`` round-robin and fill their ``rows`` (keys "variant | mode"): clips/s,
     TFLOP/s, the MFU against the peak of the precision each runs in, and the ratios."""
@@ -175,7 +78,7 @@ def time_cases(cases: Dict[str, Case], rows: Dict[str, Dict], args: argparse.Nam
 
 
 def measure_depth(depth: int, args: argparse.Namespace, device: torch.device) -> Dict:
-    cases: Dict[str, Case] = {}
+    cases: Dict[str, common.Case] = {}
     rows: Dict[str, Dict] = {}
     for variant in args.variants:
         flops = model_flops(depth, variant, args, device)
@@ -210,8 +113,8 @@ def table(rows: List[Dict]) -> str:
 def main() -> int:
     parser = common.base_parser(__doc__, "train_step", "R-50 only, baseline and +1 CGNL, 2 repeats")
     parser.add_argument("--depths", type=int, nargs="+", default=[50, 101])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--modes", nargs="+", default=None, choices=list(MODES),
+    parser.add_argument("--variants", nargs="+", default=list(common.VARIANTS), choices=list(common.VARIANTS))
+    parser.add_argument("--modes", nargs="+", default=None, choices=list(common.MODES),
                         help="default: eager fast (+ fast+cpu_bf16 on a CPU)")
     parser.add_argument("--batch", type=int, default=0, help="clips per step (default: 8 on cuda, 2 on cpu)")
     parser.add_argument("--frames", type=int, default=0, help="default: 32 on cuda, 8 on cpu")
@@ -247,7 +150,7 @@ def main() -> int:
         "machine": machine, "command": common.command_line(),
         "load_average_1min": [load_start, common.load_average()],
         "settings": {"batch": args.batch, "frames": args.frames, "size": args.size, "repeats": args.repeats,
-                     "warmup": args.warmup, "modes": {m: MODES[m] for m in args.modes},
+                     "warmup": args.warmup, "modes": {m: common.MODES[m] for m in args.modes},
                      "compile_in_fast": args.compile_on, "peak_tflops_override": args.peak_tflops or None},
         "memory_measure": common.MEMORY_NOTE[device.type],
         "rows": rows,

@@ -1,56 +1,19 @@
 #!/usr/bin/env python
 """One-shot GPU validation: the GPU figures of benchmarks/RESULTS.md in one command.
 
-From the repository root (after ``pip install -e .``):
-
     python benchmarks/gpu_validation.py                       # one GPU: under 8 minutes
     python benchmarks/gpu_validation.py --quick --device cpu  # toy sizes on the CPU (what CI runs)
 
-Parts (benchmarks/_validation_parts.py; each measures through the other scripts' functions):
-
-* ``finite_loss``: fp16 and bf16 autocast, a few R-50 (+1 NL, +5 CGNL) training steps, losses finite;
-* ``jpeg_decode``: torchvision.io.decode_jpeg on the device (nvJPEG), frames/s, against one CPU thread;
-* ``kernel_share``: the CGNL kernel's share of the block's time at the res3 / res4 inputs (bench_blocks);
-* ``nl_oom``: the N at which NL runs out of memory, against CGNL (bench_blocks' N sweep, extended);
-* ``multiview_test``: 30-view test videos/s, ``DATA.DECODE_ON`` worker and device (bench_end_to_end);
-* ``data_stall``: training through the real loader and the engine's loop against the model alone,
-  ``DATA.DECODE_ON`` worker and device, on synthetic frame folders made here;
-* ``train_step``: clips/s, peak memory and model-FLOP utilisation of C2D R-50 / R-101 (baseline,
-  +1 NL, +1 CGNL, +5 CGNL) at 32x224x224: eager fp32, AMP bf16, AMP bf16 + channels_last + fused,
-  and that + torch.compile (bench_train_step).
-
-Every part reports its own status ("ok", "failed" with the error text, "timeout" with what it
-had measured and what it was doing, "skipped" when the budget ran out before it) and the
-others run regardless.
-
-Time budget (``--budget-s``, default 420 s, 100 s with ``--quick``): the parts run in the
-order above in one worker process. A part first warms up (``_validation_parts.WARMUPS``:
-one step of the models it times, in each precision and layout, so that cuDNN autotunes
-its bf16 / fp16 3D convolutions there, and the first torch.compile of ``train_step``),
-outside the budget, within its own limit (``--warmup-limit-s``, default 300 s, 120 s with
-``--quick``); cuDNN keeps its choices for the worker process (``cudnn.benchmark``) and
-inductor its compiled code in a folder every worker of the run shares
-(TORCHINDUCTOR_CACHE_DIR, unless set), so a restarted worker does not compile again.
-Then its budget starts: a deadline, its share (``SHARES``) of the time
-left, over the shares of the parts not yet run, so time a part leaves unused goes to the
-later ones (``train_step``, last, gets everything left). Within a part the repeats of a
-timing stop at its slice of the deadline (``_common.time_interleaved(max_seconds=)``),
-the N sweep stops a block whose predicted time no longer fits, and compiled models are
-built only while their compile time (the slowest measured, the warm-up's first; 60 s for
-R-50 until one is measured; twice that for R-101) fits, R-50 first: with a short budget only R-50 is compiled, and the JSON says
-which cases were not. This process watches the worker: a part still running ``grace``
-seconds (5 % of the budget, 10 to 30 s) after its deadline, or after its warm-up limit,
-is stopped (status "timeout", with its phase and what it was doing: the part records
-both as it goes; the worker is killed and a new one continues with the next part), as
-is a worker that crashes (status "failed", the end of its stderr quoted). On CUDA the worker also
-restarts after any failed part, since a CUDA error can leave the context unusable. The
-whole run therefore ends by budget + warm-ups + grace: under 8 minutes with the defaults,
-plus the warm-ups (most of their time is the first compile; not yet measured on a GPU).
-
-Output (``--out``, default benchmarks/results/gpu_validation): ``gpu_validation.json``
-(machine, settings, per part: status, error, seconds, budget, result),
-``gpu_validation.md`` (a section for RESULTS.md, also printed) and ``worker.log`` (the
-worker's stderr, when it wrote any).
+Parts (``_validation_parts.py``): finite_loss, jpeg_decode, kernel_share, nl_oom,
+multiview_test, data_stall, train_step. Each reports its status ("ok", "failed", "timeout"
+with what it had measured and was doing, "skipped") and the others run regardless.
+Budget (``--budget-s``, 420 s, quick 100 s): the parts run in a worker process; each first
+warms up outside the budget within ``--warmup-limit-s`` (cuDNN autotuning, the first
+torch.compile; the workers share one TORCHINDUCTOR_CACHE_DIR), then gets its share
+(``SHARES``) of the time left. This process watches the worker: a part past its deadline
+(or warm-up limit) + grace is stopped with its process group and reported with its phase
+and what it was doing; a crashed worker is reported with its stderr; a new worker continues.
+Output (``--out``): gpu_validation.json, gpu_validation.md (also printed), worker.log.
 """
 
 import time

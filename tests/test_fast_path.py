@@ -304,17 +304,3 @@ def test_all_in_autocast_baselines_of_the_benchmark_equal_the_blocks_without_aut
         baseline = baseline.double()
         baseline.load_state_dict(block.state_dict())
         assert torch.allclose(baseline(x), block(x), rtol=1e-10, atol=1e-12)
-
-
-def test_peak_memory_tracker_counts_live_tensor_bytes():
-    common = _bench_module("_common")
-    x = torch.zeros(1 << 18)  # 1 MiB, allocated before: not counted
-
-    def work():
-        a = x + 1  # 1 MiB
-        b = a * 2  # 2 MiB live
-        del a
-        c = b + b  # 2 MiB live again
-        return c.sum()
-
-    assert common.peak_memory_bytes(work, torch.device("cpu")) == 2 * (1 << 20) + 4
