@@ -399,6 +399,8 @@ class CGNLBlock(nn.Module):
     """
 
     layers: ClassVar[Layers] = SPACETIME
+    #: ``AttentionMaps.kind`` of the maps ``attention_map`` gives
+    attention_kind: ClassVar[str] = "cgnl"
 
     def __init__(
         self,
@@ -449,6 +451,29 @@ class CGNLBlock(nn.Module):
         if not self.fused:
             return self.theta(x), self.phi(x), self.g(x)
         return self._embed_stacked(x).unbind(1)
+
+    @torch.no_grad()
+    def attention_map(self, x: torch.Tensor, ref: int) -> Tuple[torch.Tensor, List[str]]:
+        """What reference position ``ref`` (a flat index into x's grid) relates to, for the
+        first sample of the block input ``x``: per group k, the GNL affinity summed over the
+        group's channel pairs, sum_p alpha_p^2 (sum_c theta_{c,ref}^p)(sum_c' phi_{c',j}^p)
+        (Eq. 9; derivation in ``cgnl_video.analysis.attention``).
+
+        Returns:
+            (G, *grid) raw maps, and one label per map.
+        """
+        theta, phi, _g = self.embed(x[:1])
+        grid = theta.shape[2:]
+        theta = theta[0].reshape(self.groups, -1, grid.numel())  # (G, C', N)
+        phi = phi[0].reshape(self.groups, -1, grid.numel())
+        at_ref = theta[:, :, ref]  # (G, C')
+        maps = torch.zeros(self.groups, grid.numel(), dtype=theta.dtype, device=theta.device)
+        for power, coefficient in enumerate(self.coefficients):
+            if coefficient:
+                maps += coefficient * at_ref.pow(power).sum(1, keepdim=True) * phi.pow(power).sum(1)
+        if self.use_scale:
+            maps = maps / (theta.shape[1] * grid.numel()) ** 0.5
+        return maps.reshape(self.groups, *grid), [f"CGNL group {k + 1}" for k in range(self.groups)]
 
     def _full_precision_conv(self, x: torch.Tensor) -> Optional[str]:
         """The convolution that leaves autocast, with BatchNorm only: g for RBF, phi for

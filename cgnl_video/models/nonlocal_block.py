@@ -36,7 +36,7 @@ dtype. With the default (1, 2, 2) pooling the g convolution costs a quarter
 of theta's. Cost: benchmarks/RESULTS.md.
 """
 
-from typing import ClassVar, Sequence
+from typing import ClassVar, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,8 @@ class NonLocalBlock(nn.Module):
     """
 
     layers: ClassVar[Layers] = SPACETIME
+    #: ``AttentionMaps.kind`` of the maps ``attention_map`` gives
+    attention_kind: ClassVar[str] = "nl"
 
     def __init__(
         self,
@@ -97,6 +99,25 @@ class NonLocalBlock(nn.Module):
         if self.scale:
             logits = logits * theta.shape[1] ** -0.5
         return logits.softmax(dim=-1)
+
+    @torch.no_grad()
+    def attention_map(self, x: torch.Tensor, ref: int) -> Tuple[torch.Tensor, List[str]]:
+        """The row of the N x M affinity matrix that belongs to reference position ``ref``
+        (a flat index into x's grid), for the first sample of the block input ``x``; each
+        grid position gets the value of the pooled cell of phi that covers it.
+
+        Returns:
+            (1, *grid) raw map, and its label.
+        """
+        x = x[:1]
+        theta = self.theta(x)
+        phi = self.phi(self.pool(x) if self.pool is not None else x)
+        pooled = self.affinity(theta.flatten(2), phi.flatten(2))[0, ref].reshape(phi.shape[2:])
+        # nearest upsampling: grid position (t, h, w) lies in pooled cell (t // kt, h // kh, w // kw)
+        kernel = self.pool.kernel_size if self.pool is not None else (1,) * pooled.dim()
+        for dim, k in enumerate(kernel):
+            pooled = pooled.repeat_interleave(int(k), dim=dim)
+        return pooled[tuple(slice(n) for n in theta.shape[2:])].unsqueeze(0), ["NL"]
 
     def attend(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """y (B, C', N) = g weighted by ``affinity(theta, phi)``, for (B, C', N / M) inputs.
