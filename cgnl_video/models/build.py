@@ -1,6 +1,6 @@
 """build_model(cfg): the registered backbone of MODEL.ARCH with the registered
-blocks of NONLOCAL.TYPE inserted; and the builders of the shipped backbone and
-blocks, which ``cgnl_video.config.backbones`` / ``config.blocks`` register.
+blocks of NONLOCAL.TYPE inserted. The shipped builders sit next to their modules
+(``build_c2d`` in models/c2d.py, ``build_cgnl`` in models/cgnl.py, ...).
 
 A backbone builder ``builder(cfg) -> nn.Module`` returns a model with
 
@@ -9,6 +9,8 @@ A backbone builder ``builder(cfg) -> nn.Module`` returns a model with
 * ``parts()``: part name -> module path, in forward order (model_info's rows);
 * ``classifier_key``: the state dict key of the classifier weight, one row per
   class (torch.hub reads a checkpoint's number of classes there);
+* ``head``: the classifier module; its input is the feature map that
+  ``analysis.features`` pools (export's ``logits`` needs a ``C2DHead``);
 * train mode returning logits (B, classes) and eval mode class probabilities.
 
 ``C2DResNet`` (models/c2d.py) is the shipped one.
@@ -19,38 +21,20 @@ from typing import Any, Callable, Dict, Optional, Protocol, Sequence
 import torch
 from torch import nn
 
-from cgnl_video.config.blocks import inner_channels
 from cgnl_video.config.registry import backbone_entry, block_entry
-from cgnl_video.models.cgnl import CGNLBlock
-from cgnl_video.models.nonlocal_block import NonLocalBlock, SimpleResidualBlock
 from cgnl_video.models.state_dict import LoadReport
 
 
 class Backbone(Protocol):
-    """What ``build_model`` and the tools need of a backbone (see the module docstring)."""
+    """What ``build_model`` and the tools need of a backbone model (see the module
+    docstring); what they need before a model exists (stages, SyncBatchNorm, the
+    pretrained weights' key) is in its registry entry (``register_backbone``)."""
 
     stages: Sequence[Any]
     classifier_key: str
+    head: nn.Module
 
     def parts(self) -> Dict[str, str]: ...
-
-
-# ----------------------------------------------------------------------------- the shipped blocks
-def build_cgnl(cfg: Any, channels: int) -> nn.Module:
-    c = cfg.CGNL
-    return CGNLBlock(channels, inner_channels(cfg, channels), groups=c.GROUPS, kernel=c.KERNEL, order=c.ORDER,
-                     gamma=c.GAMMA, use_scale=c.USE_SCALE, norm=c.NORM, fused=c.FUSED)
-
-
-def build_nl(cfg: Any, channels: int) -> nn.Module:
-    n = cfg.NL
-    return NonLocalBlock(channels, inner_channels(cfg, channels), instantiation=n.INSTANTIATION, pool_size=n.POOL,
-                         scale=n.SCALE)
-
-
-def build_residual(cfg: Any, channels: int) -> nn.Module:
-    # Table 3 compares with a CGNL block, so it shares CGNL.GROUPS and CGNL.NORM.
-    return SimpleResidualBlock(channels, inner_channels(cfg, channels), groups=cfg.CGNL.GROUPS, norm=cfg.CGNL.NORM)
 
 
 # ----------------------------------------------------------------------------- assembly

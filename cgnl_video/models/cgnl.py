@@ -71,14 +71,14 @@ the CPU's autocast rules and CUDA's; the cost is in benchmarks/RESULTS.md.
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar, ContextManager, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, ContextManager, List, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from cgnl_video.config.choices import CGNL_KERNELS, CGNL_NORMS as NORMS
+from cgnl_video.config.blocks import CGNL_KERNELS, CGNL_NORMS as NORMS, inner_channels
 
 
 def taylor_coefficients(kernel: str, order: int = 3, gamma: float = 1e-4) -> Tuple[float, ...]:
@@ -520,3 +520,11 @@ class CGNLBlock(nn.Module):
         with autocast_off(x) if y.dtype == self.z.weight.dtype else contextlib.nullcontext():
             branch = apply_norm(self.norm, self.z(y))
         return x + branch.to(x.dtype)
+
+
+def build_cgnl(cfg: Any, channels: int) -> nn.Module:
+    """NONLOCAL.TYPE cgnl: a CGNLBlock of the CGNL keys for a stage of ``channels`` (registered
+    in ``cgnl_video.config.blocks``)."""
+    c = cfg.CGNL
+    return CGNLBlock(channels, inner_channels(cfg, channels), groups=c.GROUPS, kernel=c.KERNEL, order=c.ORDER,
+                     gamma=c.GAMMA, use_scale=c.USE_SCALE, norm=c.NORM, fused=c.FUSED)

@@ -36,13 +36,13 @@ dtype. With the default (1, 2, 2) pooling the g convolution costs a quarter
 of theta's. Cost: benchmarks/RESULTS.md.
 """
 
-from typing import ClassVar, List, Sequence, Tuple
+from typing import Any, ClassVar, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cgnl_video.config.choices import NL_INSTANTIATIONS
+from cgnl_video.config.blocks import NL_INSTANTIATIONS, inner_channels
 from cgnl_video.models.cgnl import (SPACETIME, Layers, apply_norm, autocast_off, check_groups,
                                    init_block_convs, make_zero_norm)
 
@@ -172,3 +172,16 @@ class SimpleResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.layers.check_input(self, x)
         return x + apply_norm(self.norm, self.z(self.theta(x))).to(x.dtype)
+
+
+def build_nl(cfg: Any, channels: int) -> nn.Module:
+    """NONLOCAL.TYPE nl: a NonLocalBlock of the NL keys (registered in ``cgnl_video.config.blocks``)."""
+    n = cfg.NL
+    return NonLocalBlock(channels, inner_channels(cfg, channels), instantiation=n.INSTANTIATION, pool_size=n.POOL,
+                         scale=n.SCALE)
+
+
+def build_residual(cfg: Any, channels: int) -> nn.Module:
+    """NONLOCAL.TYPE residual (registered in ``cgnl_video.config.blocks``)."""
+    # Table 3 compares with a CGNL block, so it shares CGNL.GROUPS and CGNL.NORM.
+    return SimpleResidualBlock(channels, inner_channels(cfg, channels), groups=cfg.CGNL.GROUPS, norm=cfg.CGNL.NORM)
