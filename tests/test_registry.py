@@ -11,7 +11,7 @@ import torch
 from fvcore.common.config import CfgNode
 
 from cgnl_video.analysis.model_zoo import block_columns
-from cgnl_video.config import ConfigError, get_cfg, load_config, register_block
+from cgnl_video.config import ConfigError, get_cfg, load_config, register_backbone, register_block
 from cgnl_video.config.registry import block_entry, unregister_backbone, unregister_block
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.hub import checkpoint_classes
@@ -200,6 +200,10 @@ def test_the_engine_reads_a_backbones_norm_and_weights_only_through_its_own_keys
     with pytest.raises(ConfigError, match=r"^TINY\.PRETRAINED: file not found"):
         check_files(load_config(None, opts + ["TINY.PRETRAINED", absent]))
     check_files(load_config(None, opts + ["RESNET.IMAGENET_WEIGHTS", absent]))  # not tiny's key
+    with pytest.raises(ValueError, match=r"'tiny2': TINY2\.NORM \(norm_key / weights_key\) is not one of"):
+        register_backbone("tiny2", tiny_backbone.build_tiny, stages=tiny_backbone.tiny_stages, norm_key="TINY2.NORM")
+    with pytest.raises(ConfigError, match=r"^MODEL\.ARCH: must be one of \['c2d', 'tiny'\]"):
+        load_config(None, ["MODEL.ARCH", "tiny2"])
 
 
 def test_shipped_entries_describe_themselves():

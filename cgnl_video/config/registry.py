@@ -292,7 +292,11 @@ def register_backbone(
         return decorator
 
     def make(existing: CfgNode) -> BackboneEntry:
-        return BackboneEntry(name, builder, _as_defaults(name, defaults, existing), validate or _no_check,
+        own = _as_defaults(name, defaults, existing)
+        for key in filter(None, (norm_key, weights_key)):
+            if not _taken(own, key):
+                raise ValueError(f"{name!r}: {key} (norm_key / weights_key) is not one of its defaults")
+        return BackboneEntry(name, builder, own, validate or _no_check,
                              describe or (lambda _cfg: BackboneDescription(name)), stages, pretrained,
                              norm_key, weights_key)
 
