@@ -2,19 +2,24 @@
 an optional local checkpoint (any layout ``models.state_dict`` reads: ours,
 PyTorchVideo's, a bare state dict, an official Caffe2 pickle)."""
 
-from typing import Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
 from cgnl_video.config import load_config
+from cgnl_video.config.registry import backbone_entry
 from cgnl_video.models import build_model, standalone_config
 from cgnl_video.models.build import load_pretrained
 from cgnl_video.models.state_dict import load_state, read_state_dict
 
-#: overrides that make a model run on its own: no ImageNet weights, plain BatchNorm
-STANDALONE = ["RESNET.IMAGENET_WEIGHTS", "", "RESNET.NORM", "batchnorm"]
+
+def standalone_opts(config_file: str, opts: Sequence[str]) -> List[str]:
+    """Overrides that make the model of ``config_file`` run on its own: plain BatchNorm,
+    no pretrained weights (its backbone's ``standalone_opts``; C2D: RESNET.NORM and
+    RESNET.IMAGENET_WEIGHTS)."""
+    return backbone_entry(load_config(config_file, list(opts)).MODEL.ARCH).standalone_opts()
 
 
 def checkpoint_classes(cfg: CfgNode, state: Mapping[str, torch.Tensor]) -> Optional[int]:
@@ -39,10 +44,11 @@ def hub_model(config_file: str, num_classes: Optional[int] = None, checkpoint: O
     SyncBatchNorm, which needs a process group) unless ``opts`` sets RESNET.NORM.
     """
     opts = [str(x) for x in opts]
+    standalone = standalone_opts(config_file, opts)
     state = read_state_dict(checkpoint) if checkpoint else None
     if num_classes is None and state is not None:
-        num_classes = checkpoint_classes(load_config(config_file, STANDALONE + opts), state)
-    overrides = list(STANDALONE)
+        num_classes = checkpoint_classes(load_config(config_file, standalone + opts), state)
+    overrides = list(standalone)
     if num_classes is not None:
         overrides += ["MODEL.NUM_CLASSES", str(num_classes)]
     cfg = load_config(config_file, overrides + opts)

@@ -11,7 +11,7 @@ import torch
 from fvcore.common.config import CfgNode
 
 from cgnl_video.analysis.model_zoo import block_columns
-from cgnl_video.config import ConfigError, get_cfg, load_config, register_block
+from cgnl_video.config import ConfigError, get_cfg, load_config, register_backbone, register_block
 from cgnl_video.config.registry import block_entry, unregister_backbone, unregister_block
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.hub import checkpoint_classes
@@ -173,6 +173,37 @@ def test_a_registered_backbone_loads_its_own_pretrained_weights(tiny_backbone, t
     report = load_pretrained(cfg, model)
     assert report.skipped == ["head.proj.weight", "head.proj.bias"]
     assert torch.equal(model.stem[0].weight, source.stem[0].weight) and model.head.proj.out_features == 5
+
+
+def test_the_engine_reads_a_backbones_norm_and_weights_only_through_its_own_keys(tiny_backbone, tmp_path):
+    """SyncBatchNorm, the standalone config, the launch checks and the weights-file check
+    follow the keys the backbone names (TINY.NORM, TINY.PRETRAINED), not RESNET.*."""
+    from cgnl_video.engine.preflight import check_files, check_run, run_warnings
+    from cgnl_video.models import standalone_config
+
+    opts = ["MODEL.ARCH", "tiny", "NONLOCAL.TYPE", "cgnl", "NONLOCAL.LOCATION", "[[], [0]]", "CGNL.GROUPS", "2",
+            "DATA.NUM_FRAMES", "4", "DATA.TRAIN_CROP_SIZE", "32", "OUTPUT_DIR", str(tmp_path)]
+
+    def sync_norms(cfg):
+        return sum(isinstance(m, torch.nn.SyncBatchNorm) for m in build_model(cfg).modules())
+
+    assert sync_norms(load_config(None, opts + ["RESNET.NORM", "sync_batchnorm"])) == 0  # not tiny's key
+    sync = load_config(None, opts + ["TINY.NORM", "sync_batchnorm", "MODEL.COMPILE", "True"])
+    plain = build_model(load_config(None, opts))
+    assert sync_norms(sync) == sum(isinstance(m, torch.nn.BatchNorm3d) for m in plain.modules()) > 0
+    assert sync_norms(standalone_config(sync)) == 0
+    assert "MODEL.COMPILE with TINY.NORM sync_batchnorm" in run_warnings(sync, 2)[0]
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"^TINY\.NORM: sync_batchnorm needs GPUs"):
+            check_run(sync, 2)
+    absent = str(tmp_path / "absent.pth")
+    with pytest.raises(ConfigError, match=r"^TINY\.PRETRAINED: file not found"):
+        check_files(load_config(None, opts + ["TINY.PRETRAINED", absent]))
+    check_files(load_config(None, opts + ["RESNET.IMAGENET_WEIGHTS", absent]))  # not tiny's key
+    with pytest.raises(ValueError, match=r"'tiny2': TINY2\.NORM \(norm_key / weights_key\) is not one of"):
+        register_backbone("tiny2", tiny_backbone.build_tiny, stages=tiny_backbone.tiny_stages, norm_key="TINY2.NORM")
+    with pytest.raises(ConfigError, match=r"^MODEL\.ARCH: must be one of \['c2d', 'tiny'\]"):
+        load_config(None, ["MODEL.ARCH", "tiny2"])
 
 
 def test_shipped_entries_describe_themselves():

@@ -118,3 +118,27 @@ def test_tool_rejects_a_model_without_nl_or_cgnl_block(tiny, tmp_path, capsys):
     argv = ["--cfg", cfg_path, "--checkpoint", checkpoint, tiny["video"], "--out", str(tmp_path / "x.png")]
     assert run_tool("visualize_attention", argv) == 2
     assert "no NL or CGNL block" in capsys.readouterr().err
+
+
+def test_the_maps_come_from_any_block_that_provides_attention_map():
+    """The analysis asks the block (``attention_map``, ``attention_kind``), not a list of
+    block types: a block of the user's shows its maps, at the reference's flat index."""
+
+    class Spot(torch.nn.Module):
+        attention_kind = "spot"
+
+        def forward(self, x):
+            return x
+
+        def attention_map(self, x, ref):
+            maps = torch.zeros(x.shape[2:]).flatten()
+            maps[ref] = x[0].sum()
+            return maps.reshape(1, *x.shape[2:]), ["spot"]
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 2, 1), Spot(), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten())
+    clip = torch.rand(3, 4, 6, 6)
+    _probs, maps = attention_maps(model, clip, (1, 2, 3))
+    assert (maps.block, maps.kind, maps.labels, maps.ref, maps.grid) == ("1", "spot", ["spot"], (1, 2, 3), (4, 6, 6))
+    assert maps.maps[0].nonzero().tolist() == [[1, 2, 3]]
+    assert torch.allclose(maps.maps[0, 1, 2, 3], model[0](clip[None]).sum())

@@ -21,9 +21,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from cgnl_video.models.cgnl import CGNLBlock
-from cgnl_video.models.nonlocal_block import NonLocalBlock
-
 Position = Tuple[int, int, int]
 
 
@@ -47,8 +44,10 @@ class AttentionMaps:
 
 
 def attention_blocks(model: nn.Module) -> Dict[str, nn.Module]:
-    """Name -> NL or CGNL block, in forward order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, (CGNLBlock, NonLocalBlock))}
+    """Name -> block that gives attention maps, in forward order: a module with
+    ``attention_map(x, ref) -> (maps, labels)`` (x: the block's input, ref: a flat
+    index into its grid; maps: (M, *grid)) and ``attention_kind`` (e.g. "cgnl")."""
+    return {name: m for name, m in model.named_modules() if callable(getattr(m, "attention_map", None))}
 
 
 def pick_block(model: nn.Module, name: Optional[str] = None) -> Tuple[str, nn.Module]:
@@ -86,41 +85,6 @@ def _flat_index(ref: Position, grid: Sequence[int]) -> int:
     return (t * grid[1] + y) * grid[2] + x
 
 
-@torch.no_grad()
-def nl_affinity(block: NonLocalBlock, x: torch.Tensor, ref: Position) -> torch.Tensor:
-    """(1, T, H, W): the NL affinity row of ``ref`` for the first sample of ``x``."""
-    x = x[:1]
-    theta = block.theta(x)
-    source = block.pool(x) if block.pool is not None else x
-    phi = block.phi(source)
-    row = block.affinity(theta.flatten(2), phi.flatten(2))[0, _flat_index(ref, theta.shape[2:])]
-    pooled = row.reshape(phi.shape[2:])
-    # nearest upsampling: grid position (t, h, w) lies in pooled cell (t // kt, h // kh, w // kw)
-    kernel = block.pool.kernel_size if block.pool is not None else (1, 1, 1)
-    for dim, k in enumerate(kernel):
-        pooled = pooled.repeat_interleave(int(k), dim=dim)
-    t, h, w = theta.shape[2:]
-    return pooled[:t, :h, :w].unsqueeze(0)
-
-
-@torch.no_grad()
-def cgnl_affinity(block: CGNLBlock, x: torch.Tensor, ref: Position) -> torch.Tensor:
-    """(G, T, H, W): per group, sum over channel pairs of f(theta_{c,ref}, phi_{c',j})."""
-    theta, phi, _g = block.embed(x[:1])
-    grid = theta.shape[2:]
-    groups = block.groups
-    theta = theta[0].reshape(groups, -1, grid.numel())  # (G, C', N)
-    phi = phi[0].reshape(groups, -1, grid.numel())
-    at_ref = theta[:, :, _flat_index(ref, grid)]  # (G, C')
-    maps = torch.zeros(groups, grid.numel(), dtype=theta.dtype, device=theta.device)
-    for power, coefficient in enumerate(block.coefficients):
-        if coefficient:
-            maps += coefficient * at_ref.pow(power).sum(1, keepdim=True) * phi.pow(power).sum(1)
-    if block.use_scale:
-        maps = maps / (theta.shape[1] * grid.numel()) ** 0.5
-    return maps.reshape(groups, *grid)
-
-
 def grid_position(clip_position: Position, clip_shape: Sequence[int], grid: Sequence[int]) -> Position:
     """The block-grid cell of an input position (frame, row, column of the clip)."""
     if not all(0 <= v < n for v, n in zip(clip_position, clip_shape)):
@@ -136,13 +100,8 @@ def attention_maps(model: nn.Module, clip: torch.Tensor, ref: Position,
     device = next(model.parameters()).device
     probs, x = capture_input(model, block, clip.unsqueeze(0).to(device))
     grid_ref = grid_position(ref, clip.shape[1:], x.shape[2:])
-    if isinstance(block, CGNLBlock):
-        maps = cgnl_affinity(block, x, grid_ref)
-        labels = [f"CGNL group {k + 1}" for k in range(maps.shape[0])]
-        kind = "cgnl"
-    else:
-        maps, labels, kind = nl_affinity(block, x, grid_ref), ["NL"], "nl"
-    return probs[0].cpu(), AttentionMaps(name, kind, grid_ref, maps.float().cpu(), labels)
+    maps, labels = block.attention_map(x, _flat_index(grid_ref, x.shape[2:]))
+    return probs[0].cpu(), AttentionMaps(name, block.attention_kind, grid_ref, maps.float().cpu(), labels)
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The C2D ResNet backbone (MODEL.ARCH "c2d"), torch-free half: its RESNET keys,
 their checks, its stages and its name in reports. The model itself is built by
-``cgnl_video.models.build.build_c2d``; ``load_c2d_pretrained`` there loads the
-RESNET.IMAGENET_WEIGHTS a fresh run starts from.
+``cgnl_video.models.c2d.build_c2d``; ``models.weights.load_c2d_pretrained`` loads
+the RESNET.IMAGENET_WEIGHTS a fresh run starts from.
 
 Layout of ResNet-50/101 (non-local paper, Table 1): residual blocks per stage
 res2..res5 and their output channels.
@@ -11,8 +11,8 @@ from typing import Dict, List, Tuple
 
 from fvcore.common.config import CfgNode
 
-from cgnl_video.config.choices import RESNET_NORMS
-from cgnl_video.config.registry import BackboneDescription, Stage, register_backbone
+from cgnl_video.config.registry import (BATCHNORM, SYNC_BATCHNORM, BackboneDescription, Stage, is_weights_name,
+                                        register_backbone)
 from cgnl_video.config.rules import one_of, require, triple
 
 #: residual blocks per stage res2..res5
@@ -73,15 +73,6 @@ def c2d_stages(cfg: CfgNode) -> List[Stage]:
             in zip(STAGE_NAMES, STAGE_DEPTHS[r.DEPTH], stage_out_channels(r.WIDTH_PER_GROUP))]
 
 
-def is_weights_name(value: str) -> bool:
-    """Whether a RESNET.IMAGENET_WEIGHTS value names torchvision weights rather than a file.
-
-    The rule: a file path has a path separator or a dot (``pretrained/resnet50.pth``,
-    ``resnet50.pth``), a name has neither (``IMAGENET1K_V1``); "" is neither.
-    """
-    return bool(value) and not any(c in value for c in "/\\.")
-
-
 def _check_imagenet_weights(cfg: CfgNode) -> None:
     value = cfg.RESNET.IMAGENET_WEIGHTS
     require(
@@ -113,7 +104,7 @@ def validate_c2d(cfg: CfgNode) -> None:
     """The RESNET keys, and DATA.NUM_FRAMES against the temporal strides."""
     r = cfg.RESNET
     one_of(r.DEPTH, sorted(STAGE_DEPTHS), "RESNET.DEPTH")
-    one_of(r.NORM, RESNET_NORMS, "RESNET.NORM")
+    one_of(r.NORM, (BATCHNORM, SYNC_BATCHNORM), "RESNET.NORM")
     require(r.WIDTH_PER_GROUP >= 4 and r.WIDTH_PER_GROUP % 4 == 0,
             "RESNET.WIDTH_PER_GROUP", f"must be a positive multiple of 4, got {r.WIDTH_PER_GROUP}")
     _check_imagenet_weights(cfg)
@@ -155,7 +146,8 @@ def describe_c2d(cfg: CfgNode) -> BackboneDescription:
     return BackboneDescription(f"R-{cfg.RESNET.DEPTH}", depth=cfg.RESNET.DEPTH)
 
 
-register_backbone("c2d", "cgnl_video.models.build:build_c2d", stages=c2d_stages, defaults=_C,
+register_backbone("c2d", "cgnl_video.models.c2d:build_c2d", stages=c2d_stages, defaults=_C,
                   validate=validate_c2d, describe=describe_c2d,
-                  pretrained="cgnl_video.models.build:load_c2d_pretrained")
+                  pretrained="cgnl_video.models.weights:load_c2d_pretrained",
+                  norm_key="RESNET.NORM", weights_key="RESNET.IMAGENET_WEIGHTS")
 

@@ -1,7 +1,7 @@
 """The inserted blocks the package ships (NONLOCAL.TYPE cgnl, nl and residual),
 torch-free half: their keys, their checks and their names in reports. Each is
-registered with ``register_block`` like a user's block; the builders are in
-``cgnl_video.models.build``.
+registered with ``register_block`` like a user's block; each builder sits next to
+its module (``models/cgnl.py``, ``models/nonlocal_block.py``), named by a string.
 
 Every check mirrors one a block constructor (or forward) would otherwise fail
 with, and names the key.
@@ -12,11 +12,12 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
-from cgnl_video.config.choices import CGNL_KERNELS, CGNL_NORMS, NL_INSTANTIATIONS
 from cgnl_video.config.registry import BlockDescription, register_block
 from cgnl_video.config.rules import one_of, require, triple
 
-BUILDERS = "cgnl_video.models.build"
+CGNL_KERNELS = ("dot", "embedded_gaussian", "rbf")  # CGNL.KERNEL (paper Eq. 9 and Sec. 3.2)
+CGNL_NORMS = ("bn", "gn")  # CGNL.NORM: the block's zero-initialised norm
+NL_INSTANTIATIONS = ("softmax", "dot_product")  # NL.INSTANTIATION
 
 # NL block (Wang et al.), the baseline.
 _NL = CfgNode()
@@ -106,10 +107,10 @@ def validate_residual(cfg: CfgNode, stage_channels: Sequence[int]) -> None:
     _check_groups(cfg, stage_channels)
 
 
-register_block("cgnl", f"{BUILDERS}:build_cgnl", defaults=_CGNL, validate=validate_cgnl,
+register_block("cgnl", "cgnl_video.models.cgnl:build_cgnl", defaults=_CGNL, validate=validate_cgnl,
                describe=lambda cfg: BlockDescription("CGNL", kernel=cfg.CGNL.KERNEL, groups=cfg.CGNL.GROUPS))
-register_block("nl", f"{BUILDERS}:build_nl", defaults=_NL, validate=validate_nl,
+register_block("nl", "cgnl_video.models.nonlocal_block:build_nl", defaults=_NL, validate=validate_nl,
                describe=lambda cfg: BlockDescription("NL", kernel=cfg.NL.INSTANTIATION))
 # Table 3 compares the simple residual block with a CGNL block: it shares CGNL.GROUPS and CGNL.NORM.
-register_block("residual", f"{BUILDERS}:build_residual", validate=validate_residual,
+register_block("residual", "cgnl_video.models.nonlocal_block:build_residual", validate=validate_residual,
                describe=lambda cfg: BlockDescription("residual", groups=cfg.CGNL.GROUPS))

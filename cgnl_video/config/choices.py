@@ -1,13 +1,9 @@
 """The allowed values of the configuration's enumerated keys, in one torch-free place.
 
 ``validate`` checks the config against them, and the modules that take these
-values as arguments (e.g. ``cgnl_video.models.cgnl``) import them from here.
+values as arguments (e.g. ``cgnl_video.data.decode``) import them from here.
 """
 
-CGNL_KERNELS = ("dot", "embedded_gaussian", "rbf")  # CGNL.KERNEL (paper Eq. 9 and Sec. 3.2)
-CGNL_NORMS = ("bn", "gn")  # CGNL.NORM: the block's zero-initialised norm
-NL_INSTANTIATIONS = ("softmax", "dot_product")  # NL.INSTANTIATION
-RESNET_NORMS = ("batchnorm", "sync_batchnorm")  # RESNET.NORM
 LR_POLICIES = ("steps_with_relative_lrs", "cosine")  # SOLVER.LR_POLICY
 AMP_DTYPES = ("bf16", "fp16")  # TRAIN.AMP_DTYPE
 DECODING_BACKENDS = ("decord", "pyav", "torchcodec")  # DATA.DECODING_BACKEND

@@ -25,6 +25,8 @@ from cgnl_video.config.defaults import base_cfg
 from cgnl_video.config.rules import ConfigError
 
 Builder = Union[Callable[..., Any], str]
+#: the values of a backbone's ``norm_key``
+BATCHNORM, SYNC_BATCHNORM = "batchnorm", "sync_batchnorm"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -95,13 +97,47 @@ class BackboneEntry:
     describe: Callable[[CfgNode], BackboneDescription]
     stages: Callable[[CfgNode], Sequence[Stage]]
     pretrained: Optional[Builder] = None
+    norm_key: Optional[str] = None
+    weights_key: Optional[str] = None
 
     def build(self, cfg: CfgNode) -> Any:
         return _resolve(self.builder)(cfg)
 
+    def sync_batchnorm(self, cfg: CfgNode) -> bool:
+        """Whether ``cfg`` asks for SyncBatchNorm (its ``norm_key`` is "sync_batchnorm")."""
+        return bool(self.norm_key) and _value(cfg, self.norm_key) == SYNC_BATCHNORM
+
+    def weights_file(self, cfg: CfgNode) -> Optional[str]:
+        """The file its ``weights_key`` names; None for a weights name, "" or no such key."""
+        value = _value(cfg, self.weights_key) if self.weights_key else ""
+        return value if value and not is_weights_name(value) else None
+
+    def standalone_opts(self) -> List[str]:
+        """KEY VALUE overrides that make the model run on its own: plain BatchNorm (no
+        process group) and no pretrained weights read."""
+        return [*([self.norm_key, BATCHNORM] if self.norm_key else []),
+                *([self.weights_key, ""] if self.weights_key else [])]
+
     def load_pretrained(self, cfg: CfgNode, model: Any) -> Any:
         """Load the pretrained weights ``cfg`` names into ``model``; None without a ``pretrained`` hook."""
         return _resolve(self.pretrained)(cfg, model) if self.pretrained else None
+
+
+def is_weights_name(value: str) -> bool:
+    """Whether a ``weights_key`` value (e.g. RESNET.IMAGENET_WEIGHTS) names weights rather than a file.
+
+    The rule: a file path has a path separator or a dot (``pretrained/resnet50.pth``,
+    ``resnet50.pth``), a name has neither (``IMAGENET1K_V1``); "" is neither.
+    """
+    return bool(value) and not any(c in value for c in "/\\.")
+
+
+def _value(cfg: Mapping, key: str) -> Any:
+    """The value of dotted ``key`` ("RESNET.NORM") in ``cfg``."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = value[part]
+    return value
 
 
 _BLOCKS: Dict[str, BlockEntry] = {}
@@ -219,6 +255,8 @@ def register_backbone(
     validate: Optional[Callable[[CfgNode], None]] = None,
     describe: Optional[Callable[[CfgNode], BackboneDescription]] = None,
     pretrained: Optional[Builder] = None,
+    norm_key: Optional[str] = None,
+    weights_key: Optional[str] = None,
     replace: bool = False,
 ) -> Any:
     """Register the backbone ``MODEL.ARCH name``; as ``register_block`` (a decorator
@@ -227,19 +265,30 @@ def register_backbone(
     NONLOCAL.LOCATION and the block checks are validated without building the model).
     ``pretrained(cfg, model)`` (or "module:function"): loads the pretrained weights the
     config names into a built model, at the start of a fresh run (not when resuming,
-    fine-tuning from TRAIN.CHECKPOINT_FILE_PATH or testing).
+    fine-tuning from TRAIN.CHECKPOINT_FILE_PATH or testing). ``norm_key``: the backbone's
+    key whose value ``SYNC_BATCHNORM`` makes ``build_model`` convert every BatchNorm (and
+    ``BATCHNORM`` keeps them), e.g. "RESNET.NORM". ``weights_key``: the key naming the
+    pretrained weights (a file path when it has a '/' or a dot, else a name the
+    ``pretrained`` hook knows); the engine checks that such a file exists before a fresh
+    run. Generic code (engine, hub, tools) reads the backbone's keys only through these.
     """
     if builder is None:
         def decorator(function: F) -> F:
             register_backbone(name, function, stages=stages, defaults=defaults, validate=validate,
-                              describe=describe, pretrained=pretrained, replace=replace)
+                              describe=describe, pretrained=pretrained, norm_key=norm_key,
+                              weights_key=weights_key, replace=replace)
             return function
 
         return decorator
 
     def make(existing: CfgNode) -> BackboneEntry:
-        return BackboneEntry(name, builder, _as_defaults(name, defaults, existing), validate or _no_check,
-                             describe or (lambda _cfg: BackboneDescription(name)), stages, pretrained)
+        own = _as_defaults(name, defaults, existing)
+        for key in filter(None, (norm_key, weights_key)):
+            if not _taken(own, key):
+                raise ValueError(f"{name!r}: {key} (norm_key / weights_key) is not one of its defaults")
+        return BackboneEntry(name, builder, own, validate or _no_check,
+                             describe or (lambda _cfg: BackboneDescription(name)), stages, pretrained,
+                             norm_key, weights_key)
 
     _register(_BACKBONES, "backbone", name, make, replace)
     return builder

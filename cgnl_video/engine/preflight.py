@@ -9,7 +9,7 @@ import torch
 from fvcore.common.config import CfgNode
 
 from cgnl_video.config import ConfigError
-from cgnl_video.config.backbones import is_weights_name
+from cgnl_video.config.registry import backbone_entry
 from cgnl_video.data.loader import per_process_batch_size
 from cgnl_video.data.manifest import read_classes
 from cgnl_video.engine.checkpoint import checkpoint_dir, list_checkpoints
@@ -83,18 +83,20 @@ def check_run(cfg: CfgNode, world_size: int) -> None:
     TEST.BATCH_SIZE need not: each process scores its own share of the videos.
     """
     per_process_batch_size(cfg.TRAIN.BATCH_SIZE, world_size, "TRAIN.BATCH_SIZE")
-    if cfg.RESNET.NORM == "sync_batchnorm" and world_size > 1 and not torch.cuda.is_available():
-        raise ConfigError("RESNET.NORM: sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU "
+    backbone = backbone_entry(cfg.MODEL.ARCH)
+    if backbone.sync_batchnorm(cfg) and world_size > 1 and not torch.cuda.is_available():
+        raise ConfigError(f"{backbone.norm_key}: sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU "
                           "path); use batchnorm for a multi-process CPU run")
 
 
 def run_warnings(cfg: CfgNode, world_size: int) -> List[str]:
     """Settings that work but are likely not what the user wants (the run logs them)."""
     warnings = []
-    if cfg.MODEL.COMPILE and cfg.RESNET.NORM == "sync_batchnorm" and world_size > 1:
-        warnings.append("MODEL.COMPILE with RESNET.NORM sync_batchnorm: torch.compile breaks the graph at "
-                        "every SyncBatchNorm (about 100 in a ResNet-101), so compiling gains little; "
-                        "consider MODEL.COMPILE False (or RESNET.NORM batchnorm)")
+    backbone = backbone_entry(cfg.MODEL.ARCH)
+    if cfg.MODEL.COMPILE and backbone.sync_batchnorm(cfg) and world_size > 1:
+        warnings.append(f"MODEL.COMPILE with {backbone.norm_key} sync_batchnorm: torch.compile breaks the graph "
+                        "at every SyncBatchNorm (about 100 in a ResNet-101), so compiling gains little; "
+                        f"consider MODEL.COMPILE False (or {backbone.norm_key} batchnorm)")
     return warnings
 
 
@@ -108,14 +110,16 @@ def starts_fresh(cfg: CfgNode) -> bool:
 def check_files(cfg: CfgNode) -> None:
     """Weight and checkpoint files the run will read exist; ConfigError naming the key.
 
-    RESNET.IMAGENET_WEIGHTS is checked when it is a file path and the run starts fresh; a
-    torchvision weights name was checked by validate() (whether it is in torch.hub's cache
-    or can be downloaded is known when it is read, and the error then says where to put it).
+    The backbone's pretrained weights (its ``weights_key``, C2D: RESNET.IMAGENET_WEIGHTS) are
+    checked when they are a file path and the run starts fresh; a weights name was checked by
+    validate() (whether it is in torch.hub's cache or can be downloaded is known when it is
+    read, and the error then says where to put it).
     """
     files = []
-    if starts_fresh(cfg) and not is_weights_name(cfg.RESNET.IMAGENET_WEIGHTS):
-        files.append(("RESNET.IMAGENET_WEIGHTS", cfg.RESNET.IMAGENET_WEIGHTS,
-                      "a local torchvision ResNet state dict, or a torchvision weights name such as "
+    backbone = backbone_entry(cfg.MODEL.ARCH)
+    if starts_fresh(cfg) and backbone.weights_file(cfg):
+        files.append((backbone.weights_key, backbone.weights_file(cfg),
+                      "a local state dict of the backbone's pretrained weights, or a weights name such as "
                       "IMAGENET1K_V1 (see configs/README.md), or \"\" for random weights"))
     if cfg.TRAIN.ENABLE:
         files.append(("TRAIN.CHECKPOINT_FILE_PATH", cfg.TRAIN.CHECKPOINT_FILE_PATH, "a checkpoint to start from"))

@@ -1,6 +1,6 @@
 """build_model(cfg): the registered backbone of MODEL.ARCH with the registered
-blocks of NONLOCAL.TYPE inserted; and the builders of the shipped backbone and
-blocks, which ``cgnl_video.config.backbones`` / ``config.blocks`` register.
+blocks of NONLOCAL.TYPE inserted. The shipped builders sit next to their modules
+(``build_c2d`` in models/c2d.py, ``build_cgnl`` in models/cgnl.py, ...).
 
 A backbone builder ``builder(cfg) -> nn.Module`` returns a model with
 
@@ -9,6 +9,8 @@ A backbone builder ``builder(cfg) -> nn.Module`` returns a model with
 * ``parts()``: part name -> module path, in forward order (model_info's rows);
 * ``classifier_key``: the state dict key of the classifier weight, one row per
   class (torch.hub reads a checkpoint's number of classes there);
+* ``head``: the classifier module; its input is the feature map that
+  ``analysis.features`` pools (export's ``logits`` needs a ``C2DHead``);
 * train mode returning logits (B, classes) and eval mode class probabilities.
 
 ``C2DResNet`` (models/c2d.py) is the shipped one.
@@ -19,77 +21,20 @@ from typing import Any, Callable, Dict, Optional, Protocol, Sequence
 import torch
 from torch import nn
 
-from cgnl_video.config.blocks import inner_channels
 from cgnl_video.config.registry import backbone_entry, block_entry
-from cgnl_video.models.c2d import C2DResNet, create_c2d
-from cgnl_video.models.cgnl import CGNLBlock
-from cgnl_video.models.nonlocal_block import NonLocalBlock, SimpleResidualBlock
 from cgnl_video.models.state_dict import LoadReport
-from cgnl_video.models.weights import imagenet_state_dict, load_imagenet_weights
 
 
 class Backbone(Protocol):
-    """What ``build_model`` and the tools need of a backbone (see the module docstring)."""
+    """What ``build_model`` and the tools need of a backbone model (see the module
+    docstring); what they need before a model exists (stages, SyncBatchNorm, the
+    pretrained weights' key) is in its registry entry (``register_backbone``)."""
 
     stages: Sequence[Any]
     classifier_key: str
+    head: nn.Module
 
     def parts(self) -> Dict[str, str]: ...
-
-
-# ----------------------------------------------------------------------------- the shipped backbone
-def build_c2d(cfg: Any) -> C2DResNet:
-    """The C2D ResNet of cfg.RESNET / cfg.MODEL, freshly initialised (no file is read)."""
-    r = cfg.RESNET
-    model = create_c2d(
-        depth=r.DEPTH,
-        num_classes=cfg.MODEL.NUM_CLASSES,
-        width=r.WIDTH_PER_GROUP,
-        dropout_rate=cfg.MODEL.DROPOUT_RATE,
-        stem_conv_kernel=r.STEM_CONV_KERNEL,
-        stem_conv_stride=r.STEM_CONV_STRIDE,
-        stem_pool_kernel=r.STEM_POOL_KERNEL,
-        stem_pool_stride=r.STEM_POOL_STRIDE,
-        stem_pool_padding=r.STEM_POOL_PADDING,
-        pool2_kernel=r.POOL2_KERNEL,
-        pool2_stride=r.POOL2_STRIDE,
-        conv_a_kernels=r.CONV_A_KERNEL,
-        conv_b_kernels=r.CONV_B_KERNEL,
-        spatial_strides=r.SPATIAL_STRIDES,
-        temporal_strides=r.TEMPORAL_STRIDES,
-        zero_init_final_bn=r.ZERO_INIT_FINAL_BN,
-        train_input=(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE),
-    )
-    return model
-
-
-def load_c2d_pretrained(cfg: Any, model: nn.Module) -> Optional[LoadReport]:
-    """RESNET.IMAGENET_WEIGHTS (a torchvision weights name or a local file) into a built
-    C2D model; None when it is "" (random weights)."""
-    source = cfg.RESNET.IMAGENET_WEIGHTS
-    if not source:
-        return None
-    report = load_imagenet_weights(model, imagenet_state_dict(source, cfg.RESNET.DEPTH))
-    report.source = f"RESNET.IMAGENET_WEIGHTS {source}"
-    return report
-
-
-# ----------------------------------------------------------------------------- the shipped blocks
-def build_cgnl(cfg: Any, channels: int) -> nn.Module:
-    c = cfg.CGNL
-    return CGNLBlock(channels, inner_channels(cfg, channels), groups=c.GROUPS, kernel=c.KERNEL, order=c.ORDER,
-                     gamma=c.GAMMA, use_scale=c.USE_SCALE, norm=c.NORM, fused=c.FUSED)
-
-
-def build_nl(cfg: Any, channels: int) -> nn.Module:
-    n = cfg.NL
-    return NonLocalBlock(channels, inner_channels(cfg, channels), instantiation=n.INSTANTIATION, pool_size=n.POOL,
-                         scale=n.SCALE)
-
-
-def build_residual(cfg: Any, channels: int) -> nn.Module:
-    # Table 3 compares with a CGNL block, so it shares CGNL.GROUPS and CGNL.NORM.
-    return SimpleResidualBlock(channels, inner_channels(cfg, channels), groups=cfg.CGNL.GROUPS, norm=cfg.CGNL.NORM)
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -115,14 +60,15 @@ def build_model(cfg: Any) -> nn.Module:
     Train mode returns logits (B, MODEL.NUM_CLASSES); eval mode returns class
     probabilities averaged over the positions of the last feature map (see
     ``C2DResNet``). Blocks of NONLOCAL.TYPE go after the residual blocks listed
-    in NONLOCAL.LOCATION; RESNET.NORM "sync_batchnorm" converts every BatchNorm
-    (the model then needs an initialised process group to train).
+    in NONLOCAL.LOCATION; the backbone's ``norm_key`` (C2D: RESNET.NORM) set to
+    "sync_batchnorm" converts every BatchNorm, the inserted blocks' too (the model
+    then needs an initialised process group to train).
     """
     model = build_backbone(cfg)
     if cfg.NONLOCAL.TYPE != "none":
         block = block_entry(cfg.NONLOCAL.TYPE)
         insert_blocks(model, cfg.NONLOCAL.LOCATION, lambda channels: block.build(cfg, channels))
-    if cfg.RESNET.NORM == "sync_batchnorm":
+    if backbone_entry(cfg.MODEL.ARCH).sync_batchnorm(cfg):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
 
@@ -136,10 +82,11 @@ def load_pretrained(cfg: Any, model: nn.Module) -> Optional[LoadReport]:
 
 def standalone_config(cfg: Any) -> Any:
     """A thawed copy of ``cfg`` whose model runs on its own: plain BatchNorm
-    (SyncBatchNorm needs a process group)."""
+    (SyncBatchNorm needs a process group), no pretrained weights named (the
+    backbone entry's ``standalone_opts``)."""
     cfg = cfg.clone()
     cfg.defrost()
-    cfg.RESNET.NORM = "batchnorm"
+    cfg.merge_from_list(backbone_entry(cfg.MODEL.ARCH).standalone_opts())
     return cfg
 
 

@@ -15,7 +15,7 @@ the residual block they follow. Config keys and stage layout (``STAGE_DEPTHS``):
 ``cgnl_video.config.backbones``; details: docs/MODELS.md, "Backbone".
 """
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -261,3 +261,27 @@ def create_c2d(
                 nn.init.ones_(module.norm_c.weight)
     return model
 
+
+def build_c2d(cfg: Any) -> C2DResNet:
+    """The C2D ResNet of cfg.RESNET / cfg.MODEL, freshly initialised (no file is read)."""
+    r = cfg.RESNET
+    model = create_c2d(
+        depth=r.DEPTH,
+        num_classes=cfg.MODEL.NUM_CLASSES,
+        width=r.WIDTH_PER_GROUP,
+        dropout_rate=cfg.MODEL.DROPOUT_RATE,
+        stem_conv_kernel=r.STEM_CONV_KERNEL,
+        stem_conv_stride=r.STEM_CONV_STRIDE,
+        stem_pool_kernel=r.STEM_POOL_KERNEL,
+        stem_pool_stride=r.STEM_POOL_STRIDE,
+        stem_pool_padding=r.STEM_POOL_PADDING,
+        pool2_kernel=r.POOL2_KERNEL,
+        pool2_stride=r.POOL2_STRIDE,
+        conv_a_kernels=r.CONV_A_KERNEL,
+        conv_b_kernels=r.CONV_B_KERNEL,
+        spatial_strides=r.SPATIAL_STRIDES,
+        temporal_strides=r.TEMPORAL_STRIDES,
+        zero_init_final_bn=r.ZERO_INIT_FINAL_BN,
+        train_input=(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE),
+    )
+    return model

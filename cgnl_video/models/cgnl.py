@@ -18,14 +18,14 @@ part and why, with the measured errors: docs/MODELS.md, "Mixed precision".
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar, ContextManager, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, ContextManager, List, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from cgnl_video.config.choices import CGNL_KERNELS, CGNL_NORMS as NORMS
+from cgnl_video.config.blocks import CGNL_KERNELS, CGNL_NORMS as NORMS, inner_channels
 
 
 def taylor_coefficients(kernel: str, order: int = 3, gamma: float = 1e-4) -> Tuple[float, ...]:
@@ -346,6 +346,8 @@ class CGNLBlock(nn.Module):
     """
 
     layers: ClassVar[Layers] = SPACETIME
+    #: ``AttentionMaps.kind`` of the maps ``attention_map`` gives
+    attention_kind: ClassVar[str] = "cgnl"
 
     def __init__(
         self,
@@ -397,6 +399,29 @@ class CGNLBlock(nn.Module):
             return self.theta(x), self.phi(x), self.g(x)
         return self._embed_stacked(x).unbind(1)
 
+    @torch.no_grad()
+    def attention_map(self, x: torch.Tensor, ref: int) -> Tuple[torch.Tensor, List[str]]:
+        """What reference position ``ref`` (a flat index into x's grid) relates to, for the
+        first sample of the block input ``x``: per group k, the GNL affinity summed over the
+        group's channel pairs, sum_p alpha_p^2 (sum_c theta_{c,ref}^p)(sum_c' phi_{c',j}^p)
+        (Eq. 9; derivation in ``cgnl_video.analysis.attention``).
+
+        Returns:
+            (G, *grid) raw maps, and one label per map.
+        """
+        theta, phi, _g = self.embed(x[:1])
+        grid = theta.shape[2:]
+        theta = theta[0].reshape(self.groups, -1, grid.numel())  # (G, C', N)
+        phi = phi[0].reshape(self.groups, -1, grid.numel())
+        at_ref = theta[:, :, ref]  # (G, C')
+        maps = torch.zeros(self.groups, grid.numel(), dtype=theta.dtype, device=theta.device)
+        for power, coefficient in enumerate(self.coefficients):
+            if coefficient:
+                maps += coefficient * at_ref.pow(power).sum(1, keepdim=True) * phi.pow(power).sum(1)
+        if self.use_scale:
+            maps = maps / (theta.shape[1] * grid.numel()) ** 0.5
+        return maps.reshape(self.groups, *grid), [f"CGNL group {k + 1}" for k in range(self.groups)]
+
     def _full_precision_conv(self, x: torch.Tensor) -> Optional[str]:
         """The convolution that leaves autocast, with BatchNorm only: g for RBF, phi for
         the dot kernel under fp16 (docs/MODELS.md); None otherwise."""
@@ -442,3 +467,11 @@ class CGNLBlock(nn.Module):
         with autocast_off(x) if y.dtype == self.z.weight.dtype else contextlib.nullcontext():
             branch = apply_norm(self.norm, self.z(y))
         return x + branch.to(x.dtype)
+
+
+def build_cgnl(cfg: Any, channels: int) -> nn.Module:
+    """NONLOCAL.TYPE cgnl: a CGNLBlock of the CGNL keys for a stage of ``channels`` (registered
+    in ``cgnl_video.config.blocks``)."""
+    c = cfg.CGNL
+    return CGNLBlock(channels, inner_channels(cfg, channels), groups=c.GROUPS, kernel=c.KERNEL, order=c.ORDER,
+                     gamma=c.GAMMA, use_scale=c.USE_SCALE, norm=c.NORM, fused=c.FUSED)

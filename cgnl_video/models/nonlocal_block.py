@@ -11,13 +11,13 @@ Under autocast part of the NL block runs in float32 (output in the input's dtype
 which part and why, with the measured errors: docs/MODELS.md, "Mixed precision".
 """
 
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cgnl_video.config.choices import NL_INSTANTIATIONS
+from cgnl_video.config.blocks import NL_INSTANTIATIONS, inner_channels
 from cgnl_video.models.cgnl import (SPACETIME, Layers, apply_norm, autocast_off, check_groups,
                                    init_block_convs, make_zero_norm)
 
@@ -36,6 +36,8 @@ class NonLocalBlock(nn.Module):
     """
 
     layers: ClassVar[Layers] = SPACETIME
+    #: ``AttentionMaps.kind`` of the maps ``attention_map`` gives
+    attention_kind: ClassVar[str] = "nl"
 
     def __init__(
         self,
@@ -72,6 +74,25 @@ class NonLocalBlock(nn.Module):
         if self.scale:
             logits = logits * theta.shape[1] ** -0.5
         return logits.softmax(dim=-1)
+
+    @torch.no_grad()
+    def attention_map(self, x: torch.Tensor, ref: int) -> Tuple[torch.Tensor, List[str]]:
+        """The row of the N x M affinity matrix that belongs to reference position ``ref``
+        (a flat index into x's grid), for the first sample of the block input ``x``; each
+        grid position gets the value of the pooled cell of phi that covers it.
+
+        Returns:
+            (1, *grid) raw map, and its label.
+        """
+        x = x[:1]
+        theta = self.theta(x)
+        phi = self.phi(self.pool(x) if self.pool is not None else x)
+        pooled = self.affinity(theta.flatten(2), phi.flatten(2))[0, ref].reshape(phi.shape[2:])
+        # nearest upsampling: grid position (t, h, w) lies in pooled cell (t // kt, h // kh, w // kw)
+        kernel = self.pool.kernel_size if self.pool is not None else (1,) * pooled.dim()
+        for dim, k in enumerate(kernel):
+            pooled = pooled.repeat_interleave(int(k), dim=dim)
+        return pooled[tuple(slice(n) for n in theta.shape[2:])].unsqueeze(0), ["NL"]
 
     def attend(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """y (B, C', N) = g weighted by ``affinity(theta, phi)``, for (B, C', N / M) inputs.
@@ -126,3 +147,16 @@ class SimpleResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.layers.check_input(self, x)
         return x + apply_norm(self.norm, self.z(self.theta(x))).to(x.dtype)
+
+
+def build_nl(cfg: Any, channels: int) -> nn.Module:
+    """NONLOCAL.TYPE nl: a NonLocalBlock of the NL keys (registered in ``cgnl_video.config.blocks``)."""
+    n = cfg.NL
+    return NonLocalBlock(channels, inner_channels(cfg, channels), instantiation=n.INSTANTIATION, pool_size=n.POOL,
+                         scale=n.SCALE)
+
+
+def build_residual(cfg: Any, channels: int) -> nn.Module:
+    """NONLOCAL.TYPE residual (registered in ``cgnl_video.config.blocks``)."""
+    # Table 3 compares with a CGNL block, so it shares CGNL.GROUPS and CGNL.NORM.
+    return SimpleResidualBlock(channels, inner_channels(cfg, channels), groups=cfg.CGNL.GROUPS, norm=cfg.CGNL.NORM)

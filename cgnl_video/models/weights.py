@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from cgnl_video.config.backbones import STAGE_NAMES, is_weights_name
+from cgnl_video.config.backbones import STAGE_NAMES
+from cgnl_video.config.registry import is_weights_name
 from cgnl_video.models.c2d import C2DResNet
 from cgnl_video.models.state_dict import LoadReport, StateDict, read_state_dict
 from cgnl_video.utils.remote import is_url
@@ -158,3 +159,14 @@ def load_pytorchvideo_state_dict(model: nn.Module, path_or_state: Union[str, Sta
     if missing or unexpected:
         raise ValueError(f"state dict does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return LoadReport(loaded=sorted(state), skipped=[])
+
+
+def load_c2d_pretrained(cfg: Any, model: nn.Module) -> Optional[LoadReport]:
+    """RESNET.IMAGENET_WEIGHTS (a torchvision weights name or a local file) into a built
+    C2D model; None when it is "" (random weights)."""
+    source = cfg.RESNET.IMAGENET_WEIGHTS
+    if not source:
+        return None
+    report = load_imagenet_weights(model, imagenet_state_dict(source, cfg.RESNET.DEPTH))
+    report.source = f"RESNET.IMAGENET_WEIGHTS {source}"
+    return report

@@ -3,8 +3,9 @@
 
 It keeps the backbone contract of ``cgnl_video.models.build``: ``stages`` that
 take inserted blocks, ``parts()`` for model_info, ``classifier_key`` for torch.hub
-and fine-tuning; and a ``pretrained`` hook: TINY.PRETRAINED, a state dict file the
-engine loads at the start of a fresh run.
+and fine-tuning; a ``pretrained`` hook: TINY.PRETRAINED, a state dict file the
+engine loads at the start of a fresh run; and its norm key TINY.NORM
+("sync_batchnorm": build_model converts every BatchNorm).
 """
 
 from typing import Dict, List
@@ -15,7 +16,7 @@ from pytorchvideo.models.resnet import create_bottleneck_block, create_res_stage
 from torch import nn
 
 from cgnl_video.config import BackboneDescription, Stage
-from cgnl_video.config.rules import require
+from cgnl_video.config.rules import one_of, require
 from cgnl_video.models import load_state, read_state_dict, register_backbone
 from cgnl_video.models.c2d import C2DHead, C2DStage
 
@@ -28,6 +29,7 @@ def tiny_stages(cfg: CfgNode) -> List[Stage]:
 def check_tiny(cfg: CfgNode) -> None:
     require(cfg.TINY.WIDTH >= 1, "TINY.WIDTH", f"must be >= 1, got {cfg.TINY.WIDTH}")
     require(cfg.TINY.DEPTH >= 1, "TINY.DEPTH", f"must be >= 1, got {cfg.TINY.DEPTH}")
+    one_of(cfg.TINY.NORM, ("batchnorm", "sync_batchnorm"), "TINY.NORM")
 
 
 class TinyNet(nn.Module):
@@ -74,8 +76,9 @@ def load_tiny_pretrained(cfg: CfgNode, model: nn.Module):
     return load_state(model, read_state_dict(cfg.TINY.PRETRAINED), new_classifier=True, source=cfg.TINY.PRETRAINED)
 
 
-@register_backbone("tiny", stages=tiny_stages, defaults=CfgNode({"TINY": {"WIDTH": 4, "DEPTH": 2, "PRETRAINED": ""}}),
+@register_backbone("tiny", stages=tiny_stages,
+                   defaults=CfgNode({"TINY": {"WIDTH": 4, "DEPTH": 2, "PRETRAINED": "", "NORM": "batchnorm"}}),
                    validate=check_tiny, describe=lambda cfg: BackboneDescription(f"Tiny-{cfg.TINY.DEPTH}"),
-                   pretrained=load_tiny_pretrained)
+                   pretrained=load_tiny_pretrained, norm_key="TINY.NORM", weights_key="TINY.PRETRAINED")
 def build_tiny(cfg: CfgNode) -> nn.Module:
     return TinyNet(tiny_stages(cfg), cfg.TINY.WIDTH, cfg.MODEL.NUM_CLASSES)
