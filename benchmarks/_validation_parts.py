@@ -24,15 +24,13 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
-
 import _common as common
 import bench_blocks as blocks
 import bench_end_to_end as e2e
 import bench_train_step as bts
+import torch
 
-from cgnl_video.data import build_loader, set_loader_epoch, write_manifest
-from cgnl_video.data import gpu_augment
+from cgnl_video.data import build_loader, gpu_augment, set_loader_epoch, write_manifest
 from cgnl_video.data.manifest import read_manifest
 from cgnl_video.engine.multiview import forward_views
 from cgnl_video.engine.optim import EpochLRScheduler

@@ -371,7 +371,8 @@ def res_table(rows: Dict[str, Dict]) -> str:
             table.append([name, "OOM" if row.get("oom") else row.get("skipped", "—"), "—", "—", "—", "—"])
             continue
         baseline = rows.get(KERNEL_BASELINE.get(name, ""), {})
-        speedup = (f"{baseline['time_s'] / row['time_s']:.2f}x / {baseline['kernel_time_s'] / row['kernel_time_s']:.1f}x"
+        speedup = (f"{baseline['time_s'] / row['time_s']:.2f}x / "
+                   f"{baseline['kernel_time_s'] / row['kernel_time_s']:.1f}x"
                    if "time_s" in baseline and "kernel_time_s" in row and "kernel_time_s" in baseline else "")
         frac = f"{100 * row['kernel_fraction']:.1f}%" if "kernel_fraction" in row else ""
         kern = common.fmt_ms(row.get("kernel_time_s")) if "kernel_time_s" in row else ""
@@ -403,7 +404,8 @@ def sweep_table(sweep: Dict[str, Dict[str, Dict]]) -> str:
 def precision_table(rows: Dict[str, Dict], labels: List[str]) -> str:
     header = ["block", "fp32 ms"]
     for label in labels:
-        header += [f"{label} ms", f"{label} speed-up", f"{label} all in autocast ms", f"cost of the float32 parts ({label})"]
+        header += [f"{label} ms", f"{label} speed-up", f"{label} all in autocast ms",
+                   f"cost of the float32 parts ({label})"]
     table = []
     for name, row in rows.items():
         cells = [name, common.fmt_ms(row["fp32"]["time_s"])]
@@ -436,7 +438,8 @@ def main_precision(args: argparse.Namespace, device: torch.device, machine: Dict
 def main() -> int:
     parser = common.base_parser(__doc__, "blocks", "batch 2, three sweep points, 2 repeats")
     parser.add_argument("--batch", type=int, default=8, help="batch of the res3/res4 inputs")
-    parser.add_argument("--sweep-batch", type=int, default=0, help="batch of the N sweep (default: 8 on cuda, 1 on cpu)")
+    parser.add_argument("--sweep-batch", type=int, default=0,
+                        help="batch of the N sweep (default: 8 on cuda, 1 on cpu)")
     parser.add_argument("--sweep", nargs="*", default=SWEEP, help="T x H x W sizes of the sweep at 512 channels")
     parser.add_argument("--repeats", type=int, default=0, help="timed passes (default: 10 on cuda, 5 on cpu)")
     parser.add_argument("--sweep-repeats", type=int, default=0, help="timed passes of the N sweep (default: --repeats, "
@@ -490,7 +493,8 @@ def main() -> int:
         points = [(rows[name]["N"], rows[name]["time_s"]) for rows in sweep.values() if "time_s" in rows.get(name, {})]
         analysis[f"time_vs_N_loglog_slope[{name}]"] = loglog_slope(points)
     both = [(rows["CGNL dot"]["N"], rows["CGNL dot"]["time_s"] / rows["NL explicit"]["time_s"])
-            for rows in sweep.values() if "time_s" in rows.get("CGNL dot", {}) and "time_s" in rows.get("NL explicit", {})]
+            for rows in sweep.values()
+            if "time_s" in rows.get("CGNL dot", {}) and "time_s" in rows.get("NL explicit", {})]
     if both:
         analysis["largest_N_both_measured"], analysis["cgnl_over_nl_explicit_time_at_largest_N"] = max(both)
     oom = [rows["NL explicit"]["N"] for rows in sweep.values() if rows.get("NL explicit", {}).get("oom")]

@@ -204,7 +204,8 @@ def main() -> int:
         f"\nMulti-view test, {test['views_per_video']} views of {args.frames}x{args.test_size}x{args.test_size}, "
         f"{test['videos']} videos:\n",
         common.markdown_table(["", "videos/s"], [["end to end (run_test)", f"{test['videos_per_s']:.3f}"],
-                                                 ["model only (30 synthetic views)", f"{test['model_only_videos_per_s']:.3f}"],
+                                                 ["model only (30 synthetic views)",
+                                                  f"{test['model_only_videos_per_s']:.3f}"],
                                                  ["stall", f"{100 * test['stall_vs_model_only']:.1f}%"]])])
     return common.report(args.json, result, text)
 

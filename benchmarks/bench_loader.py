@@ -155,9 +155,9 @@ def per_view_pyav(path: str, start: int, window: int, rate: int, box, mean, std)
 
 def per_view_sample(dataset, path: str, mean, std) -> Tuple[torch.Tensor, int]:
     """All views of one video, each decoded separately (PySlowFast style)."""
-    from cgnl_video.data import sampling
-
     import av
+
+    from cgnl_video.data import sampling
 
     with av.open(path) as container:
         total = container.streams.video[0].frames
@@ -227,7 +227,8 @@ def bench_test(work: str, repeats: int, gops: List[int], backends: List[str]) ->
         same = {backend: bool(torch.equal(v, views["pyav"])) for backend, v in views.items()}
         del views
         methods: Dict[str, Callable[[], object]] = {
-            f"ours, decode once ({BACKEND_NAMES[b]})": (lambda dataset=dataset: dataset[0]) for b, dataset in ours.items()
+            f"ours, decode once ({BACKEND_NAMES[b]})": (lambda dataset=dataset: dataset[0])
+            for b, dataset in ours.items()
         }
         methods["per view (PyAV seek + decode)"] = lambda: per_view_sample(ours["decord"], path, mean, std)
         decoded = {f"ours, decode once ({BACKEND_NAMES[b]})": decode_once_count(ours[b], path, b) for b in ours}

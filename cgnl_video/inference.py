@@ -17,8 +17,15 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from cgnl_video.data import DecodeError, ManifestEntry, VideoDataset, build_loader, classes_path, open_reader
-from cgnl_video.data import read_classes
+from cgnl_video.data import (
+    DecodeError,
+    ManifestEntry,
+    VideoDataset,
+    build_loader,
+    classes_path,
+    open_reader,
+    read_classes,
+)
 from cgnl_video.data.decode import frame_file_name
 from cgnl_video.engine import checkpoint as cu
 from cgnl_video.engine.multiview import run_test

@@ -33,7 +33,8 @@ def main(argv=None) -> int:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--root", required=True,
                          help="folder of the videos or of the extracted frame folders (searched at any depth)")
-        sub.add_argument("--out", required=True, help="folder for train.txt, val.txt, test.txt, classes.txt, missing.txt")
+        sub.add_argument("--out", required=True,
+                         help="folder for train.txt, val.txt, test.txt, classes.txt, missing.txt")
         sub.add_argument("--no-check-videos", action="store_true",
                          help="do not open each video file to check that it is readable (faster)")
         return sub

@@ -23,7 +23,8 @@ def main(argv=None) -> int:
                         help="training videos per class (default: %(default)s)")
     parser.add_argument("--test-videos-per-class", type=int, default=default.test_per_class,
                         help="test videos per class (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=default.num_frames, help="frames per video (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=default.num_frames,
+                        help="frames per video (default: %(default)s)")
     parser.add_argument("--width", type=int, default=default.width, help="frame width, even (default: %(default)s)")
     parser.add_argument("--height", type=int, default=default.height, help="frame height, even (default: %(default)s)")
     parser.add_argument("--fps", type=int, default=default.fps, help="frame rate (default: %(default)s)")

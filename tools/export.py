@@ -53,9 +53,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--logits", action="store_true",
                         help="export the logits of every window instead of probabilities")
     parser.add_argument("--frames", type=int, metavar="T", help="frames per clip (default DATA.NUM_FRAMES)")
-    parser.add_argument("--size", type=int, metavar="S", help="height and width of a clip (default DATA.TEST_CROP_SIZE)")
+    parser.add_argument("--size", type=int, metavar="S",
+                        help="height and width of a clip (default DATA.TEST_CROP_SIZE)")
     check = parser.add_argument_group("verification")
-    check.add_argument("--verify", action="store_true", help="compare the file's output with PyTorch's before writing it")
+    check.add_argument("--verify", action="store_true",
+                       help="compare the file's output with PyTorch's before writing it")
     check.add_argument("--verify-video", metavar="VIDEO_OR_FRAME_FOLDER",
                        help="the real clip's video (default: the first of DATA.PATH_TO_DATA_DIR/test.txt)")
     check.add_argument("--tolerance", type=float, help="largest max abs difference accepted (default 1e-4)")
@@ -99,7 +101,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: verification failed, {args.out} not written: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # the exporter's own errors (e.g. an operator it cannot export)
-        print(f"error: {args.format} export failed, {args.out} not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {args.format} export failed, {args.out} not written: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
         return 1
     for check in checks:
         print(f"  {check.describe()}")

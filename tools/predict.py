@@ -49,7 +49,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = tool_parser(help_text(__doc__, HELP_DETAILS))
     parser.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAME_FOLDER")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    parser.add_argument("--top-k", type=int, default=5, help="classes to show per input or window, and in the timeline figure (default 5)")
+    parser.add_argument("--top-k", type=int, default=5,
+                        help="classes to show per input or window, and in the timeline figure (default 5)")
     windows = parser.add_argument_group("sliding windows over long videos")
     windows.add_argument("--timeline", metavar="OUT.png", help="score sliding windows; write the timeline figure here")
     windows.add_argument("--timeline-classes", type=int, metavar="N",

@@ -16,8 +16,14 @@ Modules (no import cycles; each imports only those above it):
 
 from cgnl_video.config import backbones, blocks  # noqa: F401 (registers the shipped backbone and blocks)
 from cgnl_video.config.load import load_config
-from cgnl_video.config.registry import (BackboneDescription, BlockDescription, Stage, get_cfg, register_backbone,
-                                        register_block)
+from cgnl_video.config.registry import (
+                                        BackboneDescription,
+                                        BlockDescription,
+                                        Stage,
+                                        get_cfg,
+                                        register_backbone,
+                                        register_block,
+)
 from cgnl_video.config.rules import ConfigError
 from cgnl_video.config.validate import validate
 

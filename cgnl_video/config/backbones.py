@@ -11,8 +11,14 @@ from typing import Dict, List, Tuple
 
 from fvcore.common.config import CfgNode
 
-from cgnl_video.config.registry import (BATCHNORM, SYNC_BATCHNORM, BackboneDescription, Stage, is_weights_name,
-                                        register_backbone)
+from cgnl_video.config.registry import (
+    BATCHNORM,
+    SYNC_BATCHNORM,
+    BackboneDescription,
+    Stage,
+    is_weights_name,
+    register_backbone,
+)
 from cgnl_video.config.rules import one_of, require, triple
 
 #: residual blocks per stage res2..res5

@@ -46,7 +46,8 @@ _C.DATA.JPEG_DECODER = "auto"  # frame folders: "auto", "torchvision" or "pil"
 # batches on the model's device, nvJPEG on CUDA, and crops / resizes there; docs/DATA_PIPELINE.md)
 _C.DATA.DECODE_ON = "worker"
 _C.DATA.MAX_CONSECUTIVE_FAILURES = 20  # unreadable training samples in a row before the job stops
-_C.DATA.PREPARE_SYNTHETIC = False  # demo: first make the synthetic set in PATH_TO_DATA_DIR (data_prep scripts; skips what exists)
+# demo: first make the synthetic set in PATH_TO_DATA_DIR (data_prep scripts; skips what exists)
+_C.DATA.PREPARE_SYNTHETIC = False
 
 # ----------------------------------------------------------------------------- data loader
 _C.DATA_LOADER = CfgNode()

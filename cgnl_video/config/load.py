@@ -6,11 +6,11 @@ from typing import Optional, Sequence
 
 from fvcore.common.config import CfgNode
 
-from cgnl_video.config.imports import KEY as IMPORTS_KEY, find_imports, import_modules
+from cgnl_video.config.imports import KEY as IMPORTS_KEY
+from cgnl_video.config.imports import find_imports, import_modules
 from cgnl_video.config.registry import get_cfg
 from cgnl_video.config.rules import ConfigError
 from cgnl_video.config.validate import validate
-
 
 # fvcore (merging a file) says "Non-existent config key: K"; yacs (merging a list) "Non-existent key: K".
 _UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: (\S+)")

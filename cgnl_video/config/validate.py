@@ -10,8 +10,15 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
-from cgnl_video.config.choices import (AMP_DTYPES, DECODE_ON, DECODING_BACKENDS, DIST_BACKENDS, JPEG_DECODERS,
-                                       LR_POLICIES, TEST_SPATIAL_CROPS)
+from cgnl_video.config.choices import (
+    AMP_DTYPES,
+    DECODE_ON,
+    DECODING_BACKENDS,
+    DIST_BACKENDS,
+    JPEG_DECODERS,
+    LR_POLICIES,
+    TEST_SPATIAL_CROPS,
+)
 from cgnl_video.config.registry import Stage, backbone_entries, backbone_entry, block_entries
 from cgnl_video.config.rules import one_of, positive, require
 

@@ -13,11 +13,17 @@ torch-free part: keys, checks, registries) does not import it.
 """
 
 from cgnl_video.config.backbones import STAGE_DEPTHS, placement_preset, stage_out_channels
-from cgnl_video.config.registry import (BackboneDescription, BlockDescription, Stage, register_backbone,
-                                        register_block)
-from cgnl_video.models.build import (Backbone, build_backbone, build_model, insert_blocks, load_pretrained,
-                                     prepare_for_speed, standalone_config)
+from cgnl_video.config.registry import BackboneDescription, BlockDescription, Stage, register_backbone, register_block
 from cgnl_video.models.blocks_2d import CGNLBlock2d, NonLocalBlock2d, SimpleResidualBlock2d
+from cgnl_video.models.build import (
+                                        Backbone,
+                                        build_backbone,
+                                        build_model,
+                                        insert_blocks,
+                                        load_pretrained,
+                                        prepare_for_speed,
+                                        standalone_config,
+)
 from cgnl_video.models.c2d import C2DHead, C2DResNet, C2DStage, create_c2d
 from cgnl_video.models.cgnl import CGNLBlock, exact_generalized_nonlocal, taylor_coefficients
 from cgnl_video.models.nonlocal_block import NonLocalBlock, SimpleResidualBlock

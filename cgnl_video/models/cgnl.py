@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from cgnl_video.config.blocks import CGNL_KERNELS, CGNL_NORMS as NORMS, inner_channels
+from cgnl_video.config.blocks import CGNL_KERNELS, inner_channels
+from cgnl_video.config.blocks import CGNL_NORMS as NORMS
 
 
 def taylor_coefficients(kernel: str, order: int = 3, gamma: float = 1e-4) -> Tuple[float, ...]:
@@ -380,7 +381,8 @@ class CGNLBlock(nn.Module):
 
     def extra_repr(self) -> str:
         order = len(self.coefficients) - 1
-        return f"kernel={self.kernel}, order={order}, groups={self.groups}, use_scale={self.use_scale}, fused={self.fused}"
+        return (f"kernel={self.kernel}, order={order}, groups={self.groups}, use_scale={self.use_scale}, "
+                f"fused={self.fused}")
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """theta(x), phi(x), g(x), each (B, C_inner, T, H, W); under autocast one of them

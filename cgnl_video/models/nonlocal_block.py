@@ -18,8 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgnl_video.config.blocks import NL_INSTANTIATIONS, inner_channels
-from cgnl_video.models.cgnl import (SPACETIME, Layers, apply_norm, autocast_off, check_groups,
-                                   init_block_convs, make_zero_norm)
+from cgnl_video.models.cgnl import (
+    SPACETIME,
+    Layers,
+    apply_norm,
+    autocast_off,
+    check_groups,
+    init_block_convs,
+    make_zero_norm,
+)
 
 
 class NonLocalBlock(nn.Module):

@@ -147,6 +147,7 @@ def markdown_table(rows: Sequence[Tuple[str, str, ModelSummary]]) -> str:
         conv = s.macs_by_operator.get("conv", 0.0) / 1e9
         clip = "x".join(map(str, s.input_shape[2:]))
         lines.append(
-            f"| {name} | {description} | {s.params:,} | {s.inserted_params:,} | {conv:.2f} | {s.macs / 1e9:.2f} | {clip} |"
+            f"| {name} | {description} | {s.params:,} | {s.inserted_params:,} | {conv:.2f} | {s.macs / 1e9:.2f} "
+            f"| {clip} |"
         )
     return "\n".join(lines)

@@ -19,7 +19,13 @@ from typing import Dict, List, Tuple
 
 from cgnl_video.data.manifest import ManifestError, read_classes
 from cgnl_video.prep.manifests import (
-    PATH_OR_SUFFIX, SPLITS, Wanted, check_unique, find_clips, read_lines, write_outputs,
+    PATH_OR_SUFFIX,
+    SPLITS,
+    Wanted,
+    check_unique,
+    find_clips,
+    read_lines,
+    write_outputs,
 )
 
 

@@ -33,7 +33,8 @@ def help_text(doc: str, details: str) -> str:
     return doc.rstrip().rsplit("\n\n", 1)[0] + "\n\n" + details
 
 
-def tool_parser(doc: str, checkpoint_help: str = "checkpoint (ours, a bare state dict or an official Caffe2 pickle)") -> argparse.ArgumentParser:
+def tool_parser(doc: str, checkpoint_help: str = "checkpoint (ours, a bare state dict or an official Caffe2 pickle)"
+                ) -> argparse.ArgumentParser:
     """``docstring_parser`` with the model's ``--cfg`` and ``--checkpoint``."""
     parser = docstring_parser(doc)
     parser.add_argument("--cfg", dest="cfg_file", required=True, help="experiment YAML file of the model")

@@ -19,8 +19,7 @@ def local_path(path: str) -> str:
     absent. Raises FileNotFoundError naming the URL when it cannot be downloaded."""
     if not is_url(path):
         return path
-    from iopath.common.file_io import PathManager
-    from iopath.common.file_io import HTTPURLHandler
+    from iopath.common.file_io import HTTPURLHandler, PathManager
 
     manager = PathManager()
     manager.register_handler(HTTPURLHandler())
