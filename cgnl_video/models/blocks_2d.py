@@ -7,7 +7,7 @@ Each 2D block is its spacetime block (``cgnl.py``, ``nonlocal_block.py``) built 
 2D layers (``cgnl.IMAGE``: 1x1 convolutions, BatchNorm2d, MaxPool2d; Sec. 3.5: "a 1x1
 or 1x1x1 convolution", N = HW or THW): the same constructor options and defaults, the
 same forward and Eq. 12 code, so on an image it equals the spacetime block on the same
-image as a one-frame clip (T = 1; tests/test_blocks_2d.py). The one difference is
+image as a one-frame clip (T = 1; tests/models/test_blocks_2d.py). The one difference is
 NonLocalBlock2d's ``pool_size``, which is (H, W): (2, 2) is the 3D default (1, 2, 2).
 
 State dicts have the spacetime block's keys (``theta.weight``, ..., ``norm.bias``,

@@ -48,7 +48,7 @@ G = 8). The output has the input's dtype.
   group scalars' common scale, so the gradients of phi and g follow the ratio
   of the samples' scalars, sums of terms of both signs; fp16's rounding of
   W_phi for the convolution moved it enough for 2.4e-2 in those gradients
-  (res4, seed 6 of tests/test_blocks_amp.py), 0.4e-2 with phi in float32. On
+  (res4, seed 6 of tests/models/test_blocks_amp.py), 0.4e-2 with phi in float32. On
   GPUs whose float32 convolutions use TF32 (cuDNN's default) W_phi keeps
   fp16's 11 bits either way; fp16 is meant for V100 / T4, which have no TF32.
 * GroupNorm, under autocast: in float32 (the input cast up), as CUDA's
@@ -64,7 +64,7 @@ The dtypes are explicit (the group sums in their input's dtype, GroupNorm
 cast), so CUDA's autocast rules, which sum fp16 / bf16 into float32, and the
 CPU's compute the same. The float32 inputs of Eq. 12 are one cast copy of
 theta/phi/g. W_z is grouped: 1/G of a dense convolution's work.
-tests/test_blocks_amp.py checks every kernel and norm against float64, under
+tests/models/test_blocks_amp.py checks every kernel and norm against float64, under
 the CPU's autocast rules and CUDA's; the cost is in benchmarks/RESULTS.md.
 """
 
