@@ -51,7 +51,7 @@ setup(
         "torchcodec": TORCHCODEC,
         # tools/export.py --format onnx; the tests export and run ONNX files
         "export": EXPORT,
-        # the suite, plus the linters tests/test_lint.py runs (settings in pyproject.toml)
+        # the suite, plus the linters tests/repo/test_lint.py runs (settings in pyproject.toml)
         "test": ["pytest>=7", "pytest-timeout", "tensorboard", "ruff>=0.5", "import-linter>=2.0", *TORCHCODEC, *EXPORT],
     },
 )

@@ -1,4 +1,4 @@
-"""The code blocks of the markdown docs, read the way tests/test_docs_run.py runs them
+"""The code blocks of the markdown docs, read the way tests/docs/test_blocks_run.py runs them
 (no tests here; no torch).
 
 * ``extract_blocks(text, name)``: every fenced block (also fences indented inside

@@ -1,5 +1,5 @@
 """Stand-ins for what a user has downloaded or trained before following the docs, and
-the sandbox the docs' commands run in (no tests here). Used by tests/test_docs_run.py.
+the sandbox the docs' commands run in (no tests here). Used by tests/docs/test_blocks_run.py.
 
 Every stand-in is small but real and in the official format, made once per test
 session under one folder, by the data_prep scripts themselves where the docs use
@@ -40,7 +40,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repo_paths import ROOT
+
+REPO = ROOT
 #: top-level entries of the repository a sandbox does not copy (the package comes from
 #: PYTHONPATH; outputs and data are what the docs' commands make or the stand-ins provide)
 NOT_COPIED = {".git", "cgnl_video", "tests", "output", "demo_data", "data", "pretrained", "build", "dist",

@@ -4,7 +4,6 @@ import os
 import socket
 from typing import Any, Callable
 
-import pytest
 import torch.multiprocessing as mp
 
 
@@ -104,18 +103,3 @@ def one_thread():
             torch.set_num_threads(previous)
 
     return _ctx()
-
-
-@pytest.fixture
-def single_thread():
-    """Fixture: the test runs with torch on one thread (see ``one_thread``)."""
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny_data_root(tmp_path_factory) -> str:
-    """Fixture: a ``make_tiny_dataset`` root shared by the tests of a module (import it there)."""
-    root = str(tmp_path_factory.mktemp("tiny"))
-    make_tiny_dataset(root)
-    return root

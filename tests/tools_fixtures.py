@@ -11,9 +11,9 @@ from cgnl_video.config import load_config
 from cgnl_video.data import write_classes
 from cgnl_video.engine.checkpoint import save_checkpoint
 from cgnl_video.models import build_model
-from test_data_fixtures import write_frame_folder, write_video
+from data_fixtures import write_frame_folder, write_video
+from repo_paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("walk", "run", "jump")
 
 

@@ -5,7 +5,7 @@ before the last residual block of res4 of a ResNet, Sec. 4.2).
 Each 2D block is its spacetime block (``cgnl.py``, ``nonlocal_block.py``) built from
 2D layers (``cgnl.IMAGE``: 1x1 convolutions, BatchNorm2d, MaxPool2d; Sec. 3.5): the
 same options, defaults, forward and Eq. 12 code, so on an image it equals the
-spacetime block on the same image as a one-frame clip (tests/test_blocks_2d.py).
+spacetime block on the same image as a one-frame clip (tests/models/test_blocks_2d.py).
 Only NonLocalBlock2d's ``pool_size`` differs: (H, W), default (2, 2). State dicts have
 the spacetime block's keys, with convolution weights lacking the T axis
 (``unsqueeze(2)`` loads them into the spacetime block). The layers are native 2D, so

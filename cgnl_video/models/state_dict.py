@@ -1,7 +1,7 @@
 """Model weights in files: the one reader of every checkpoint layout, and the one
 loader of a state dict into a model (strict, or with a new classifier).
 
-Layouts ``model_state`` understands (``tests/test_state_dict.py`` has one case each):
+Layouts ``model_state`` understands (``tests/models/test_state_dict.py`` has one case each):
 
 * ours: ``{"model": state_dict, "optimizer": ..., "epoch": ..., ...}`` (``engine.resume``);
 * PyTorchVideo / PySlowFast: ``{"model_state": state_dict, ...}``;
