@@ -438,8 +438,7 @@ def main_precision(args: argparse.Namespace, device: torch.device, machine: Dict
 def main() -> int:
     parser = common.base_parser(__doc__, "blocks", "batch 2, three sweep points, 2 repeats")
     parser.add_argument("--batch", type=int, default=8, help="batch of the res3/res4 inputs")
-    parser.add_argument("--sweep-batch", type=int, default=0,
-                        help="batch of the N sweep (default: 8 on cuda, 1 on cpu)")
+    parser.add_argument("--sweep-batch", type=int, default=0, help="batch of the N sweep (default 8 on cuda, 1 on cpu)")
     parser.add_argument("--sweep", nargs="*", default=SWEEP, help="T x H x W sizes of the sweep at 512 channels")
     parser.add_argument("--repeats", type=int, default=0, help="timed passes (default: 10 on cuda, 5 on cpu)")
     parser.add_argument("--sweep-repeats", type=int, default=0, help="timed passes of the N sweep (default: --repeats, "

@@ -121,7 +121,8 @@ class StandIns:
         run_script("data_prep/extract_frames.py", ["--src", f"{folder}/videos", "--dst", f"{folder}/frames",
                                                    "--short-side", "64", "--workers", "1", "--no-progress"], self.env)
         run_script("data_prep/build_manifests.py", ["generic", "--list-dir", f"{folder}/annotations",
-                                                    "--root", f"{folder}/frames", "--out", f"{folder}/manifests"], self.env)
+                                                    "--root", f"{folder}/frames", "--out", f"{folder}/manifests"],
+                                                   self.env)
 
     def _tools_demo(self, folder: str) -> None:
         """The two runs of docs/TOOLS.md with the demo config as shipped (40 epochs), on the
@@ -167,7 +168,8 @@ class StandIns:
         run_script("data_prep/extract_frames.py", ["--src", f"{folder}/UCF-101", "--dst", f"{folder}/frames",
                                                    "--workers", "1", "--no-progress"], self.env)
         run_script("data_prep/build_manifests.py", ["ucf101", "--annotations", lists, "--split", "1",
-                                                    "--root", f"{folder}/frames", "--out", f"{folder}/split1"], self.env)
+                                                    "--root", f"{folder}/frames", "--out", f"{folder}/split1"],
+                                                   self.env)
 
     def _kinetics(self, root: str) -> None:
         folder, mini = os.path.join(root, "data", "kinetics"), os.path.join(root, "data", "minikinetics200")

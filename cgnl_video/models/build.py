@@ -11,9 +11,8 @@ A backbone builder ``builder(cfg) -> nn.Module`` returns a model with
   class (torch.hub reads a checkpoint's number of classes there);
 * ``head``: the classifier module; its input is the feature map that
   ``analysis.features`` pools (export's ``logits`` needs a ``C2DHead``);
-* train mode returning logits (B, classes) and eval mode class probabilities.
-
-``C2DResNet`` (models/c2d.py) is the shipped one.
+* train mode returning logits (B, classes) and eval mode class probabilities
+  (``C2DResNet`` in models/c2d.py is the shipped one).
 """
 
 from typing import Any, Callable, Dict, Optional, Protocol, Sequence

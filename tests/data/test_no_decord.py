@@ -97,7 +97,8 @@ def setup_requirements():
         for node in tree.body if isinstance(node, ast.Assign)
         for target in node.targets if isinstance(target, ast.Name)
     }
-    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    call = next(node for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
     listed = next(k.value for k in call.keywords if k.arg == "install_requires")
     return [Requirement(constants[e.id] if isinstance(e, ast.Name) else ast.literal_eval(e)) for e in listed.elts]
 

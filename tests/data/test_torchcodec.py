@@ -220,7 +220,8 @@ def test_extract_all_with_torchcodec_keeps_the_bad_input_rules(tmp_path):
 def test_extraction_workers_import_neither_torch_nor_the_config_package():
     """Spawned extraction workers import cgnl_video.prep.extract: torchcodec support must
     not make that pay for torch or fvcore (torchcodec is imported when a video uses it)."""
-    code = "import sys, cgnl_video.prep.extract; print(sorted({'torch', 'fvcore', 'cgnl_video.config'} & set(sys.modules)))"
+    code = ("import sys, cgnl_video.prep.extract; "
+            "print(sorted({'torch', 'fvcore', 'cgnl_video.config'} & set(sys.modules)))")
     run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO),
                          capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"

@@ -85,7 +85,8 @@ EXCEPTIONS: Dict[str, str] = {
         "all cores, torchcodec's 3 s import in each process); tests/prep/test_extract.py and "
         "tests/data/test_torchcodec.py cover extract_frames' decoders"),
     # Blocks that landed together with this harness; each is covered by the test named.
-    r"^python -m pytest -q tests -p no:cacheprovider$": "the test suite itself (what CI runs): not run again from inside it",
+    r"^python -m pytest -q tests -p no:cacheprovider$": (
+        "the test suite itself (what CI runs): not run again from inside it"),
     r"^python -m pytest -q tests/engine/test_hand_computed\.py ": "runs two test files of the suite, which the suite "
                                                            "runs itself (the sandbox does not copy the tests)",
     r"^tensorboard --logdir ": ("starts a server that runs until stopped; tests/engine/test_tensorboard.py reads the "
@@ -93,7 +94,8 @@ EXCEPTIONS: Dict[str, str] = {
     r"\b\w+_IN_pretrain_400k\.pkl\b": (
         "needs an official non-local Kinetics-400 checkpoint, which the tests cannot download (docs/MODELS.md "
         "says so); tests/models/test_caffe2_checkpoint.py loads stand-ins built from the official naming rules "
-        "through the same reader (and tools/convert_checkpoint.py), tests/engine/test_fine_tune_by_name.py fine-tunes from one"),
+        "through the same reader (and tools/convert_checkpoint.py), tests/engine/test_fine_tune_by_name.py "
+        "fine-tunes from one"),
     r"^python benchmarks/bench_blocks\.py$": (
         "its res3/res4 shapes are the paper's, fixed: about 20 s of CPU even with --quick --repeats 1 --warmup 0; "
         "tests/models/test_fast_path.py covers the blocks"),
@@ -674,7 +676,8 @@ def test_every_table_entry_matches_the_docs():
 def test_no_command_is_both_skipped_and_changed():
     for block in RUNNABLE:
         for command in command_parts(block):
-            rules = [name for name, table in (("EXCEPTIONS", EXCEPTIONS), ("REPLACED", REPLACED), ("APPENDED", APPENDED))
+            tables = (("EXCEPTIONS", EXCEPTIONS), ("REPLACED", REPLACED), ("APPENDED", APPENDED))
+            rules = [name for name, table in tables
                      if first_match(table, command)]
             assert len(rules) <= 1, f"{block.id}: {command} matches {rules}"
 

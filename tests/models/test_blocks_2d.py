@@ -16,8 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cgnl_video.models import (CGNLBlock, CGNLBlock2d, NonLocalBlock, NonLocalBlock2d, SimpleResidualBlock,
-                               SimpleResidualBlock2d)
+from cgnl_video.models import (
+    CGNLBlock,
+    CGNLBlock2d,
+    NonLocalBlock,
+    NonLocalBlock2d,
+    SimpleResidualBlock,
+    SimpleResidualBlock2d,
+)
 from cgnl_video.models.cgnl import CGNL_KERNELS
 
 KERNELS = list(CGNL_KERNELS)

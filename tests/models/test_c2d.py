@@ -7,8 +7,14 @@ import torch
 from pytorchvideo.models.hub import c2d_r50
 
 from cgnl_video.config import get_cfg
-from cgnl_video.models import (CGNLBlock, NonLocalBlock, build_model, load_pretrained, placement_preset,
-                               prepare_for_speed)
+from cgnl_video.models import (
+    CGNLBlock,
+    NonLocalBlock,
+    build_model,
+    load_pretrained,
+    placement_preset,
+    prepare_for_speed,
+)
 from cgnl_video.models.c2d import C2DStage
 
 NARROW = ["RESNET.WIDTH_PER_GROUP", "8"]  # stage widths 32..256: fast on CPU

@@ -27,13 +27,15 @@ KINETICS_ROWS = [("b class", "id1", 1, 11), ("a class", "id2", 0, 10), ("b class
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_minikinetics_any_layout(tmp_path, layout, kind):
     write_kinetics(tmp_path / "ann", KINETICS_ROWS, "id1\nid2\n", "-d_3\n")
-    clips = [("train", "b class", "id1_000001_000011"), ("train", "a class", "id2"), ("val", "b class", "-d_3_000005_000015")]
+    clips = [("train", "b class", "id1_000001_000011"), ("train", "a class", "id2"),
+             ("val", "b class", "-d_3_000005_000015")]
     paths = place(tmp_path / "root", clips, layout, kind)
     build_minikinetics([str(tmp_path / "ann")], str(tmp_path / "ann"), str(tmp_path / "root"), str(tmp_path / "out"),
                        num_classes=2, check_videos=False)
     manifests = read_out(tmp_path / "out")
     frames = None if kind == "video" else 3
-    assert [(e.path, e.label, e.num_frames) for e in manifests["train"]] == [(paths[0], 1, frames), (paths[1], 0, frames)]
+    assert [(e.path, e.label, e.num_frames) for e in manifests["train"]] == [(paths[0], 1, frames),
+                                                                              (paths[1], 0, frames)]
     assert [(e.path, e.label) for e in manifests["val"]] == [(paths[2], 1)] and manifests["test"] == manifests["val"]
 
 
@@ -46,7 +48,8 @@ UCF_TEST = "Archery/v_Archery_g02_c01.avi\r\nBiking/v_Biking_g02_c01.avi\r\n"
 def test_ucf101_any_layout(tmp_path, layout, kind):
     write_ucf_lists(tmp_path / "lists", "1 Archery\r\n2 Biking\r\n", UCF_TRAIN, UCF_TEST)
     clips = [(split, line.split("/")[0], line.split("/")[1].split(".")[0])
-             for split, text in (("train", UCF_TRAIN), ("test", UCF_TEST)) for line in text.split()[::2 if split == "train" else 1]]
+             for split, text in (("train", UCF_TRAIN), ("test", UCF_TEST))
+             for line in text.split()[::2 if split == "train" else 1]]
     paths = place(tmp_path / "root", clips, layout, kind)
     build_ucf101(str(tmp_path / "lists"), 1, str(tmp_path / "root"), str(tmp_path / "out"), check_videos=False)
     manifests = read_out(tmp_path / "out")
@@ -61,7 +64,8 @@ def test_generic_lists_of_names_any_layout(tmp_path, layout, kind):
     lists.mkdir()
     (lists / "train.txt").write_text("a.mp4 jump\nb.mp4 run\n", encoding="utf-8")
     (lists / "test.txt").write_text("c.mp4 run\n", encoding="utf-8")
-    paths = place(tmp_path / "root", [("train", "jump", "a"), ("train", "run", "b"), ("test", "run", "c")], layout, kind)
+    paths = place(tmp_path / "root", [("train", "jump", "a"), ("train", "run", "b"), ("test", "run", "c")],
+                  layout, kind)
     build_generic(str(lists), str(tmp_path / "root"), str(tmp_path / "out"), check_videos=False)
     manifests = read_out(tmp_path / "out")
     assert [(e.path, e.label) for e in manifests["train"]] == [(paths[0], 0), (paths[1], 1)]

@@ -151,7 +151,8 @@ def test_the_paper_rows_have_configs():
 
 def test_docs_table_lists_every_minikinetics_config_with_its_parameters():
     with open(os.path.join(ROOT, "docs", "MODELS.md"), encoding="utf-8") as f:
-        rows = {m[0]: int(m[1].replace(",", "")) for m in re.findall(r"^\| (R\w+) \| [^|]+ \| ([\d,]+) \|", f.read(), re.M)}
+        rows = {m[0]: int(m[1].replace(",", ""))
+                for m in re.findall(r"^\| (R\w+) \| [^|]+ \| ([\d,]+) \|", f.read(), re.M)}
     for path in _config_files("minikinetics"):
         name = _stem(path)
         assert name in rows, f"docs/MODELS.md has no row for {name}"

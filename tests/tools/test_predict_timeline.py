@@ -65,7 +65,7 @@ def reference_probs(tiny, clip_starts):
     """The model's probabilities of each clip, computed here: the whole video decoded
     at once, DATA.NUM_FRAMES frames every DATA.SAMPLING_RATE from the start, the
     validation transform (short side, centre crop, normalise)."""
-    cfg, d = tiny["config"], tiny["config"].DATA
+    d = tiny["config"].DATA
     with open_reader(tiny["video"], None) as reader:
         frames = reader.read(list(range(reader.num_frames)))
     clips = [val_clip(frames[[s + d.SAMPLING_RATE * k for k in range(d.NUM_FRAMES)]], d.VAL_SHORT_SIDE,
@@ -165,8 +165,9 @@ def test_only_one_chunk_of_frames_is_decoded_and_held_at_a_time(tiny, capsys, mo
 def test_pyav_decodes_each_frame_of_the_long_video_once(tiny, monkeypatch):
     """Without decord (PyAV, e.g. macOS on Apple silicon), overlapping chunks of windows
     go on decoding where the previous chunk stopped: frames 0..70 (the last window's
-    last sampled frame) decoded once each for the 29 windows, not the video from its first frame again for every chunk (quadratic in
-    an hour-long video). The scores equal those of a fresh reader for every chunk."""
+    last sampled frame) decoded once each for the 29 windows, not the video from its first
+    frame again for every chunk (quadratic in an hour-long video). The scores equal those
+    of a fresh reader for every chunk."""
     from cgnl_video.analysis.timeline import timeline
     from cgnl_video.data import decode
 
