@@ -96,6 +96,10 @@ EXCEPTIONS: Dict[str, str] = {
         "says so); tests/models/test_caffe2_checkpoint.py loads stand-ins built from the official naming rules "
         "through the same reader (and tools/convert_checkpoint.py), tests/engine/test_fine_tune_by_name.py "
         "fine-tunes from one"),
+    r"^python benchmarks/gpu_validation\.py --quick --device cpu$": (
+        "the same command (plus --out and a wider --budget-s) runs in tests/engine/test_gpu_validation.py "
+        "(test_quick_cpu_run_reports_every_part_ok, "
+        "which also checks every part's report): about a minute of CPU, not spent twice"),
     r"^python benchmarks/bench_blocks\.py$": (
         "its res3/res4 shapes are the paper's, fixed: about 20 s of CPU even with --quick --repeats 1 --warmup 0; "
         "tests/models/test_fast_path.py covers the blocks"),
