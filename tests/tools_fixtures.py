@@ -75,3 +75,12 @@ def run_tool(name: str, argv: Sequence[str]) -> int:
     """``main(argv)`` of tools/<name>.py, in this process."""
     module = runpy.run_path(os.path.join(ROOT, "tools", f"{name}.py"), run_name="tool_under_test")
     return module["main"](list(argv))
+
+
+def tiny_tool_run(folder: str) -> Dict[str, str]:
+    """In ``folder``: a tiny config (``cfg``), a checkpoint of it (``checkpoint``) and the
+    inputs of ``make_inputs`` under ``inputs``; the paths, with ``folder`` itself."""
+    cfg_path = write_tiny_config(folder)
+    checkpoint = save_tiny_checkpoint(cfg_path, os.path.join(folder, "run"))
+    inputs = os.path.join(folder, "inputs")
+    return {"cfg": cfg_path, "checkpoint": checkpoint, "folder": folder, "inputs": inputs, **make_inputs(inputs)}

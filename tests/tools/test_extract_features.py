@@ -19,18 +19,14 @@ from cgnl_video.data.windows import window_starts
 from cgnl_video.inference import inference_config, input_entry, load_model
 from data_fixtures import write_frame_folder, write_video
 from engine_helpers import run_distributed
-from tools_fixtures import make_inputs, run_tool, save_tiny_checkpoint, write_tiny_config
+from tools_fixtures import run_tool, tiny_tool_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread in every test
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("features"))
-    cfg_path = write_tiny_config(folder)
-    checkpoint = save_tiny_checkpoint(cfg_path, os.path.join(folder, "run"))
-    inputs = os.path.join(folder, "inputs")
-    return {"cfg": cfg_path, "checkpoint": checkpoint, "folder": folder, "inputs": inputs, **make_inputs(inputs)}
+    return tiny_tool_run(str(tmp_path_factory.mktemp("features")))
 
 
 def base_args(tiny, out, *extra):

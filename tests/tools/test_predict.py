@@ -10,17 +10,14 @@ from cgnl_video.config import load_config
 from cgnl_video.data import ManifestEntry, VideoDataset, write_classes, write_manifest
 from cgnl_video.data.transforms import normalize_uint8
 from cgnl_video.inference import InputError, class_names, inference_config, input_entry, load_model, predict
-from tools_fixtures import CLASSES, make_inputs, run_tool, save_tiny_checkpoint, write_tiny_config
+from tools_fixtures import CLASSES, run_tool, tiny_tool_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread in every test
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("predict"))
-    cfg_path = write_tiny_config(folder)
-    checkpoint = save_tiny_checkpoint(cfg_path, os.path.join(folder, "run"))
-    return {"cfg": cfg_path, "checkpoint": checkpoint, **make_inputs(os.path.join(folder, "inputs"))}
+    return tiny_tool_run(str(tmp_path_factory.mktemp("predict")))
 
 
 def direct_scores(cfg, model, entries):

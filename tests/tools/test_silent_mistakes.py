@@ -16,17 +16,14 @@ import pytest
 from cgnl_video.config import load_config
 from cgnl_video.data import write_classes
 from cgnl_video.inference import class_names
-from tools_fixtures import make_inputs, run_tool, save_tiny_checkpoint, write_tiny_config
+from tools_fixtures import run_tool, tiny_tool_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torch on one thread in every test
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("features"))
-    cfg_path = write_tiny_config(folder)
-    checkpoint = save_tiny_checkpoint(cfg_path, os.path.join(folder, "run"))
-    return {"cfg": cfg_path, "checkpoint": checkpoint, **make_inputs(os.path.join(folder, "inputs"))}
+    return tiny_tool_run(str(tmp_path_factory.mktemp("features")))
 
 
 WINDOWS = ["--window-stride", "8", "--opt", "DATA.VAL_SHORT_SIDE", "80"]  # room for a larger crop
