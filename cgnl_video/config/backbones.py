@@ -96,14 +96,18 @@ def _temporal_size_at_res3(cfg: CfgNode) -> float:
     return t / r.POOL2_STRIDE[0]
 
 
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution or max pool (floor rounding, as PyTorch and Caffe2)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
 def _side_after_stem(cfg: CfgNode, side: int) -> int:
-    """Height / width of a ``side`` x ``side`` crop after conv1 and pool1 (floor rounding);
-    the padded 3x3 convolutions after them never take a side of 1 or more below 1."""
+    """Height / width of a ``side`` x ``side`` crop after conv1 and pool1; the padded 3x3
+    convolutions after them never take a side of 1 or more below 1."""
     r = cfg.RESNET
-    k, s = r.STEM_CONV_KERNEL[1], r.STEM_CONV_STRIDE[1]
-    side = (side + 2 * ((k - 1) // 2) - k) // s + 1
-    k, s, p = r.STEM_POOL_KERNEL[1], r.STEM_POOL_STRIDE[1], r.STEM_POOL_PADDING[1]
-    return (side + 2 * p - k) // s + 1
+    k = r.STEM_CONV_KERNEL[1]
+    side = conv_output_size(side, k, r.STEM_CONV_STRIDE[1], (k - 1) // 2)
+    return conv_output_size(side, r.STEM_POOL_KERNEL[1], r.STEM_POOL_STRIDE[1], r.STEM_POOL_PADDING[1])
 
 
 def validate_c2d(cfg: CfgNode) -> None:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cgnl_video.config.backbones import STAGE_DEPTHS, STAGE_NAMES, stage_out_channels
+from cgnl_video.config.backbones import STAGE_DEPTHS, STAGE_NAMES, conv_output_size, stage_out_channels
 from cgnl_video.utils.quiet_imports import no_jit_script_deprecation
 
 with no_jit_script_deprecation():
@@ -36,11 +36,6 @@ def same_padding(kernel: Triple) -> Tuple[int, ...]:
     """(k - 1) // 2 per dimension: odd kernels keep the size; a temporal pool
     of kernel 2 and stride 2 halves T exactly (no padded frame)."""
     return tuple((k - 1) // 2 for k in kernel)
-
-
-def _conv_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length of a convolution or max pool (floor rounding, as PyTorch and Caffe2)."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def _plain_int_stride(conv: Optional[nn.Conv3d]) -> None:
@@ -164,7 +159,7 @@ def _size_through(module: nn.Module, size: List[int]) -> List[int]:
     def triple(v):
         return (v,) * 3 if isinstance(v, int) else tuple(v)
     kernel, stride, padding = triple(module.kernel_size), triple(module.stride), triple(module.padding)
-    return [_conv_size(n, k, s, p) for n, k, s, p in zip(size, kernel, stride, padding)]
+    return [conv_output_size(n, k, s, p) for n, k, s, p in zip(size, kernel, stride, padding)]
 
 
 def feature_size(parts: Dict[str, nn.Module], clip: Triple) -> Tuple[int, int, int]:
