@@ -246,11 +246,12 @@ def gpu_peaks(name: str) -> Optional[Tuple[str, Dict[str, Optional[float]]]]:
                  if re.search(pattern, name, re.IGNORECASE)), None)
 
 
-def compute_precision(amp: Optional[torch.dtype]) -> str:
-    """The arithmetic of a step: the autocast dtype, else tf32 (cuDNN's TF32 convolutions on) or fp32."""
+def compute_precision(amp: Optional[torch.dtype], device: torch.device) -> str:
+    """The arithmetic of a step: the autocast dtype, else tf32 (CUDA with cuDNN's TF32
+    convolutions on) or fp32."""
     if amp is not None:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
-    return "tf32" if cudnn_conv_tf32() else "fp32"
+    return "tf32" if device.type == "cuda" and cudnn_conv_tf32() else "fp32"
 
 
 def peak_tflops(device: torch.device, precision: str, override: float = 0.0) -> Optional[float]:

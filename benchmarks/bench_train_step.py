@@ -34,7 +34,7 @@ def measure_depth(depth: int, args, device: torch.device) -> List[Dict]:
             key = f"{variant} | {mode}"
             cases[key] = case = common.Case(depth, variant, mode, args, device, args.opts)
             rows[key] = {"depth": depth, "variant": variant, "mode": mode, "flops_per_step": counter.get_total_flops(),
-                         "precision": common.compute_precision(case.amp), "losses": []}
+                         "precision": common.compute_precision(case.amp, device), "losses": []}
             step = lambda case=case, row=rows[key]: row["losses"].append(case.step())  # noqa: E731
             if mode in ("fast", "compile"):
                 step()  # the compile is not measured as memory
@@ -60,7 +60,8 @@ def table(rows: List[Dict]) -> str:
     out = []
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:g}" if r.get("mfu") else "n/a"
-        cost = f"{100 * (1 - r['vs_baseline_same_mode']):+.1f}%" if r["variant"] != "baseline" else ""
+        cost = f"{100 * (1 - r['vs_baseline_same_mode']):+.1f}%" if r["variant"] != "baseline" and r[
+            "vs_baseline_same_mode"] else ""
         memory = f"{r['peak_mem_bytes'] / 2**20:.0f}" if "peak_mem_bytes" in r else "—"
         out.append([f"R-{r['depth']}", r["variant"], r["mode"], r["precision"], f"{r['clips_per_s']:.2f}",
                     f"{r['vs_eager_same_model']:.2f}x" if r["vs_eager_same_model"] else "", cost, memory,

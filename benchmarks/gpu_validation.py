@@ -5,9 +5,9 @@
     python benchmarks/gpu_validation.py --quick --device cpu  # toy sizes on the CPU (what CI runs)
 
 Each phase (``PHASES``) is one run of a script of this folder, with its options at full
-and at toy sizes, in a process of its own: stopped with its process group (loader
-workers too) at its timeout, so that a hung CUDA call or decoder cannot stall the run
-and a CUDA error cannot spoil the next phase. A phase reports "ok", "failed" (its exit
+and at toy sizes, in a process of its own (forked: torch is imported once), stopped with
+its process group (loader workers too) at its timeout: a hung CUDA call or decoder cannot
+stall the run, a CUDA error cannot spoil the next phase. A phase reports "ok", "failed" (its exit
 status and the end of its log), "timeout" (with the JSON the script had written by
 then) or "skipped"; every phase runs regardless, and the exit status is 1 unless none
 failed. Output (``--out``): gpu_validation.json (each phase's status, seconds, command
@@ -16,13 +16,17 @@ printed), and per phase its tables (<phase>.md) and log (<phase>.log).
 """
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
+import runpy
 import signal
-import subprocess
 import sys
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence
+
+import _common  # noqa: F401 - torch and the package, imported once for every phase
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -60,23 +64,35 @@ PHASES: Dict[str, Phase] = {
 QUICK_TIMEOUT_S = 300.0  # toy sizes take seconds; a loaded CI machine is slow
 
 
-def run_phase(name: str, command: Sequence[str], timeout_s: float, out: str) -> Dict:
-    """Run ``command`` + ``--json <out>/<name>.json`` in a new session, stdout to
-    <name>.md, stderr to <name>.log; past ``timeout_s`` its whole process group is killed."""
+def _phase_process(script: str, options: Sequence[str], paths: Dict[str, str]) -> None:
+    """In the forked process: a new session, stdout / stderr to files, the script as __main__."""
+    os.setsid()
+    for fd, stream, path in ((1, "stdout", paths["md"]), (2, "stderr", paths["log"])):
+        getattr(sys, stream).flush()
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)  # for its child processes too
+        setattr(sys, stream, open(fd, "w", buffering=1, encoding="utf-8", closefd=False))
+    sys.argv = [script, *options]
+    runpy.run_path(script, run_name="__main__")
+
+
+def run_phase(name: str, script: str, options: Sequence[str], timeout_s: float, out: str) -> Dict:
+    """Run ``script`` with ``options`` + ``--json <out>/<name>.json`` in a forked process of
+    its own session (torch and the package imported once, here; CUDA is not initialised
+    here), stdout to <name>.md, stderr to <name>.log; past ``timeout_s`` its whole process
+    group is killed."""
     paths = {kind: os.path.join(out, f"{name}.{kind}") for kind in ("json", "md", "log")}
     for path in paths.values():
         if os.path.exists(path):
             os.remove(path)
-    command = list(command) + ["--json", paths["json"]]
+    options = [*options, "--json", paths["json"]]
     begin = time.time()
-    with open(paths["md"], "w", encoding="utf-8") as stdout, open(paths["log"], "w", encoding="utf-8") as stderr:
-        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, cwd=REPO, start_new_session=True)
-        try:
-            code: Optional[int] = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code = None
+    proc = multiprocessing.get_context("fork").Process(target=_phase_process, args=(script, options, paths))
+    proc.start()
+    proc.join(timeout_s)
+    code = proc.exitcode  # None: still running at its timeout
+    with contextlib.suppress(ProcessLookupError):  # what is left of its group (loader workers) goes too
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.join()
     texts = {}
     for kind in ("md", "log"):
         with open(paths[kind], encoding="utf-8", errors="replace") as handle:
@@ -91,8 +107,8 @@ def run_phase(name: str, command: Sequence[str], timeout_s: float, out: str) -> 
              f"had written by then; its log ends:\n{texts['log'][-1500:]}",
              "failed": f"exit status {code}; its log ends:\n{texts['log'][-1500:]}"}[status]
     return {"status": status, "seconds": round(time.time() - begin, 1), "timeout_s": timeout_s,
-            "command": " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in command),
-            "error": error, "result": result, "text": texts["md"]}
+            "command": " ".join(["python", os.path.relpath(script, REPO), *options]), "error": error,
+            "result": result, "text": texts["md"]}
 
 
 def markdown(result: Dict) -> str:
@@ -133,8 +149,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             continue
         timeout = (QUICK_TIMEOUT_S if args.quick else phase.timeout_s) * args.timeout_scale
         print(f"== {name}: {phase.script} (timeout {timeout:.0f} s)", file=sys.stderr, flush=True)
-        command = [sys.executable, os.path.join(HERE, phase.script), "--device", args.device, *options]
-        phases[name] = run_phase(name, command, timeout, args.out)
+        phases[name] = run_phase(name, os.path.join(HERE, phase.script), ["--device", args.device, *options],
+                                 timeout, args.out)
         print(f"== {name}: {phases[name]['status']} in {phases[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
     result = {"command": " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)]
                                   + list(sys.argv[1:] if argv is None else argv)),
