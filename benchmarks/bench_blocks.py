@@ -199,6 +199,7 @@ def main() -> int:
         sweep[text], found = measure(names, args.sweep_batch, channels, tuple(int(v) for v in text.split("x")),
                                      args, device, f"{text} (N sweep)")
         measurements += found
+        common.write_json(args.json, {"res": res, "sweep": sweep})  # so far, should a larger N not finish
     analysis = {f"time_vs_N_loglog_slope[{name}]": loglog_slope(
         [(r[name]["N"], r[name]["time_s"]) for r in sweep.values() if "time_s" in r.get(name, {})])
         for name in SWEEP_BLOCKS}

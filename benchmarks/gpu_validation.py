@@ -1,16 +1,16 @@
 #!/usr/bin/env python
 """One-shot GPU validation: the GPU figures of benchmarks/RESULTS.md in one command.
 
-    python benchmarks/gpu_validation.py                       # one GPU: about 10 minutes at most
+    python benchmarks/gpu_validation.py                       # one GPU: 11 minutes at most
     python benchmarks/gpu_validation.py --quick --device cpu  # toy sizes on the CPU (what CI runs)
 
 Each phase (``PHASES``) is one run of a script of this folder, with its options at full
 and at toy sizes, in a process of its own (forked: torch is imported once), stopped with
 its process group (loader workers too) at its timeout: a hung CUDA call or decoder cannot
-stall the run, a CUDA error cannot spoil the next phase. A phase reports "ok", "failed" (its exit
-status and the end of its log), "timeout" (with the JSON the script had written by
-then) or "skipped"; every phase runs regardless, and the exit status is 1 unless none
-failed. Output (``--out``): gpu_validation.json (each phase's status, seconds, command
+stall the run, a CUDA error cannot spoil the next phase. A phase reports "ok",
+"failed" (its exit status and the end of its log), "timeout" (with the JSON the script
+had written by then) or "skipped"; every phase runs regardless, and the exit status is 1
+if one failed or timed out. Output (``--out``): gpu_validation.json (each phase's status, seconds, command
 and the script's JSON), gpu_validation.md (a summary and each script's tables, also
 printed), and per phase its tables (<phase>.md) and log (<phase>.log).
 """
@@ -53,13 +53,14 @@ PHASES: Dict[str, Phase] = {
                                              "fast", "--repeats", "5"], None, 150),
     "blocks": Phase("Blocks: CGNL kernel share at res3 / res4, the N at which NL and CGNL run out of memory",
                     "bench_blocks.py", ["--repeats", "3", "--warmup", "1", "--sweep", "8x28x28", "16x56x56",
-                                        "32x56x56", "16x112x112", "32x112x112"], ["--quick", "--threads", "1"], 90),
+                                        "32x56x56", "16x112x112"], ["--quick", "--threads", "1"], 120),
     "end_to_end": Phase("Data stall through the real loader (DATA.DECODE_ON worker and device), 30-view test speed",
                         "bench_end_to_end.py", ["--steps", "24", "--test-videos", "8"],
                         TOY + ["--quick", "--test-size", "32", "--views-per-forward", "10", "--workers", "1",
-                               "--steps", "3"], 90),
+                               "--steps", "3"], 120),
     "decode_on": Phase("Loader worker CPU time per clip, DATA.DECODE_ON worker and device; JPEG decode frames/s",
-                       "bench_loader.py", ["--decode-on"], ["--decode-on", "--quick"], 60),
+                       "bench_loader.py", ["--decode-on", "--videos", "4", "--clips", "16"],
+                       ["--decode-on", "--quick"], 90),
 }
 QUICK_TIMEOUT_S = 300.0  # toy sizes take seconds; a loaded CI machine is slow
 

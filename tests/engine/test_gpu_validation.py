@@ -70,16 +70,16 @@ def test_quick_cpu_run_reports_every_phase_ok_with_its_figures(tmp_path):
 
 
 def test_a_phase_past_its_timeout_is_stopped_with_its_children_and_keeps_its_json(tmp_path):
-    child_pid = tmp_path / "child.pid"
-    script = ("import json, subprocess, sys, time\n"
+    child_pid, script = tmp_path / "child.pid", tmp_path / "hang.py"
+    script.write_text("import json, subprocess, sys, time\n"
               "json.dump({'measured': 1}, open(sys.argv[sys.argv.index('--json') + 1], 'w'))\n"
               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
               f"open({str(child_pid)!r}, 'w').write(str(child.pid))\n"
               "print('| a table |', flush=True)\n"
               "sys.stderr.write('stuck in a CUDA call\\n'); sys.stderr.flush()\n"
-              "time.sleep(60)\n")
+                      "time.sleep(60)\n")
     start = time.time()
-    record = gv.run_phase("hang", [sys.executable, "-c", script], 3.0, str(tmp_path))
+    record = gv.run_phase("hang", str(script), ["--quick"], 3.0, str(tmp_path))
     assert time.time() - start < 15
     assert record["status"] == "timeout" and record["result"] == {"measured": 1}
     assert "3 s timeout" in record["error"] and "stuck in a CUDA call" in record["error"]
