@@ -22,36 +22,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Sequence
 
+import _common as common
 import numpy as np
-import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as common  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from cgnl_video.prep import video_io
+from cgnl_video.prep.synthetic import encode_mp4
 
 
-def make_videos(folder: str, count: int, seconds: int, width: int, height: int, fps: int) -> List[str]:
-    """Deterministic test videos: a drifting texture under a moving wave pattern, plus noise."""
-    from cgnl_video.prep.synthetic import encode_mp4
-
+def make_videos(folder: str, count: int, seconds: int) -> List[str]:
+    """``count`` H.264 videos of 480x360 at 30 fps (``_common.synthetic_frames``)."""
     os.makedirs(folder, exist_ok=True)
-    paths = []
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    for v in range(count):
-        path = os.path.join(folder, f"video_{v:02d}.mp4")
-        paths.append(path)
-        if os.path.exists(path):
-            continue
-        rng = np.random.default_rng(v)
-        texture = np.kron(rng.random((height // 8 + 2, width // 8 + 2, 3)).astype(np.float32) * 255,
-                          np.ones((8, 8, 1), np.float32))
-        frames = np.empty((seconds * fps, height, width, 3), np.uint8)
-        for k in range(len(frames)):
-            wave = 127 + 127 * np.sin((xx + 4 * k) / 23.0) * np.cos((yy - 2 * k) / 17.0)
-            image = 0.6 * np.roll(texture, 2 * k, axis=1)[:height, :width] + 0.4 * wave[..., None]
-            frames[k] = np.clip(image + rng.normal(0, 6, (height, width, 1)), 0, 255).astype(np.uint8)
-        encode_mp4(path, frames, fps, preset="veryfast", crf=20)
+    paths = [os.path.join(folder, f"video_{v:02d}.mp4") for v in range(count)]
+    for v, path in enumerate(paths):
+        if not os.path.exists(path):
+            encode_mp4(path, common.synthetic_frames(seconds * 30, v, 360, 480), 30, preset="veryfast", crf=20)
     return paths
 
 
@@ -80,7 +64,7 @@ def run_ffmpeg(videos: List[str], dst: str, cores: Sequence[int]) -> float:
 
 
 def run_ours(src: str, dst: str, cores: Sequence[int], quality: int, decoder: str) -> float:
-    command = [sys.executable, os.path.join(REPO, "data_prep", "extract_frames.py"), "--src", src, "--dst", dst,
+    command = [sys.executable, os.path.join(common.REPO, "data_prep", "extract_frames.py"), "--src", src, "--dst", dst,
                "--short-side", "256", "--quality", str(quality), "--workers", str(len(cores)), "--no-progress",
                "--decoding-backend", decoder]
     start = time.perf_counter()
@@ -102,16 +86,15 @@ def calibrate_quality(video: str, work: str) -> Dict[str, float]:
     """The PIL quality whose mean JPEG size matches ``ffmpeg -q:v 2`` on ``video``."""
     from PIL import Image
 
-    from cgnl_video.prep.video_io import frames_with_decord, output_size, probe
-
     out = os.path.join(work, "calibrate")
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     subprocess.run(ffmpeg_command(video, out), check=True)
     names = sorted(os.listdir(out))
     ffmpeg_bytes = float(np.mean([os.path.getsize(os.path.join(out, n)) for n in names]))
-    info = probe(video)
-    frames = np.concatenate(list(frames_with_decord(video, output_size(info.width, info.height, 256), None, info.fps)))
+    info = video_io.probe(video)
+    size = video_io.output_size(info.width, info.height, 256)
+    frames = np.concatenate(list(video_io.frames_with_pyav(video, size, None, info.fps)))
     sample = frames[:: max(1, len(frames) // 30)]
     sizes = {}
     for quality in range(80, 99):
@@ -135,7 +118,7 @@ def available_decoders() -> List[str]:
         load_torchcodec()
         decoders.append("torchcodec")
     except TorchCodecUnavailable as error:
-        print(f"torchcodec not measured: {error}")
+        common.say(f"torchcodec not measured: {error}")
     return decoders
 
 
@@ -190,8 +173,6 @@ def import_cpu_seconds(decoders: List[str], repeats: int) -> Dict[str, float]:
 
 def bench_decoding(videos: List[str], decoders: List[str], repeats: int) -> Dict:
     """Decode + resize to short side 256 of every video, per decoder, in this process."""
-    from cgnl_video.prep import video_io
-
     readers = {"decord": video_io.frames_with_decord, "pyav": video_io.frames_with_pyav,
                "torchcodec": video_io.frames_with_torchcodec}
     info = video_io.probe(videos[0])
@@ -240,35 +221,30 @@ def markdown(result: Dict) -> str:
 
 
 def main() -> int:
-    parser = common.script_parser(__doc__, "extract", work=True)
+    parser = common.parser(__doc__, "extract", repeats=2, device=False, work=True)
     parser.add_argument("--videos", type=int, default=8, help="number of test videos (default: %(default)s)")
     parser.add_argument("--seconds", type=int, default=10, help="length of each video (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per setting, best counts (default: %(default)s)")
     parser.add_argument("--decode-repeats", type=int, default=5,
                         help="round-robin runs of the decoding-only part, median counts (default: %(default)s)")
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg not found: install it with  apt-get update && apt-get install -y ffmpeg")
-    torch.set_num_threads(1)
+    device = common.start(args, threads=1)
     with common.work_folder(args.work, "bench_extract_") as work:
         src = os.path.join(work, "videos")
-        videos = make_videos(src, args.videos, args.seconds, 480, 360, 30)
+        videos = make_videos(src, args.videos, args.seconds)
         calibration = calibrate_quality(videos[0], work)
         decoders = available_decoders()
         result = {
-            "machine": common.machine_info(torch.device("cpu")), "decoders": common.decoder_versions(),
-            "command": common.command_line(),
             "ffmpeg": subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0],
             "videos": f"{args.videos} x {args.seconds} s H.264 480x360 30 fps", "calibration": calibration,
             "repeats_decoding": args.decode_repeats,
             "decoding": bench_decoding(videos, decoders, args.decode_repeats),
             "import_cpu_seconds": import_cpu_seconds(decoders, 3),
             "end_to_end": bench_end_to_end(videos, src, work, int(calibration["quality"]), decoders, args.repeats),
-            "load_average_1min_at_end": common.load_average(),
         }
-    text = markdown(result) + (f"\nload average at the end: {result['load_average_1min_at_end']} (other processes "
-                               "on these cores slow every tool)")
-    return common.report(args.json, result, text)
+    return common.report(args, device, result, markdown(result), decoders=True)
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

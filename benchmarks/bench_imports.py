@@ -10,14 +10,12 @@ inside it (interpreter start excluded), round-robin; median and ratio to the laz
 Writes benchmarks/results/imports.json.
 """
 
-import os
 import statistics
 import subprocess
 import sys
 from typing import Dict, List, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as common  # noqa: E402
+import _common as common
 
 BASELINE = "data.manifest, lazy exports (as shipped)"
 #: case -> import statement
@@ -40,9 +38,8 @@ def time_import(statement: str) -> Tuple[float, bool]:
 
 
 def main() -> int:
-    parser = common.base_parser(__doc__, "imports", "2 rounds instead of --repeats")
-    parser.add_argument("--repeats", type=int, default=7, help="rounds over all cases (default 7)")
-    args = parser.parse_args()
+    args = common.parser(__doc__, "imports", repeats=7, quick="2 rounds", device=False).parse_args()
+    device = common.start(args)
     rounds = 2 if args.quick else args.repeats
     times: Dict[str, List[float]] = {name: [] for name in CASES}
     torch_loaded: Dict[str, bool] = {}
@@ -54,17 +51,14 @@ def main() -> int:
     rows = [[name, f"{medians[name] * 1000:.0f}", f"{min(times[name]) * 1000:.0f}",
              f"{medians[name] / medians[BASELINE]:.1f}x", "yes" if torch_loaded[name] else "no"] for name in CASES]
     result = {
-        "machine": common.machine_info(common.pick_device("cpu")),
-        "load_average": common.load_average(),
-        "command": common.command_line(),
         "rounds": rounds,
         "cases": {name: {"statement": CASES[name], "seconds": times[name], "median_s": medians[name],
                          "ratio_to_baseline": medians[name] / medians[BASELINE], "imports_torch": torch_loaded[name]}
                   for name in CASES},
     }
-    return common.report(args.json, result, common.markdown_table(
+    return common.report(args, device, result, common.markdown_table(
         ["import of cgnl_video.", "median ms", "best ms", "vs lazy data.manifest", "imports torch"], rows, "lrrrl"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,37 +1,103 @@
 #!/usr/bin/env python
-"""Data loading speed: cgnl_video.data against naive baselines, in the same run.
+"""Data loading speed, one process with one torch thread (what one DataLoader worker does).
 
-    python benchmarks/bench_loader.py
+    python benchmarks/bench_loader.py               # our loader against naive baselines
+    python benchmarks/bench_loader.py --decode-on   # DATA.DECODE_ON worker against device
 
-One process, one torch thread (what one DataLoader worker does), generated inputs:
-1. training clips from 340x256 JPEG frame folders (32 of 64 frames, random box to 224,
-   flip): ``VideoDataset("train")`` against per-frame PIL + torchvision transforms, with
-   the same frames, boxes and flips;
-2. 30-view test samples of a 10 s H.264 video, two GOP lengths (250 and 30):
-   ``VideoDataset("test")`` decoding the video once (decord, PyAV, torchcodec where
-   installed) against each view decoded on its own as PySlowFast does (PyAV seek + decode).
-Decoders single-threaded; methods round-robin (``_common.time_interleaved``), medians of
-``--repeats`` by wall and CPU time. Writes benchmarks/results/loader.json.
+Default, generated inputs: 1. training clips from 340x256 JPEG frame folders:
+``VideoDataset("train")`` against per-frame PIL + torchvision with the same frames, boxes
+and flips; 2. 30-view test samples of a 10 s H.264 video (GOP 250 and 30): decoded once
+(decord, PyAV, torchcodec where it runs) against each view on its own (PyAV seek + decode,
+as PySlowFast). ``--decode-on``: on 602x256 frames, worker CPU-s per training clip in
+both modes (device mode: read bytes and ``collate_encoded``; its decode in the training
+process by ``batch_to_device``, checked equal), per validation and test item, and
+``gpu_augment.decode_frames`` frames/s on the device against one CPU thread.
 """
 
 import os
-import sys
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List
 
+import _common as common
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as common  # noqa: E402
+from cgnl_video.config import get_cfg
+from cgnl_video.data import build_dataset, gpu_augment, sampling, transforms
+from cgnl_video.data.decode import VideoFileReader, frame_file_name
+from cgnl_video.engine.inputs import batch_to_device
 
 HEIGHT, WIDTH, FPS = 256, 340, 30
 
 
-# ----------------------------------------------------------------------------- inputs
+def datasets(data: Dict[str, str], split: str, **keys) -> Dict[str, object]:
+    """The ``split`` dataset for each value of each DATA key in ``keys`` (key -> values)."""
+    out = {}
+    for key, values in keys.items():
+        for value in values:
+            cfg = get_cfg()
+            cfg.DATA.PATH_TO_DATA_DIR, cfg.DATA.PATH_PREFIX = data["lists"], data["root"]
+            setattr(cfg.DATA, key, value)
+            out[value] = build_dataset(cfg, split)
+    return out
+
+
+def clips(dataset, count: int, batch: int = 0, collate: Callable = default_collate) -> List:
+    """Clip k = video k % videos in epoch k // videos; collated by ``batch`` if given."""
+    items, batches = [], []
+    for k in range(count):
+        dataset.set_epoch(k // len(dataset))
+        items.append(dataset[k % len(dataset)])
+        if batch and len(items) == batch:
+            batches, items = batches + [collate(items)], []
+    return batches or items
+
+
+def per_frame_pil(dataset, k: int) -> torch.Tensor:
+    """The naive training clip k: every frame opened with PIL and transformed on its own,
+    with the frames, box and flip the dataset draws (``RandomClip.draw``)."""
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    epoch, video = divmod(k, len(dataset))
+    policy = dataset.policy
+    choice = policy.draw(sampling.item_generator(dataset.seed, epoch, video), dataset.entries[video].num_frames,
+                         lambda frames: (HEIGHT, WIDTH))
+    out = []
+    for index in choice.frames:
+        with Image.open(os.path.join(dataset.path_of(video), frame_file_name(index))) as image:
+            image = TF.resized_crop(image.convert("RGB"), *choice.box, [policy.crop_size] * 2, antialias=True)
+        image = TF.hflip(image) if choice.flip else image
+        out.append(TF.normalize(TF.to_tensor(image), policy.mean, policy.std))
+    return torch.stack(out, dim=1)
+
+
+def per_view_pyav(path: str, policy, mean, std) -> int:
+    """Every view decoded on its own: seek to the keyframe before its window, decode to its
+    end, keep every ``sampling_rate``-th frame, crop, normalise. Returns the frames decoded."""
+    import av
+
+    decoded = 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_count, total, unit = 1, stream.frames, float(stream.time_base)
+        for start in sampling.test_clip_starts(total, policy.window, policy.num_clips):
+            for top, left, height, width in sampling.spatial_crop_boxes(HEIGHT, WIDTH, policy.num_crops):
+                kept = []
+                container.seek(int(start / FPS / unit), stream=stream, backward=True, any_frame=False)
+                for frame in container.decode(stream):
+                    decoded, index = decoded + 1, round(frame.pts * unit * FPS)
+                    if index >= start + policy.window:
+                        break
+                    if index >= start and (index - start) % policy.sampling_rate == 0:
+                        kept.append(frame.to_ndarray(format="rgb24"))
+                frames = torch.from_numpy(np.stack(kept)).permute(0, 3, 1, 2)
+                transforms.normalize_clip(frames[:, :, top:top + height, left:left + width], mean, std)
+    return decoded
 
 
 def write_h264(path: str, frames: np.ndarray, gop: int) -> None:
-    """H.264 (x264 veryfast, crf 20) mp4 with keyframes at most ``gop`` frames apart."""
+    """H.264 (x264 veryfast, crf 20) with keyframes at most ``gop`` frames apart."""
     import av
 
     with av.open(path, "w") as container:
@@ -43,271 +109,112 @@ def write_h264(path: str, frames: np.ndarray, gop: int) -> None:
         container.mux(stream.encode())
 
 
-def bench_cfg(data_dir: str, root: str, backend: str = "decord"):
-    from cgnl_video.config import get_cfg
-
-    cfg = get_cfg()
-    cfg.DATA.PATH_TO_DATA_DIR, cfg.DATA.PATH_PREFIX = data_dir, root
-    cfg.DATA.DECODING_BACKEND = backend
-    return cfg
-
-
-# ----------------------------------------------------------------------------- training clips
-
-
-def train_plans(dataset, count: int) -> List[Tuple[int, List[int], Tuple[int, int, int, int], bool]]:
-    """(video, frame indices, box, flip) of clip ``k`` = video ``k % videos`` in epoch
-    ``k // videos``, drawn by the dataset's own ``RandomClip.draw``."""
-    from cgnl_video.data import sampling
-
-    plans = []
-    for clip in range(count):
-        epoch, video = divmod(clip, len(dataset))
-        generator = sampling.item_generator(dataset.seed, epoch, video)
-        choice = dataset.policy.draw(generator, dataset.entries[video].num_frames, lambda frames: (HEIGHT, WIDTH))
-        plans.append((video, choice.frames, choice.box, choice.flip))
-    return plans
-
-
-def per_frame_pil(dataset, video: int, frames: List[int], box, flip: bool) -> torch.Tensor:
-    """The naive clip: every frame opened with PIL and transformed on its own."""
-    import torchvision.transforms.functional as TF
-    from PIL import Image
-
-    from cgnl_video.data.decode import frame_file_name
-
-    policy = dataset.policy
-    size = [policy.crop_size] * 2
-    out = []
-    for index in frames:
-        with Image.open(os.path.join(dataset.path_of(video), frame_file_name(index))) as image:
-            image = TF.resized_crop(image.convert("RGB"), *box, size, antialias=True)
-        if flip:
-            image = TF.hflip(image)
-        out.append(TF.normalize(TF.to_tensor(image), policy.mean, policy.std))
-    return torch.stack(out, dim=1)
-
-
-def bench_train(work: str, videos: int, clips: int, repeats: int) -> Dict:
-    from cgnl_video.data import ManifestEntry, build_dataset, write_classes, write_manifest
-
-    root = os.path.join(work, "frames")
-    length = 150
-    entries = []
-    for v in range(videos):
-        common.write_folder(os.path.join(root, f"video_{v:02d}"), common.synthetic_frames(length, v))
-        entries.append(ManifestEntry(f"video_{v:02d}", 0, length))
-    lists = os.path.join(work, "frame_lists")
-    write_classes(os.path.join(lists, "classes.txt"), ["only"])
-    write_manifest(os.path.join(lists, "train.txt"), entries)
-    dataset = build_dataset(bench_cfg(lists, root), "train")
-    plans = train_plans(dataset, clips)
-
-    def ours() -> None:
-        for clip in range(clips):
-            epoch, video = divmod(clip, len(dataset))
-            dataset.set_epoch(epoch)
-            dataset[video]
-
-    dataset.set_epoch(0)
-    ours0 = dataset[0][0]  # the same clip as plans[0]
-    check = {"per-frame PIL": float((per_frame_pil(dataset, *plans[0]) - ours0).abs().mean())}
-    methods: Dict[str, Callable[[], None]] = {
-        "ours (VideoDataset)": ours,
-        "per-frame PIL + torchvision": lambda: [per_frame_pil(dataset, *p) for p in plans],
-    }
-    jpeg_bytes = np.mean([e.stat().st_size for e in os.scandir(os.path.join(root, "video_00"))])
-    return {
-        "clips": clips, "repeats": repeats, "frame_size": [HEIGHT, WIDTH], "mean_jpeg_bytes": float(jpeg_bytes),
-        "clips_per_s": timed(methods, repeats, clips),
-        "mean_abs_diff_vs_ours": check,
-    }
-
-
-# ----------------------------------------------------------------------------- test views
-
-
-def per_view_pyav(path: str, start: int, window: int, rate: int, box, mean, std) -> Tuple[torch.Tensor, int]:
-    """One view decoded on its own: seek to the keyframe before the window, decode to
-    its end, keep every ``rate``-th frame, crop, normalise. Returns (view, frames decoded)."""
-    import av
-
-    from cgnl_video.data import transforms
-
-    kept, decoded = [], 0
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_count = 1  # one core, like every method here
-        seconds_per_pts = float(stream.time_base)
-        container.seek(int(start / FPS / seconds_per_pts), stream=stream, backward=True, any_frame=False)
-        for frame in container.decode(stream):
-            decoded += 1
-            index = round(frame.pts * seconds_per_pts * FPS)
-            if index >= start + window:
-                break
-            if index >= start and (index - start) % rate == 0:
-                kept.append(frame.to_ndarray(format="rgb24"))
-    frames = torch.from_numpy(np.stack(kept)).permute(0, 3, 1, 2)
-    top, left, height, width = box
-    view = transforms.normalize_clip(frames[:, :, top:top + height, left:left + width], mean, std)
-    return view, decoded
-
-
-def per_view_sample(dataset, path: str, mean, std) -> Tuple[torch.Tensor, int]:
-    """All views of one video, each decoded separately (PySlowFast style)."""
-    import av
-
-    from cgnl_video.data import sampling
-
-    with av.open(path) as container:
-        total = container.streams.video[0].frames
-    policy = dataset.policy
-    starts = sampling.test_clip_starts(total, policy.window, policy.num_clips)
-    boxes = sampling.spatial_crop_boxes(HEIGHT, WIDTH, policy.num_crops)
-    views, decoded = [], 0
-    for start in starts:
-        for box in boxes:
-            view, count = per_view_pyav(path, start, policy.window, policy.sampling_rate, box, mean, std)
-            views.append(view)
-            decoded += count
-    return torch.stack(views), decoded
-
-
-def decode_once_count(dataset, path: str, backend: str) -> int:
-    """Frames the decode-once path decodes for one video (requested frames for decord)."""
-    from cgnl_video.data import sampling
-    from cgnl_video.data.decode import VideoFileReader
-
-    policy = dataset.policy
-    with VideoFileReader(path, backend) as reader:
-        total = reader.num_frames
-        starts = sampling.test_clip_starts(total, policy.window, policy.num_clips)
-        clips = [policy.clip_frames(s, total) for s in starts]
-        reader.read(sampling.frame_union(clips)[0])
-        return reader.frames_decoded
-
-
-BACKEND_NAMES = {"decord": "decord", "pyav": "PyAV", "torchcodec": "torchcodec"}
-
-
-def test_backends() -> List[str]:
-    """decord and PyAV, plus torchcodec where it can decode here (else said once)."""
+def loader_vs_naive(args, work: str) -> Dict:
+    from cgnl_video.data import ManifestEntry, write_manifest
     from cgnl_video.utils.torchcodec_support import TorchCodecUnavailable, load_torchcodec
 
+    data = common.make_frame_data(work, args.videos, 64 if args.quick else 150)
+    train = datasets(data, "train", DECODE_ON=["worker"])["worker"]
+    diff = float((per_frame_pil(train, 0) - clips(train, 1)[0][0]).abs().mean())
+    times = common.time_interleaved({"ours (VideoDataset)": lambda: clips(train, args.clips),
+                                     "per-frame PIL + torchvision": lambda: [per_frame_pil(train, k) for k in
+                                                                             range(args.clips)]}, args.repeats)
+    result = {"train": {"clips_per_s": {k: args.clips / t["median_s"] for k, t in times.items()},
+                        "mean_abs_diff_vs_ours": diff}}
+    backends = ["decord", "pyav"]
     try:
         load_torchcodec()
+        backends.append("torchcodec")
     except TorchCodecUnavailable as error:
-        print(f"torchcodec not measured: {error}")
-        return ["decord", "pyav"]
-    return ["decord", "pyav", "torchcodec"]
-
-
-def bench_test(work: str, repeats: int, gops: List[int], backends: List[str]) -> Dict:
-    from cgnl_video.data import ManifestEntry, build_dataset, transforms, write_classes, write_manifest
-
-    root = os.path.join(work, "videos")
-    os.makedirs(root, exist_ok=True)
+        common.say(f"torchcodec not measured: {error}")
     frames = common.synthetic_frames(10 * FPS, 99)
-    lists = os.path.join(work, "video_lists")
-    write_classes(os.path.join(lists, "classes.txt"), ["only"])
-    results = {}
-    for gop in gops:
-        name = f"gop{gop}.mp4"
-        write_h264(os.path.join(root, name), frames, gop)
-        write_manifest(os.path.join(lists, "test.txt"), [ManifestEntry(name, 0)])
-        ours = {b: build_dataset(bench_cfg(lists, root, b), "test") for b in backends}
-        path = ours["decord"].path_of(0)
-        data_cfg = bench_cfg(lists, root).DATA
-        mean, std = data_cfg.MEAN, data_cfg.STD
-        reference = transforms.normalize_uint8(ours["decord"][0][0], mean, std)
-        baseline, baseline_decoded = per_view_sample(ours["decord"], path, mean, std)
-        check = float((baseline - reference).abs().mean())
-        del baseline, reference
-        views = {backend: dataset[0][0] for backend, dataset in ours.items()}
-        same = {backend: bool(torch.equal(v, views["pyav"])) for backend, v in views.items()}
-        del views
-        methods: Dict[str, Callable[[], object]] = {
-            f"ours, decode once ({BACKEND_NAMES[b]})": (lambda dataset=dataset: dataset[0])
-            for b, dataset in ours.items()
-        }
-        methods["per view (PyAV seek + decode)"] = lambda: per_view_sample(ours["decord"], path, mean, std)
-        decoded = {f"ours, decode once ({BACKEND_NAMES[b]})": decode_once_count(ours[b], path, b) for b in ours}
-        decoded["per view (PyAV seek + decode)"] = baseline_decoded
-        results[f"keyint {gop}"] = {
-            "views": int(ours["decord"][0][0].shape[0]),
-            "videos_per_s": timed(methods, repeats, 1),
-            "decoded_frames": decoded,
-            "mean_abs_diff_vs_ours": check,
-            "views_equal_to_pyav": same,
-        }
-    return results
+    for gop in args.gops:
+        video = os.path.join(data["root"], f"gop{gop}.mp4")
+        write_h264(video, frames, gop)
+        write_manifest(os.path.join(data["lists"], "test.txt"), [ManifestEntry(os.path.basename(video), 0)])
+        ours = datasets(data, "test", DECODING_BACKEND=backends)
+        policy, cfg = ours["pyav"].policy, get_cfg()
+        cases = {f"decode once, {b}": (lambda d=d: d[0]) for b, d in ours.items()}
+        cases["per view, PyAV seek + decode"] = lambda: per_view_pyav(video, policy, cfg.DATA.MEAN, cfg.DATA.STD)
+        times = common.time_interleaved(cases, args.repeats)
+        decoded = {"per view, PyAV seek + decode": per_view_pyav(video, policy, cfg.DATA.MEAN, cfg.DATA.STD)}
+        for backend in backends:
+            with VideoFileReader(video, backend) as reader:
+                starts = sampling.test_clip_starts(reader.num_frames, policy.window, policy.num_clips)
+                reader.read(sampling.frame_union([policy.clip_frames(s, reader.num_frames) for s in starts])[0])
+                decoded[f"decode once, {backend}"] = reader.frames_decoded
+        views = {b: d[0][0] for b, d in ours.items()}
+        same = {b: bool(torch.equal(v, views["pyav"])) for b, v in views.items()}
+        result[f"GOP {gop}"] = {"videos_per_s": {k: 1 / t["median_s"] for k, t in times.items()},
+                                "decoded_frames": decoded, "views_equal_to_pyav": same}
+    return result
 
 
-# ----------------------------------------------------------------------------- running
-
-
-def timed(methods: Dict[str, Callable[[], object]], repeats: int, items: int) -> Dict[str, Dict[str, float]]:
-    """Items per second of each method, run round-robin (``_common.time_interleaved``):
-    by the median wall time and by the median CPU time of this process (user + system).
-    CPU time leaves out the time spent waiting for a core: the steadier measure on a
-    shared machine."""
-    times = common.time_interleaved(methods, repeats, clock="wall")
-    return {name: {"wall": items / t["wall_median_s"], "cpu": items / t["cpu_median_s"]}
-            for name, t in times.items()}
-
-
-def rows(rates: Dict[str, Dict[str, float]], ours: str, extra: Dict[str, int]) -> List[List[object]]:
-    """Table rows: rate by wall and CPU time, how much faster ours is, optional count."""
-    out = []
-    for name, rate in rates.items():
-        row = [name, f"{rate['wall']:.2f}", f"{rate['cpu']:.2f}",
-               f"{rates[ours]['wall'] / rate['wall']:.2f}x", f"{rates[ours]['cpu'] / rate['cpu']:.2f}x"]
-        if extra:
-            row.append(f"{extra[name]}{' (requested)' if 'decord' in name or 'torchcodec' in name else ''}")
-        out.append(row)
-    return out
+def decode_on(args, work: str, device: torch.device) -> Dict:
+    data = common.make_frame_data(work, args.videos, 64 if args.quick else 150, 256, 602)
+    train = datasets(data, "train", DECODE_ON=["worker", "device"])
+    batch = 2 if args.quick else 8
+    encoded = clips(train["device"], args.clips, batch, gpu_augment.collate_encoded)
+    cases = {"worker mode: worker (decode, augment, collate)": lambda: clips(train["worker"], args.clips, batch),
+             "device mode: worker (read bytes, collate)":
+                 lambda: clips(train["device"], args.clips, batch, gpu_augment.collate_encoded),
+             f"device mode: training process on {device.type} (decode, augment)":
+                 lambda: [batch_to_device(one, train["device"], device, get_cfg()) for one in encoded]}
+    times = common.time_interleaved(cases, args.repeats, device=device, clock="cpu")
+    cpu, cfg = torch.device("cpu"), get_cfg()
+    worst = max(float((batch_to_device(e, train["device"], device, cfg)[0].cpu()
+                       - batch_to_device(w, train["worker"], cpu, cfg)[0]).abs().max())
+                for e, w in zip(encoded, clips(train["worker"], args.clips, batch)))
+    result = {"train_cpu_s_per_clip": {k: t["median_s"] / args.clips for k, t in times.items()},
+              "max_abs_diff_device_vs_worker": worst}
+    if device.type == "cuda":  # the training process's figure: wall time on the GPU
+        result["train_process_gpu_wall_s_per_clip"] = times[list(cases)[2]]["wall_median_s"] / args.clips
+    for split in ("val", "test"):
+        both = datasets(data, split, DECODE_ON=["worker", "device"])
+        count = max(1, args.clips // 4) if split == "val" else 1
+        times = common.time_interleaved({m: (lambda d=d: clips(d, count)) for m, d in both.items()}, args.repeats,
+                                        clock="cpu")
+        result[f"{split}_cpu_s_per_item"] = {m: t["median_s"] / count for m, t in times.items()}
+    jpegs = gpu_augment.read_encoded_clip(train["device"].path_of(0), range(16 if args.quick else 256))
+    decoders = {f"decode_frames on {device.type}": lambda: gpu_augment.decode_frames(jpegs, device)}
+    if device.type == "cuda":
+        decoders["decode_frames on the CPU"] = lambda: gpu_augment.decode_frames(jpegs, torch.device("cpu"))
+    times = common.time_interleaved(decoders, args.repeats, device=device, clock="wall")
+    result["jpeg_frames_per_s"] = {k: len(jpegs) / t["median_s"] for k, t in times.items()}
+    return result
 
 
 def markdown(result: Dict) -> str:
-    train = result["train"]
-    header = ["method", "{unit}/s (wall)", "{unit}/s (CPU)", "ours is (wall)", "ours is (CPU)"]
-    lines = [
-        f"Training clips per second per worker process ({train['clips']} clips, 32 of 64 frames, "
-        f"{train['frame_size'][1]}x{train['frame_size'][0]} JPEG frames, 224 crop; median of "
-        f"{train['repeats']}):",
-        "",
-        common.markdown_table([h.format(unit="clips") for h in header],
-                              rows(train["clips_per_s"], "ours (VideoDataset)", {})),
-        "",
-        "Test videos per second, 30 views (10 clips x 3 crops, 32 of 64 frames, 256 crops) of a "
-        "10 s, 30 fps, 340x256 H.264 video:",
-    ]
-    for video, row in result["test"].items():
-        table = rows(row["videos_per_s"], "ours, decode once (decord)", row["decoded_frames"])
-        lines += ["", f"{video}:", "",
-                  common.markdown_table([h.format(unit="videos") for h in header] + ["decoded frames"], table)]
-    return "\n".join(lines)
+    if "train_cpu_s_per_clip" in result:
+        rows = [[k, f"{v:.4f}"] for k, v in result["train_cpu_s_per_clip"].items()]
+        rows += [[f"{split} item, {mode} mode", f"{v:.4f}"] for split in ("val", "test")
+                 for mode, v in result[f"{split}_cpu_s_per_item"].items()]
+        rows += [[k + " (frames/s, wall)", f"{v:.0f}"] for k, v in result["jpeg_frames_per_s"].items()]
+        return (common.markdown_table(["training clip / item (602x256 frames)", "CPU-s per clip or item"], rows)
+                + f"\n\nLargest difference device vs worker batch: {result['max_abs_diff_device_vs_worker']:g}")
+    rows = [["training clips/s", k, f"{v:.2f}", ""] for k, v in result["train"]["clips_per_s"].items()]
+    rows += [[f"test videos/s, {gop}", k, f"{v:.2f}", row["decoded_frames"][k]] for gop, row in result.items()
+             if gop.startswith("GOP") for k, v in row["videos_per_s"].items()]
+    return common.markdown_table(["what", "method", "per s", "decoded frames"], rows, "llrr")
 
 
 def main() -> int:
-    parser = common.script_parser(__doc__, "loader", work=True)
+    parser = common.parser(__doc__, "loader", repeats=5, quick="2 videos, 4 clips, 2 repeats", work=True)
+    parser.add_argument("--decode-on", action="store_true", help="DATA.DECODE_ON worker against device "
+                        "(default JSON: results/decode_on.json)")
     parser.add_argument("--videos", type=int, default=6, help="frame folders of 150 frames")
-    parser.add_argument("--clips", type=int, default=30, help="training clips per timed run")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each method (median)")
+    parser.add_argument("--clips", type=int, default=32, help="training clips per timed run")
     parser.add_argument("--gops", type=int, nargs="+", default=[250, 30], help="keyframe intervals of the test video")
     args = parser.parse_args()
-
-    torch.set_num_threads(1)  # as in a DataLoader worker
+    if args.quick:
+        args.videos, args.clips, args.repeats, args.gops = 2, 4, 2, args.gops[-1:]
+    if args.decode_on and args.json == os.path.join(common.RESULTS, "loader.json"):
+        args.json = os.path.join(common.RESULTS, "decode_on.json")
+    device = common.start(args, threads=1)  # one thread, as in a DataLoader worker
     with common.work_folder(args.work, "bench_loader_") as work:
-        result = {
-            "machine": common.machine_info(torch.device("cpu")),
-            "decoders": common.decoder_versions(),
-            "load_average": common.load_average(),
-            "command": common.command_line(),
-            "train": bench_train(work, args.videos, args.clips, args.repeats),
-            "test": bench_test(work, args.repeats, args.gops, test_backends()),
-        }
-    return common.report(args.json, result, markdown(result))
+        result = decode_on(args, work, device) if args.decode_on else loader_vs_naive(args, work)
+    return common.report(args, device, result, markdown(result), decoders=not args.decode_on)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

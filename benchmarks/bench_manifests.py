@@ -10,17 +10,13 @@ against an ``os.walk`` catalog, and the whole ``build_minikinetics`` without vid
 """
 
 import os
-import sys
 import time
 from typing import Dict, List
 
-import torch
+import _common as common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as common  # noqa: E402
-
-from cgnl_video.prep import tree  # noqa: E402
-from cgnl_video.prep.kinetics import build_minikinetics  # noqa: E402
+from cgnl_video.prep import tree
+from cgnl_video.prep.kinetics import build_minikinetics
 
 CLASSES = 400
 
@@ -76,17 +72,17 @@ def write_lists(work: str, clips) -> str:
     return folder
 
 
-def main() -> None:
-    parser = common.script_parser(__doc__, "manifests")
+def main() -> int:
+    parser = common.parser(__doc__, "manifests", repeats=5, device=False)
     parser.add_argument("--clips", type=int, default=80000)
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    with common.work_folder(None, "bench_manifests_") as work:
+    device = common.start(args)
+    with common.work_folder("", "bench_manifests_") as work:
         clips = clip_names(args.clips)
         start = time.perf_counter()
         roots = write_trees(work, clips)
         lists = write_lists(work, clips)
-        print(f"wrote 3 trees of {args.clips} clips in {time.perf_counter() - start:.1f} s under {work}")
+        common.say(f"wrote 3 trees of {args.clips} clips in {time.perf_counter() - start:.1f} s under {work}")
         names = {name for _, name in clips} | {name.split("_")[0] for _, name in clips}
         out = os.path.join(work, "out")
         cases = {}
@@ -108,10 +104,8 @@ def main() -> None:
     build = times["build_minikinetics, videos"]
     text = (common.markdown_table(["tree", "tree.walk s", "os.walk s (baseline)", "tree.walk is faster by"], rows)
             + f"\n\nbuild_minikinetics (train, {args.clips} clips, --no-check-videos): {build['median_s']:.2f} s")
-    result = {"machine": common.machine_info(torch.device("cpu")), "load_average": common.load_average(),
-              "command": common.command_line(), "clips": args.clips, "classes": CLASSES, "times": times}
-    common.report(args.json, result, text)
+    return common.report(args, device, {"clips": args.clips, "classes": CLASSES, "times": times}, text)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

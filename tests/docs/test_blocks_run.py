@@ -97,12 +97,13 @@ EXCEPTIONS: Dict[str, str] = {
         "through the same reader (and tools/convert_checkpoint.py), tests/engine/test_fine_tune_by_name.py "
         "fine-tunes from one"),
     r"^python benchmarks/gpu_validation\.py --quick --device cpu$": (
-        "the same command (plus --out and a wider --budget-s) runs in tests/engine/test_gpu_validation.py "
-        "(test_quick_cpu_run_reports_every_part_ok, "
-        "which also checks every part's report): about a minute of CPU, not spent twice"),
+        "the same command (plus --out) runs in tests/engine/test_gpu_validation.py "
+        "(test_quick_cpu_run_reports_every_phase_ok_with_its_figures, which also checks every phase's figures): "
+        "most of a minute of CPU, not spent twice"),
     r"^python benchmarks/bench_blocks\.py$": (
-        "its res3/res4 shapes are the paper's, fixed: about 20 s of CPU even with --quick --repeats 1 --warmup 0; "
-        "tests/models/test_fast_path.py covers the blocks"),
+        "the paper's res3/res4 shapes and an N sweep to 32x112x112: minutes of CPU; its --quick mode runs in "
+        "gpu_validation's quick run (tests/engine/test_gpu_validation.py), tests/models/test_fast_path.py "
+        "covers the blocks"),
 }
 
 #: command pattern -> (what runs instead, why)
@@ -135,11 +136,11 @@ APPENDED: Dict[str, Tuple[str, str]] = {
     r"^python data_prep/make_synthetic\.py --out [^\s\[]+$": (
         "--videos-per-class 3 --test-videos-per-class 2 --frames 24", "30 short videos instead of 192"),
     r"^python benchmarks/bench_train_step\.py$": (
-        "--depths 50 --variants baseline --modes eager --batch 2 --frames 8 --size 32 --repeats 1 --warmup 1",
+        "--depths 50 --variants baseline --modes eager --batch 2 --frames 8 --size 32 --width 8 --repeats 1 "
+        "--warmup 1 --threads 1",
         "one small case"),
     r"^python benchmarks/bench_end_to_end\.py$": (
-        "--batch 2 --frames 8 --size 32 --test-size 32 --videos 4 --test-videos 1 --steps 1 --warmup 1 "
-        "--workers 1", "one small case"),
+        "--quick --width 8 --batch 2 --frames 8 --size 32 --test-size 32 --steps 2 --workers 1", "one small case"),
     r"^python benchmarks/bench_loader\.py$": (
         "--videos 1 --clips 2 --repeats 1 --gops 30", "one small case"),
 }

@@ -291,17 +291,3 @@ def test_per_group_reference_of_the_benchmark_equals_the_block():
         x = torch.randn(2, 16, 2, 3, 4, dtype=torch.float64)
         assert torch.allclose(block(x), reference(x), rtol=1e-10, atol=1e-12)
 
-
-def test_all_in_autocast_baselines_of_the_benchmark_equal_the_blocks_without_autocast():
-    bench = _bench_module("bench_blocks")
-    torch.manual_seed(9)
-    x = torch.randn(2, 16, 2, 3, 4, dtype=torch.float64)
-    pairs = [(CGNLBlock(16, groups=4, kernel="rbf", order=3, gamma=0.05, fused=True),
-              bench.AllInAutocastCGNL(16, groups=4, kernel="rbf", order=3, gamma=0.05, fused=True)),
-             (NonLocalBlock(16), bench.AllInAutocastNL(16))]
-    for block, baseline in pairs:
-        block = block.double()
-        _randomise_norms(block)
-        baseline = baseline.double()
-        baseline.load_state_dict(block.state_dict())
-        assert torch.allclose(baseline(x), block(x), rtol=1e-10, atol=1e-12)
