@@ -1,8 +1,7 @@
-"""The state of a training run in a checkpoint, and where a run starts: what
-``fit`` saves after an epoch or mid-epoch (model, optimizer, LR schedule, loss scaler,
-epoch, iteration and every rank's epoch stats sums, every rank's RNG states, config),
-how a restarted run picks it up again, and how a new run is initialised
-(``resume_or_initialise``), one of:
+"""The state of a training run in a checkpoint, and where a run starts: what ``fit``
+saves after an epoch or mid-epoch (model, optimizer, LR schedule, loss scaler, epoch,
+iteration, every rank's epoch sums and RNG states, config), how a restarted run picks
+it up again, and how a new run is initialised (``resume_or_initialise``), one of:
 
 1. resume: the last checkpoint of OUTPUT_DIR (TRAIN.AUTO_RESUME), everything restored;
 2. else fine-tune: the weights of TRAIN.CHECKPOINT_FILE_PATH (ours, PyTorchVideo's, a
