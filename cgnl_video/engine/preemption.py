@@ -79,7 +79,10 @@ def agreed_stop(request: Optional[StopRequest]) -> int:
 def catch_stop_signals() -> Iterator[StopRequest]:
     """While the block runs, ``STOP_SIGNALS`` set the returned request instead of ending the
     process; the previous handlers come back afterwards (also on an exception). Outside
-    the main thread (where Python cannot install handlers) nothing is installed."""
+    the main thread (where Python cannot install handlers) nothing is installed.
+
+    DataLoader workers forked while the block runs inherit the handler, so a signal sent
+    to every process of a job (as SLURM does) leaves them running until the checkpoint."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request

@@ -18,6 +18,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
+from cgnl_video.config import ConfigError
 from cgnl_video.data import build_loader, set_loader_epoch
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
 from cgnl_video.engine.precision import build_grad_scaler
@@ -76,6 +77,10 @@ def _fit(cfg: CfgNode, model: nn.Module, device: torch.device, stop: StopRequest
     start_epoch = resumed["epoch"] if resumed else 0
     position = EpochProgress(resumed["iteration"], restore_meter(resumed), resumed["path"]) if resumed else \
         EpochProgress()
+    if position.iteration > len(train_loader):
+        raise ConfigError(f"OUTPUT_DIR: {position.last_checkpoint} was written {position.iteration} iterations into "
+                          f"an epoch, this run's epochs have {len(train_loader)} (another TRAIN.BATCH_SIZE or data "
+                          "set?): resume with the config of the run that wrote it, or use another OUTPUT_DIR")
     train_model = wrap_distributed(model, device)
     if resumed:
         restore_rng(resumed)  # right before training goes on

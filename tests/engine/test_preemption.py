@@ -326,3 +326,10 @@ def test_checkpoints_sort_in_training_order_and_old_ones_without_an_iteration_re
     assert _resume_lines(out) == [f"resuming from epoch 2, iteration 0 ({cu.checkpoint_path(str(out), 1)})"]
     ours = _weights(out)
     assert all(torch.equal(ours[k], straight["weights"][k]) for k in ours)
+    # a mid-epoch checkpoint further into an epoch than this run's epochs are long (another batch size)
+    first["iteration"] = 7
+    other = tmp_path / "other"
+    cu.save_checkpoint(str(other), 1, first, keep=3, iteration=7)
+    with pytest.raises(ConfigError, match=r"OUTPUT_DIR: .*_iter_000007\.pyth was written 7 iterations into an epoch, "
+                                          r"this run's epochs have 3"):
+        run(_cfg(tiny_data_root, other))
