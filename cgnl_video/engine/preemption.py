@@ -6,13 +6,14 @@ torchrun's stop) only set a flag (``StopRequest``) while training runs
 agree on it in the all-reduce they do anyway (``stop_votes`` / ``agreed_signal``), finish
 that iteration, write a mid-epoch checkpoint and raise ``RunInterrupted`` on every rank;
 ``tools/run_net.py`` then exits with ``EXIT_INTERRUPTED`` (75) and rerunning the same
-command resumes from that checkpoint.
+command resumes from that checkpoint. Loader workers ignore them (``shield_workers``).
 """
 
 import contextlib
+import functools
 import signal
 import threading
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -79,10 +80,7 @@ def agreed_stop(request: Optional[StopRequest]) -> int:
 def catch_stop_signals() -> Iterator[StopRequest]:
     """While the block runs, ``STOP_SIGNALS`` set the returned request instead of ending the
     process; the previous handlers come back afterwards (also on an exception). Outside
-    the main thread (where Python cannot install handlers) nothing is installed.
-
-    DataLoader workers forked while the block runs inherit the handler, so a signal sent
-    to every process of a job (as SLURM does) leaves them running until the checkpoint."""
+    the main thread (where Python cannot install handlers) nothing is installed."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -93,3 +91,17 @@ def catch_stop_signals() -> Iterator[StopRequest]:
     finally:
         for stop, handler in previous.items():
             signal.signal(stop, handler if handler is not None else signal.SIG_DFL)
+
+
+def _ignore_stop_signals(init: Optional[Callable[[int], None]], worker_id: int) -> None:
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
+    if init is not None:
+        init(worker_id)
+
+
+def shield_workers(loader) -> None:
+    """Make ``loader``'s worker processes ignore ``STOP_SIGNALS`` (before its own
+    ``worker_init_fn``): SLURM signals every process of a job, and a worker killed by it
+    would end the run before the checkpoint. Workers still end with the training process."""
+    loader.worker_init_fn = functools.partial(_ignore_stop_signals, loader.worker_init_fn)

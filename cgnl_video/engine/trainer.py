@@ -20,9 +20,10 @@ from torch import nn
 
 from cgnl_video.config import ConfigError
 from cgnl_video.data import build_loader, set_loader_epoch
+from cgnl_video.engine import preemption
 from cgnl_video.engine.optim import EpochLRScheduler, build_optimizer
 from cgnl_video.engine.precision import build_grad_scaler
-from cgnl_video.engine.preemption import RunInterrupted, StopRequest, StopRequested, agreed_stop, catch_stop_signals
+from cgnl_video.engine.preemption import RunInterrupted, StopRequest, StopRequested
 from cgnl_video.engine.resume import restore_meter, restore_rng, resume_or_initialise, save_training_state
 from cgnl_video.engine.train_loop import EpochProgress, train_epoch
 from cgnl_video.engine.validation import run_validation
@@ -62,7 +63,7 @@ def fit(cfg: CfgNode, model: nn.Module, device: torch.device) -> nn.Module:
     ``model`` is already on ``device``. Raises ``RunInterrupted`` on every rank after a
     stop signal (``engine.preemption``), once the checkpoint to resume from is written.
     """
-    with catch_stop_signals() as stop:
+    with preemption.catch_stop_signals() as stop:
         return _fit(cfg, model, device, stop)
 
 
@@ -70,6 +71,9 @@ def _fit(cfg: CfgNode, model: nn.Module, device: torch.device, stop: StopRequest
     """``fit`` with the stop signals caught into ``stop``."""
     train_loader = build_loader(cfg, "train")
     val_loader = build_loader(cfg, "val") if cfg.TRAIN.EVAL_PERIOD > 0 else None
+    for loader in (train_loader, val_loader):
+        if loader is not None:
+            preemption.shield_workers(loader)
     optimizer = build_optimizer(model, cfg)
     scheduler = EpochLRScheduler(optimizer, cfg)
     scaler = build_grad_scaler(cfg, device)
@@ -125,6 +129,6 @@ def _stop_if_asked(stop: StopRequest, last_checkpoint: Optional[str]) -> None:
     """A stop signal that came after the last check of the run (during its last
     validation batch or checkpoint): training is complete and saved, but the signal is
     honoured (the rerun finds training complete and goes on with the test)."""
-    signum = agreed_stop(stop)
+    signum = preemption.agreed_stop(stop)
     if signum and last_checkpoint:
         raise RunInterrupted(signum, last_checkpoint)

@@ -7,7 +7,7 @@ on the CPU, dropout 0.5 so the global RNG matters), the same json_stats records 
 aside) and no iteration computed twice. Also: 2 gloo processes with one of them
 signalled, a signal during validation and during a checkpoint write (TensorBoard
 without duplicated steps), kill -9 inside a mid-epoch write, tools/run_net.py's exit
-status 75, TRAIN.CHECKPOINT_ITERS.
+status 75 (loader workers ignoring the signal), TRAIN.CHECKPOINT_ITERS.
 """
 
 import json
@@ -269,18 +269,21 @@ def test_kill_9_inside_a_mid_epoch_write_leaves_the_previous_checkpoint_usable(s
     _assert_same_run(out, straight)
 
 
-def test_run_net_exits_75_on_sigterm_and_the_same_command_resumes(tiny_data_root, tmp_path, capsys):
+def test_run_net_exits_75_on_sigterm_to_every_process_and_the_same_command_resumes(tiny_data_root, tmp_path):
+    """SIGTERM to the whole process group, loader workers included (as SLURM sends it):
+    the workers ignore it, the run checkpoints, says so on stderr and exits with 75."""
     out = tmp_path / "run"
     argv = ["--cfg", "", *tiny_opts(tiny_data_root, str(out), **{**BASE, "SOLVER__MAX_EPOCH": 6,
-                                                                 "TRAIN__EVAL_PERIOD": 0})]
+                                                                 "TRAIN__EVAL_PERIOD": 0,
+                                                                 "DATA_LOADER__NUM_WORKERS": 1})]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "run_net.py"), *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log, deadline = out / "log.txt", time.monotonic() + 240
     while not (log.exists() and "epoch 1/6 iter 1/3" in log.read_text()):
         assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED == 75, err[-2000:]
     (line,) = [line for line in err.splitlines() if line.startswith("interrupted:")]
