@@ -79,8 +79,9 @@ def _fit(cfg: CfgNode, model: nn.Module, device: torch.device, stop: StopRequest
     scaler = build_grad_scaler(cfg, device)
     resumed = resume_or_initialise(cfg, model, optimizer, scheduler, scaler)
     start_epoch = resumed["epoch"] if resumed else 0
-    position = EpochProgress(resumed["iteration"], restore_meter(resumed), resumed["path"]) if resumed else \
-        EpochProgress()
+    position = EpochProgress()  # where the first epoch starts: a mid-epoch checkpoint's iteration and sums
+    if resumed:
+        position = EpochProgress(resumed["iteration"], restore_meter(resumed), resumed["path"])
     if position.iteration > len(train_loader):
         raise ConfigError(f"OUTPUT_DIR: {position.last_checkpoint} was written {position.iteration} iterations into "
                           f"an epoch, this run's epochs have {len(train_loader)} (another TRAIN.BATCH_SIZE or data "
