@@ -7,8 +7,10 @@
 
 Exit status 2 for a bad config, missing data (checked before any work), a
 checkpoint that does not fit the model or ImageNet weights that are neither in
-torch.hub's cache nor downloadable; 1 when the training loss becomes non-finite,
-0 otherwise. The job itself is
+torch.hub's cache nor downloadable; 1 when the training loss becomes non-finite;
+75 (EX_TEMPFAIL) when SIGTERM or SIGUSR1 stopped training: the run finished its
+iteration and saved a checkpoint, and running the same command again resumes from
+it; 0 otherwise. The job itself is
 ``cgnl_video.engine.launch.run``. See docs/TRAINING.md.
 """
 
@@ -31,6 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # imported after parsing, so that --help answers quickly
     from cgnl_video.config import ConfigError, load_config
     from cgnl_video.engine.launch import run
+    from cgnl_video.engine.preemption import EXIT_INTERRUPTED, RunInterrupted
     from cgnl_video.engine.preflight import DataMissingError
     from cgnl_video.engine.train_loop import NonFiniteLossError
     from cgnl_video.models.weights import WeightsUnavailableError
@@ -45,6 +48,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except RunInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if metrics is not None:
         print(f"Multi-view test top-1: {metrics['top1_acc']:.2f}%  top-5: {metrics['top5_acc']:.2f}%  "
               f"({metrics['videos_scored']}/{metrics['videos_listed']} videos, "

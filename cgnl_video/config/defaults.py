@@ -96,7 +96,9 @@ _C.TRAIN.ENABLE = True  # train the model
 _C.TRAIN.BATCH_SIZE = 64  # global clips per step, split over processes
 _C.TRAIN.EVAL_PERIOD = 1  # epochs between two validations (0 = never)
 _C.TRAIN.CHECKPOINT_PERIOD = 1  # epochs between two checkpoints
-_C.TRAIN.CHECKPOINT_KEEP = 3  # how many recent checkpoints to keep
+_C.TRAIN.CHECKPOINT_KEEP = 3  # how many recent checkpoints to keep (epoch and mid-epoch ones alike)
+# also a mid-epoch checkpoint every that many iterations of the run (0 = off; docs/TRAINING.md, section 6)
+_C.TRAIN.CHECKPOINT_ITERS = 0
 _C.TRAIN.AUTO_RESUME = True  # continue from the last complete checkpoint in OUTPUT_DIR
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""  # initialise from this checkpoint when not resuming
 # classes.txt of the rows of its classifier, for a file that stores none (official Caffe2

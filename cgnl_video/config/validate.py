@@ -102,6 +102,8 @@ def _validate_run(cfg: CfgNode) -> None:
     positive(cfg, "TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "TEST.NUM_ENSEMBLE_VIEWS",
              "TEST.VIEWS_PER_FORWARD", "TRAIN.CHECKPOINT_PERIOD", "TRAIN.CHECKPOINT_KEEP")
     require(t.EVAL_PERIOD >= 0, "TRAIN.EVAL_PERIOD", "must be >= 0")
+    require(t.CHECKPOINT_ITERS >= 0, "TRAIN.CHECKPOINT_ITERS",
+            f"must be >= 0 (0 = no mid-epoch checkpoints), got {t.CHECKPOINT_ITERS}")
     one_of(t.AMP_DTYPE, AMP_DTYPES, "TRAIN.AMP_DTYPE")
     require(bool(t.CHECKPOINT_FILE_PATH or not t.CHECKPOINT_CLASSES), "TRAIN.CHECKPOINT_CLASSES",
             "names the classes of TRAIN.CHECKPOINT_FILE_PATH's classifier: set that too, or leave it \"\"")

@@ -4,16 +4,17 @@ Batch sizes in the config are global; each process loads ``global // world_size`
 
 * train: TRAIN.BATCH_SIZE clips, shuffled by a DistributedSampler (also in a
   single process, so the order depends only on RNG_SEED and the epoch), last
-  incomplete batch dropped;
+  incomplete batch dropped; an epoch can start at a batch (``ResumableSampler``);
 * val: TRAIN.BATCH_SIZE clips in manifest order, DistributedSampler without
   shuffling (it repeats a few samples so every rank gets the same number);
 * test: TEST.BATCH_SIZE videos, each on exactly one rank (``ShardSampler``, no
   padding: rank counts may differ by one), batches collated by ``collate_test_batch``.
 
-Call ``set_loader_epoch(loader, epoch)`` before iterating each epoch: it sets the
-sampler's epoch (shuffle order) and the dataset's epoch (clip randomness).
+Call ``set_loader_epoch(loader, epoch[, start])`` before iterating each epoch: it sets
+the sampler's epoch (shuffle order), where it starts and the dataset's epoch (clip randomness).
 """
 
+import itertools
 import random
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -56,6 +57,24 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler whose epoch can start at a batch (a run resumed from a
+    mid-epoch checkpoint): the epoch's order is a function of the seed and the epoch
+    only, so the rest of it is that order from the ``start``-th sample on. ``len``
+    stays the whole epoch's (what the LR schedule and the iteration count go by)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Skip the epoch's first ``start`` samples (of this rank) when iterating."""
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.start, None)
 
 
 def collate_test_batch(
@@ -103,7 +122,7 @@ def build_loader(cfg: CfgNode, split: str, dataset: Optional[VideoDataset] = Non
         sampler: Sampler[int] = ShardSampler(len(dataset), world, rank)
     else:
         batch = per_process_batch_size(cfg.TRAIN.BATCH_SIZE, world, "TRAIN.BATCH_SIZE")
-        sampler = DistributedSampler(
+        sampler = ResumableSampler(
             dataset, num_replicas=world, rank=rank, shuffle=split == "train", seed=cfg.RNG_SEED
         )
     if split == "train" and len(sampler) < batch:
@@ -129,11 +148,18 @@ def build_loader(cfg: CfgNode, split: str, dataset: Optional[VideoDataset] = Non
     )
 
 
-def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
-    """Start epoch ``epoch``: the sampler's shuffle and the dataset's clip randomness.
+def set_loader_epoch(loader: DataLoader, epoch: int, start: int = 0) -> None:
+    """Start epoch ``epoch`` at its batch ``start`` (0-based; > 0 when resuming mid-epoch):
+    the sampler's shuffle and position, and the dataset's clip randomness.
 
-    The one way to advance a loader; call it before iterating the epoch.
+    The one way to advance a loader; call it before iterating the epoch. ``len(loader)``
+    stays the number of batches of the whole epoch; iterating yields the last
+    ``len(loader) - start``.
     """
+    if start and not hasattr(loader.sampler, "set_start"):
+        raise ValueError(f"this loader's sampler ({type(loader.sampler).__name__}) cannot start an epoch part-way")
+    if hasattr(loader.sampler, "set_start"):
+        loader.sampler.set_start(start * (loader.batch_size or 1))
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
     if hasattr(loader.dataset, "set_epoch"):

@@ -1,6 +1,11 @@
 """Checkpoints: atomic save into OUTPUT_DIR/checkpoints, keep the last K,
 find the last complete one, load with ``weights_only=True``.
 
+Names tell the two kinds apart: ``checkpoint_epoch_00003.pyth`` after 3 epochs,
+``checkpoint_epoch_00003_iter_000120.pyth`` after 3 epochs and 120 iterations of the
+4th (mid-epoch: TRAIN.CHECKPOINT_ITERS or a stop signal). Both count for keep-K and
+"last", in training order (``checkpoint_position``).
+
 A checkpoint is a dict of plain types and tensors only (the config as a YAML
 string, RNG states as tensors and tuples), so torch's safe unpickler reads it.
 Reading files and their model weights (ours, PyTorchVideo's, bare state dicts)
@@ -19,27 +24,36 @@ from cgnl_video.utils.io import atomic_open
 from cgnl_video.utils.logging import get_logger
 
 CHECKPOINT_SUBDIR = "checkpoints"
-_NAME = re.compile(r"^checkpoint_epoch_(\d{5})\.pyth$")
+_NAME = re.compile(r"^checkpoint_epoch_(\d{5,})(?:_iter_(\d{6,}))?\.pyth$")
 
 
 def checkpoint_dir(output_dir: str) -> str:
     return os.path.join(output_dir, CHECKPOINT_SUBDIR)
 
 
-def checkpoint_path(output_dir: str, epoch: int) -> str:
-    """Path of the checkpoint written after (1-based) ``epoch`` epochs."""
-    return os.path.join(checkpoint_dir(output_dir), f"checkpoint_epoch_{epoch:05d}.pyth")
+def checkpoint_path(output_dir: str, epoch: int, iteration: int = 0) -> str:
+    """Path of the checkpoint written after ``epoch`` epochs and, mid-epoch, ``iteration``
+    iterations of the next one (0: an epoch checkpoint)."""
+    suffix = f"_iter_{iteration:06d}" if iteration else ""
+    return os.path.join(checkpoint_dir(output_dir), f"checkpoint_epoch_{epoch:05d}{suffix}.pyth")
+
+
+def checkpoint_position(path: str) -> Optional[Tuple[int, int]]:
+    """(epochs done, iterations done of the next epoch) that a checkpoint's name says;
+    None for a name that is not a checkpoint's."""
+    match = _NAME.match(os.path.basename(path))
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
 
 
 def list_checkpoints(output_dir: str) -> List[str]:
-    """Complete checkpoints in OUTPUT_DIR/checkpoints, oldest first.
+    """Complete checkpoints in OUTPUT_DIR/checkpoints, oldest first in training order.
 
     Temporary files of an interrupted save (``.checkpoint_....tmp``) never match.
     """
     folder = checkpoint_dir(output_dir)
     if not os.path.isdir(folder):
         return []
-    names = sorted(name for name in os.listdir(folder) if _NAME.match(name))
+    names = sorted((name for name in os.listdir(folder) if _NAME.match(name)), key=checkpoint_position)
     return [os.path.join(folder, name) for name in names]
 
 
@@ -54,10 +68,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def save_checkpoint(output_dir: str, epoch: int, state: Dict[str, Any], keep: int) -> str:
-    """Write ``state`` as the checkpoint of ``epoch`` (temp file + rename), then
-    delete all but the ``keep`` most recent checkpoints. Returns the path."""
-    path = checkpoint_path(output_dir, epoch)
+def save_checkpoint(output_dir: str, epoch: int, state: Dict[str, Any], keep: int, iteration: int = 0) -> str:
+    """Write ``state`` as the checkpoint of ``epoch`` epochs and ``iteration`` iterations
+    (``checkpoint_path``; temp file + rename), then delete all but the ``keep`` most
+    recent checkpoints. Returns the path."""
+    path = checkpoint_path(output_dir, epoch, iteration)
     with atomic_open(path, "wb") as handle:
         torch.save(state, handle)
     for old in list_checkpoints(output_dir)[:-keep]:

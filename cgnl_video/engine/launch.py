@@ -72,7 +72,9 @@ def run(cfg: CfgNode) -> Optional[Dict]:
 
     Raises ``ConfigError`` / ``DataMissingError`` before any work for a bad run,
     ``UnsupportedGPUError`` (also before any work) for a GPU the installed torch has no
-    kernels for, and ``NonFiniteLossError`` when training diverges.
+    kernels for, ``NonFiniteLossError`` when training diverges, and, on every rank,
+    ``RunInterrupted`` when SIGTERM / SIGUSR1 stopped training (its checkpoint written:
+    the same call again resumes; ``engine.preemption``).
     """
     rank, world_size = du.init_distributed(cfg.DIST.BACKEND)
     try:

@@ -41,6 +41,14 @@ class EpochMeter:
         self.err5 += errors[5]
         self.count += n
 
+    def state_dict(self) -> Dict[str, float]:
+        """This process's sums (a mid-epoch checkpoint holds every rank's)."""
+        return {"loss": self.loss, "err1": self.err1, "err5": self.err5, "count": self.count}
+
+    def load_state_dict(self, state: Dict[str, float]) -> None:
+        """Continue from ``state_dict``'s sums."""
+        self.loss, self.err1, self.err5, self.count = (float(state[key]) for key in ("loss", "err1", "err5", "count"))
+
     def reduced(self) -> Dict[str, float]:
         """Mean loss and errors (percent) over every process's samples (collective)."""
         totals = du.all_reduce_sum(torch.tensor([self.loss, self.err1, self.err5, self.count],

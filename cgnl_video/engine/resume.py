@@ -1,7 +1,7 @@
-"""The state of a training run in a checkpoint, and where a run starts: what
-``fit`` saves after an epoch (model, optimizer, LR schedule, loss scaler, epoch,
-every rank's RNG states, config), how a restarted run picks it up again, and
-how a new run is initialised (``resume_or_initialise``), one of:
+"""The state of a training run in a checkpoint, and where a run starts: what ``fit``
+saves after an epoch or mid-epoch (model, optimizer, LR schedule, loss scaler, epoch,
+iteration, every rank's epoch sums and RNG states, config), how a restarted run picks
+it up again, and how a new run is initialised (``resume_or_initialise``), one of:
 
 1. resume: the last checkpoint of OUTPUT_DIR (TRAIN.AUTO_RESUME), everything restored;
 2. else fine-tune: the weights of TRAIN.CHECKPOINT_FILE_PATH (ours, PyTorchVideo's, a
@@ -25,6 +25,7 @@ from torch import nn
 from cgnl_video.config import ConfigError
 from cgnl_video.data import classes_path, read_classes
 from cgnl_video.engine import checkpoint as cu
+from cgnl_video.engine.metrics import EpochMeter
 from cgnl_video.engine.optim import EpochLRScheduler
 from cgnl_video.models.build import load_pretrained
 from cgnl_video.models.state_dict import CheckpointError, classifier_rows, model_state
@@ -33,32 +34,54 @@ from cgnl_video.utils.logging import get_logger
 
 
 def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: EpochLRScheduler,
-                     scaler: torch.amp.GradScaler, epochs_done: int, cfg: CfgNode) -> Dict:
-    """Everything a resumed run needs; collective (gathers every rank's RNG states)."""
-    return {
+                     scaler: torch.amp.GradScaler, epochs_done: int, cfg: CfgNode, iteration: int = 0,
+                     meter: Optional[EpochMeter] = None) -> Dict:
+    """Everything a resumed run needs; collective (gathers every rank's RNG states and,
+    mid-epoch, every rank's ``meter``: the sums of the ``iteration`` iterations done of
+    epoch ``epochs_done + 1``)."""
+    state = {
         "model": cu.unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "grad_scaler": scaler.state_dict(),
         "epoch": epochs_done,
+        "iteration": iteration,
         "rng_states": du.all_gather_object(du.get_rng_states()),
         "world_size": du.get_world_size(),
         "cfg": cfg.dump(),
         "classes": dataset_classes(cfg),  # the classifier's rows, for fine-tuning by class name
     }
+    if iteration:
+        state["train_meters"] = du.all_gather_object((meter or EpochMeter()).state_dict())
+    return state
 
 
 def save_training_state(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler, epochs_done: int) -> str:
-    """Checkpoint the run after ``epochs_done`` epochs into OUTPUT_DIR (collective: every
+                        scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler, epochs_done: int,
+                        iteration: int = 0, meter: Optional[EpochMeter] = None) -> str:
+    """Checkpoint the run after ``epochs_done`` epochs and ``iteration`` iterations of the
+    next one (mid-epoch, with every rank's ``meter``) into OUTPUT_DIR (collective: every
     rank calls it, rank 0 writes, keeping TRAIN.CHECKPOINT_KEEP); returns the path."""
-    state = checkpoint_state(model, optimizer, scheduler, scaler, epochs_done, cfg)
-    path = cu.checkpoint_path(cfg.OUTPUT_DIR, epochs_done)
+    state = checkpoint_state(model, optimizer, scheduler, scaler, epochs_done, cfg, iteration, meter)
+    path = cu.checkpoint_path(cfg.OUTPUT_DIR, epochs_done, iteration)
     if du.is_main_process():
-        cu.save_checkpoint(cfg.OUTPUT_DIR, epochs_done, state, cfg.TRAIN.CHECKPOINT_KEEP)
+        cu.save_checkpoint(cfg.OUTPUT_DIR, epochs_done, state, cfg.TRAIN.CHECKPOINT_KEEP, iteration)
         get_logger().info("saved %s", path)
     du.barrier()
     return path
+
+
+def restore_meter(state: Dict) -> EpochMeter:
+    """This rank's sums of the iterations a mid-epoch checkpoint has done of its epoch
+    (empty for an epoch checkpoint). Written by another number of processes: rank 0 takes
+    all of them (the epoch's stats are their sum over the ranks), the others none."""
+    meter = EpochMeter()
+    meters = state.get("train_meters") or []
+    if len(meters) == du.get_world_size():
+        meter.load_state_dict(meters[du.get_rank()])
+    elif meters and du.is_main_process():
+        meter.load_state_dict({key: sum(m[key] for m in meters) for key in meters[0]})
+    return meter
 
 
 def resume_or_initialise(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -162,7 +185,8 @@ def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Opti
                      scheduler: EpochLRScheduler, scaler: torch.amp.GradScaler) -> Optional[Dict]:
     """Load the last complete checkpoint of OUTPUT_DIR (rank 0 chooses it); None if there is none.
 
-    RNG states are restored later, right before the next epoch starts.
+    RNG states are restored later, right before training goes on (``restore_rng``); the
+    epoch's stats sums of a mid-epoch checkpoint by ``restore_meter``.
     """
     last = cu.load_last_checkpoint(cfg.OUTPUT_DIR) if du.is_main_process() else None
     path = du.broadcast_object(last["path"] if last else None)
@@ -183,7 +207,9 @@ def resume_from_last(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Opti
     if state["grad_scaler"] and scaler.is_enabled():  # empty when saved without fp16
         scaler.load_state_dict(state["grad_scaler"])
     state["path"] = path
-    get_logger().info("resumed from %s (%d epochs done)", path, state["epoch"])
+    state.setdefault("iteration", 0)  # checkpoints written before mid-epoch ones have none
+    # epoch: the (1-based) epoch the run goes on with; iteration: how many of its iterations are done
+    get_logger().info("resuming from epoch %d, iteration %d (%s)", state["epoch"] + 1, state["iteration"], path)
     return state
 
 

@@ -67,8 +67,8 @@ def test_killed_and_resumed_run_ends_with_identical_weights(data_root, tmp_path,
 
     real_save = cu.save_checkpoint
 
-    def save_then_die(output_dir, epoch, state, keep):
-        path = real_save(output_dir, epoch, state, keep)
+    def save_then_die(output_dir, epoch, state, keep, iteration=0):
+        path = real_save(output_dir, epoch, state, keep, iteration)
         if epoch == 1:
             raise KeyboardInterrupt("killed after epoch 1")
         return path
