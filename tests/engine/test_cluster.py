@@ -168,12 +168,12 @@ class InterruptedOnceJob(TrainingJob):
 def test_local_executor_requeues_an_interrupted_job(tmp_path):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the tasks cannot import this test file
     try:
-        executor = cluster.make_executor(str(tmp_path / "submitit"), cluster.Resources(gpus_per_node=2), local=True)
+        executor = cluster.make_executor(str(tmp_path / "submitit"), cluster.Resources(), local=True)
         job = executor.submit(InterruptedOnceJob(None, ["OUTPUT_DIR", str(tmp_path / "run")]))
         results = job.results()
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    assert results == [{"rank": "0", "resumed": True}, {"rank": "1", "resumed": True}]
+    assert results == [{"rank": "0", "resumed": True}]  # (other ranks: the in-process test above)
     with open(job.paths.stdout, encoding="utf-8") as handle:  # submitit's log of task 0
         log = handle.read()
     assert "Requeued job" in log and log.count("Loading pickle") == 2
