@@ -66,13 +66,6 @@ def test_checkpoint_hook_resubmits_the_same_job():
 # ----------------------------------------------------------------------------- interruptions
 
 
-def interrupted(signum: int, checkpoint: str) -> RunInterrupted:
-    """RunInterrupted with the contract's fields, built without assuming its constructor."""
-    error = RunInterrupted.__new__(RunInterrupted)
-    error.signum, error.checkpoint = signum, checkpoint
-    return error
-
-
 @pytest.fixture
 def local_task(monkeypatch, tmp_path):
     """This process as task ``rank`` of 2 of a submitit local job (folder tmp_path), with
@@ -110,7 +103,7 @@ def test_time_limit_signal_requeues_after_the_run_stopped(local_task, monkeypatc
 
     def fake_run(cfg):  # FAKE launch.run: stopped by USR1 after its checkpoint
         calls.append({key: os.environ[key] for key in ("RANK", "WORLD_SIZE", "MASTER_PORT")})
-        raise interrupted(signal.SIGUSR1, str(tmp_path / "run" / "checkpoint.pyth"))
+        raise RunInterrupted(signal.SIGUSR1, str(tmp_path / "run" / "checkpoint.pyth"))
 
     monkeypatch.setattr(launch, "run", fake_run)
     with pytest.raises(SystemExit) as stopped:
@@ -130,7 +123,7 @@ def test_other_ranks_and_sigterm_exit_interrupted_without_requeue(local_task, mo
         _submitit_handlers(job_env, job)
 
         def fake_run(cfg, signum=signum):  # FAKE launch.run
-            raise interrupted(signum, "")
+            raise RunInterrupted(signum, "")
 
         monkeypatch.setattr(launch, "run", fake_run)
         with pytest.raises(SystemExit) as stopped:
@@ -162,7 +155,7 @@ class InterruptedOnceJob(TrainingJob):
             return {"rank": os.environ["RANK"], "resumed": True}
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         open(marker, "w").close()
-        raise interrupted(signal.SIGUSR1, marker)
+        raise RunInterrupted(signal.SIGUSR1, marker)
 
 
 def test_local_executor_requeues_an_interrupted_job(tmp_path):
