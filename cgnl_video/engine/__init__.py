@@ -7,7 +7,7 @@
 - ``multiview``: the multi-view test (``run_test``, ``multi_view_test``)
 - ``resume``: the training state in a checkpoint; where a run starts (resume, fine-tune, ImageNet)
 - ``checkpoint``: checkpoint files: atomic save, keep-K, last complete, weights-only load
-- ``metrics``: top-k errors, the epoch meter, peak memory; ``cluster``: ``run`` on SLURM (submitit)
+- ``metrics``: top-k errors, the epoch meter, peak memory
 - ``inputs``: ``batch_to_device`` / ``to_device``, a loader's batch as the model's input
   (decoded on the device first with DATA.DECODE_ON device)
 - ``precision``: mixed precision (autocast, loss scaler); ``optim``: SGD parameter
