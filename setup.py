@@ -21,6 +21,10 @@ TORCHCODEC = ["torchcodec>=0.12,<0.18; python_version >= '3.10'", "torch>=2.11; 
 # (onnx 1.16 and onnxruntime 1.18 are the first to read IR 10). Tested with onnx 1.23.2, onnxruntime
 # 1.32.0 and onnxscript 0.7.2 (what pip picks) on torch 2.14.1.
 EXPORT = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.6.2"]
+# tools/submit.py (docs/TRAINING.md, "Clusters"): SLURM jobs and the local executor through submitit,
+# whose SUBMITIT_PREEMPT_SIGNAL, JobEnvironment and requeueing signal handler cgnl_video/engine/cluster.py
+# uses. Tested with submitit 1.5.4.
+SLURM = ["submitit>=1.5"]
 
 setup(
     name="cgnl_video",
@@ -51,7 +55,10 @@ setup(
         "torchcodec": TORCHCODEC,
         # tools/export.py --format onnx; the tests export and run ONNX files
         "export": EXPORT,
+        # tools/submit.py; the tests run jobs through submitit's local executor
+        "slurm": SLURM,
         # the suite, plus the linters tests/repo/test_lint.py runs (settings in pyproject.toml)
-        "test": ["pytest>=7", "pytest-timeout", "tensorboard", "ruff>=0.5", "import-linter>=2.0", *TORCHCODEC, *EXPORT],
+        "test": ["pytest>=7", "pytest-timeout", "tensorboard", "ruff>=0.5", "import-linter>=2.0", *TORCHCODEC, *EXPORT,
+                 *SLURM],
     },
 )

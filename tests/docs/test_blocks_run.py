@@ -100,6 +100,19 @@ EXCEPTIONS: Dict[str, str] = {
         "the same command (plus --out) runs in tests/engine/test_gpu_validation.py "
         "(test_quick_cpu_run_reports_every_phase_ok_with_its_figures, which also checks every phase's figures): "
         "most of a minute of CPU, not spent twice"),
+    # docs/TRAINING.md, "10. Clusters": what needs a SLURM cluster
+    r"^python tools/submit\.py --cfg configs/": (
+        "submits to SLURM (sbatch): tests/tools/test_submit.py checks the sbatch script such a command writes "
+        "(with stand-in sbatch and srun programs), tests/engine/test_cluster.py the variables of each task of a "
+        "2-node job and the requeue after a checkpoint; the --local line of that section runs the same job"),
+    r"^squeue |^sacct ": "SLURM's queue and accounting commands: they need a cluster",
+    r"^tail -f ": "follows the log of a cluster run until stopped (section 5 describes log.txt)",
+    r"^trap .*\bscontrol requeue\b": "requeues a SLURM job: it needs a running job of a cluster",
+    r"^srun torchrun ": (
+        "starts torchrun on every node of a SLURM allocation (its first node's name from scontrol): "
+        "tests/engine/test_distributed.py trains on 2 gloo "
+        "processes, tests/docs/test_launch_commands.py checks the multi-machine torchrun commands of section 4"),
+    r'^wait "\$pid"$': "waits for the srun of the sbatch script, which is not run",
     r"^python benchmarks/bench_blocks\.py$": (
         "the paper's res3/res4 shapes and an N sweep to 32x112x112: minutes of CPU; its --quick mode runs in "
         "gpu_validation's quick run (tests/engine/test_gpu_validation.py), tests/models/test_fast_path.py "
@@ -133,6 +146,8 @@ APPENDED: Dict[str, Tuple[str, str]] = {
     r"^python tools/run_net\.py --cfg configs/demo/": (
         TINY_DEMO, "1 epoch and 2 x 1 test views instead of 40 epochs and 10 x 3 (the full-length demo run is "
                    "the tools_demo stand-in)"),
+    r"^python tools/submit\.py --local .*--cfg configs/demo/": (
+        TINY_DEMO, "1 epoch and 2 x 1 test views, as for run_net.py's demo lines"),
     r"^python data_prep/make_synthetic\.py --out [^\s\[]+$": (
         "--videos-per-class 3 --test-videos-per-class 2 --frames 24", "30 short videos instead of 192"),
     r"^python benchmarks/bench_train_step\.py$": (

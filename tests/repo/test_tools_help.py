@@ -10,7 +10,7 @@ from tools_fixtures import ROOT
 
 
 @pytest.mark.parametrize("tool", ["run_net", "predict", "visualize_attention", "plot_curves", "model_zoo",
-                                  "extract_features", "analyze_test", "export", "convert_checkpoint"])
+                                  "extract_features", "analyze_test", "export", "convert_checkpoint", "submit"])
 def test_help(tool):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", f"{tool}.py"), "--help"],
                             capture_output=True, text=True, timeout=120)
