@@ -15,11 +15,14 @@ share of a reference position's map (on A) that falls on B, against chance (B's 
 among all cells). Writes benchmarks/results/claim.json; docs/MODELS.md, "Relation task".
 """
 
+import argparse
 import math
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -96,20 +99,26 @@ def centre(cell: Sequence[int], spec: RelationSpec) -> tuple:
     return cell[0], cell[1] * step + step // 2, cell[2] * step + step // 2
 
 
+def _share(model: torch.nn.Module, clip: torch.Tensor, ref: Sequence[int], other: Sequence[int],
+           spec: RelationSpec) -> List[float]:
+    """Per map: |map| on cell ``other`` / |map| summed, for the reference at cell ``ref``."""
+    _probs, maps = attention_maps(model, clip, centre(ref, spec))
+    if tuple(maps.grid) != (spec.num_frames, spec.grid, spec.grid):
+        raise ValueError(f"block grid {maps.grid} is not one cell per object cell; change RelationSpec.grid")
+    weight = maps.maps.abs()
+    return (weight[:, other[0], other[1], other[2]] / weight.flatten(1).sum(1).clamp_min(1e-12)).tolist()
+
+
 def partner_share(model: torch.nn.Module, test: RelationBatch, spec: RelationSpec, clips: int) -> Dict:
     """Mean share of |map| on B's cell for the reference at A's cell (NL: its softmax row;
-    CGNL: per group, ``analysis.attention``), over the first ``clips`` test clips; chance
-    is one cell of T x grid x grid."""
-    shares = []
+    CGNL: each group's map, ``analysis.attention``), and on A's for the reference at B's,
+    over the first ``clips`` test clips; chance is one cell of T x grid x grid."""
+    a_to_b, b_to_a = [], []
     for i in range(min(clips, len(test.labels))):
-        _probs, maps = attention_maps(model, test.clips[i], centre(test.a_cells[i], spec))
-        if tuple(maps.grid) != (spec.num_frames, spec.grid, spec.grid):
-            raise ValueError(f"block grid {maps.grid} is not one cell per object cell; change RelationSpec.grid")
-        weight = maps.maps.abs().flatten(1)
-        at_b = maps.maps.abs()[:, test.b_cells[i][0], test.b_cells[i][1], test.b_cells[i][2]]
-        shares.extend((at_b / weight.sum(1).clamp_min(1e-12)).tolist())
-    return {"share_on_b": round(statistics.mean(shares), 4), "chance": round(1 / (spec.num_frames * spec.grid ** 2), 4),
-            "maps": len(shares)}
+        a_to_b += _share(model, test.clips[i], test.a_cells[i], test.b_cells[i], spec)
+        b_to_a += _share(model, test.clips[i], test.b_cells[i], test.a_cells[i], spec)
+    return {"share_a_to_b": round(statistics.mean(a_to_b), 4), "share_b_to_a": round(statistics.mean(b_to_a), 4),
+            "chance": round(1 / (spec.num_frames * spec.grid ** 2), 4), "maps": len(a_to_b)}
 
 
 def summary(values: Sequence[float]) -> Dict:
@@ -127,34 +136,49 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Dict:
     return out
 
 
-def run(args) -> Dict:
-    spec = RelationSpec(num_frames=args.frames, frame_gap=args.gap, distractors=args.distractors,
+def task_spec(args: argparse.Namespace) -> RelationSpec:
+    return RelationSpec(num_frames=args.frames, frame_gap=args.gap, distractors=args.distractors,
                         min_distance=args.min_distance)
-    test_by_seed = {s: make_batch(spec, s, "test", range(args.test)) for s in range(args.seeds)}
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace) -> Dict:
+    """Train model ``name`` with ``seed``; its test top-1, final loss, time and (NL / CGNL) map shares."""
+    torch.set_num_threads(args.threads)
+    spec = task_spec(args)
+    test = make_batch(spec, seed, "test", range(args.test))
+    start = time.perf_counter()
+    model, loss = train(model_opts(spec, args.steps, args.width, seed) + MODELS[name], spec, seed, args.steps,
+                        args.batch)
+    record = {"seed": seed, "top1": accuracy(model, test), "train_loss": round(loss, 4),
+              "train_s": round(time.perf_counter() - start, 1)}
+    if "NL" in name:
+        record["attention"] = partner_share(model, test, spec, args.attention_clips)
+    print(f"{name} seed {seed}: {record}", file=sys.stderr, flush=True)
+    return record
+
+
+def run(args: argparse.Namespace) -> Dict:
+    """Every model x seed (``args.jobs`` processes), summaries and paired differences."""
+    cases = [(name, seed) for name in args.models for seed in range(args.seeds)]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            records = list(pool.map(run_one, *zip(*cases), [args] * len(cases)))
+    else:
+        records = [run_one(name, seed, args) for name, seed in cases]
     runs: Dict[str, Dict] = {}
     for name in args.models:
-        opts = MODELS[name]
-        per_seed = []
-        for seed in range(args.seeds):
-            start = time.perf_counter()
-            model, loss = train(model_opts(spec, args.steps, args.width, seed) + opts, spec, seed, args.steps,
-                                args.batch)
-            record = {"seed": seed, "top1": accuracy(model, test_by_seed[seed]), "train_loss": round(loss, 4),
-                      "train_s": round(time.perf_counter() - start, 1)}
-            if "NL" in name:
-                record["attention"] = partner_share(model, test_by_seed[seed], spec, args.attention_clips)
-            per_seed.append(record)
-            print(f"{name} seed {seed}: {record}", file=sys.stderr, flush=True)
-        runs[name] = {"opts": opts, "seeds": per_seed, "top1": summary([r["top1"] for r in per_seed])}
-        shares = [r["attention"]["share_on_b"] for r in per_seed if "attention" in r]
-        if shares:
-            runs[name]["share_on_b"] = summary([100 * s for s in shares])
+        per_seed = [r for (n, _), r in zip(cases, records) if n == name]
+        runs[name] = {"opts": MODELS[name], "seeds": per_seed, "top1": summary([r["top1"] for r in per_seed])}
+        for key in ("share_a_to_b", "share_b_to_a"):
+            shares = [100 * r["attention"][key] for r in per_seed if "attention" in r]
+            if shares:
+                runs[name][key] = summary(shares)
     top1 = {name: [r["top1"] for r in entry["seeds"]] for name, entry in runs.items()}
     for name, entry in runs.items():
         for ref in ("C2D", "+NL"):
             if ref in top1:
                 entry[f"vs_{ref.lstrip('+')}"] = paired(top1[name], top1[ref])
-    return {"spec": spec.__dict__, "steps": args.steps, "batch": args.batch, "width": args.width,
+    return {"spec": task_spec(args).__dict__, "steps": args.steps, "batch": args.batch, "width": args.width,
             "test_clips": args.test, "seeds": args.seeds, "models": runs}
 
 
@@ -167,28 +191,30 @@ def table(result: Dict) -> str:
     rows = []
     for name, entry in result["models"].items():
         t = entry["top1"]
-        share = entry.get("share_on_b")
+        shares = [entry.get(key) for key in ("share_a_to_b", "share_b_to_a")]
         rows.append([name, f"{t['mean']:.1f} ± {t['std']:.1f}", " ".join(f"{r['top1']:.1f}" for r in entry["seeds"]),
                      *(_difference(entry.get(key)) for key in ("vs_C2D", "vs_NL")),
-                     f"{share['mean']:.1f} ± {share['std']:.1f} (chance {chance:.1f})" if share else "—"])
-    header = ["model", "top-1 % (mean ± std)", "per seed", "vs C2D", "vs NL", "map share on B %"]
+                     *(f"{x['mean']:.1f} ± {x['std']:.1f}" if x else "—" for x in shares)])
+    header = ["model", "top-1 % (mean ± std)", "per seed", "vs C2D", "vs NL", "map A→B %", "map B→A %"]
     return (common.markdown_table(header, rows) + "\n\nDifferences: paired by seed, mean ± 95 % t half-width; "
-            "* = the interval excludes 0.")
+            f"* = the interval excludes 0. Map shares: chance {chance:.1f} % (one cell of the block's grid).")
 
 
 def main() -> int:
-    parser = common.base_parser(__doc__, "claim", "CI smoke run: 2 seeds, 3 steps of 4 clips, 16 test clips",
-                                threads_help="torch threads (default 1)")
+    parser = common.script_parser(__doc__, "claim")
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: 2 seeds, 3 steps of 4 clips, 16 test clips")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (CPU)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=150, help="SGD steps per run")
+    parser.add_argument("--steps", type=int, default=400, help="SGD steps per run")
     parser.add_argument("--batch", type=int, default=32, help="clips per step (new clips every step)")
     parser.add_argument("--width", type=int, default=8, help="RESNET.WIDTH_PER_GROUP")
     parser.add_argument("--test", type=int, default=512, help="test clips per seed")
     parser.add_argument("--attention-clips", type=int, default=64, help="test clips of the attention check")
-    parser.add_argument("--frames", type=int, default=4, help="frames per clip")
+    parser.add_argument("--frames", type=int, default=2, help="frames per clip")
     parser.add_argument("--gap", type=int, default=1, help="frames between A and B")
     parser.add_argument("--distractors", type=int, default=2)
     parser.add_argument("--min-distance", type=float, default=0.0, help="grid cells between A and B")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, in separate processes")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of %(default)s")
     args = parser.parse_args()
     args.models = args.models.split(",")
@@ -197,7 +223,8 @@ def main() -> int:
         parser.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
     if args.quick:
         args.seeds, args.steps, args.batch, args.test, args.attention_clips = 2, 3, 4, 16, 2
-    device = common.setup_device("cpu", args.threads or 1)
+    device = common.setup_device("cpu", args.threads)
+    task_spec(args).check()
     start = time.perf_counter()
     result = run(args)
     result.update(machine=common.machine_info(device), command=common.command_line(),

@@ -29,7 +29,7 @@ class RelationSpec:
     """Clip layout and difficulty: A and B are ``frame_gap`` frames and at least
     ``min_distance`` grid cells apart; ``distractors`` more objects anywhere."""
 
-    num_frames: int = 4
+    num_frames: int = 2
     size: int = 64  # frame side in pixels
     grid: int = 4  # objects sit in cells of a grid x grid layout (one cell per res4 position)
     kinds: int = 2  # texture kinds = colour kinds (at most 4)
