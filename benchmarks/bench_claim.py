@@ -1,18 +1,18 @@
 #!/usr/bin/env python
 """Does a CGNL block capture a relation that C2D and NL miss? A controlled CPU experiment.
 
-    python benchmarks/bench_claim.py [--quick]   # full: about 20 min on 2 idle cores
+    python benchmarks/bench_claim.py --jobs 2 [--quick]   # full: 15 runs of 400 steps
 
 Task: ``cgnl_video.prep.relation_task`` (label = does B's colour partner A's texture, A and
 B in different frames; no object, frame or average carries the label). Models, from the
-package's builders: a narrow frame-wise C2D R-50 (no temporal stride or pool, 4x64x64),
+package's builders: a narrow frame-wise C2D R-50 (no temporal stride or pool, 2x64x64),
 the same + one block after res4 block 4 (CGNL paper, Sec. 4.2): the simple residual block
 (Table 3's control), NL (embedded Gaussian), CGNL dot G=1 and G=4. Each trains with the
 same clips, steps and SGD cosine schedule (``engine.optim``) for every seed; the seed
 sets the data and the initialisation, so differences are paired by seed. Reports top-1
 per model (mean, std), paired differences with a 95 % t-interval, and for NL / CGNL the
-share of a reference position's map (on A) that falls on B, against chance (B's cell
-among all cells). Writes benchmarks/results/claim.json; docs/MODELS.md, "Relation task".
+share of a reference position's map (on A) that falls on B and the reverse, against
+chance (one cell of the grid). Writes benchmarks/results/claim.json; docs/MODELS.md, "Relation task".
 """
 
 import argparse

@@ -89,7 +89,7 @@ def test_objects_where_the_layout_says():
 
 @pytest.mark.parametrize("gap,distance,distractors", [(1, 0.0, 0), (3, 3.0, 6)])
 def test_difficulty_parameters(gap, distance, distractors):
-    spec = RelationSpec(frame_gap=gap, min_distance=distance, distractors=distractors)
+    spec = RelationSpec(num_frames=4, frame_gap=gap, min_distance=distance, distractors=distractors)
     batch = make_batch(spec, 0, "train", range(40))
     for a, b, d, clip in zip(batch.a_cells, batch.b_cells, batch.distractor_kinds, batch.clips):
         assert abs(a[0] - b[0]) == gap and np.hypot(a[1] - b[1], a[2] - b[2]) >= distance

@@ -18,7 +18,7 @@ if BENCH not in sys.path:
 
 import bench_claim  # noqa: E402
 
-CELLS = 4 * 4 * 4  # block grid of the default task: frames x grid x grid
+CELLS = 2 * 4 * 4  # block grid of the default task: frames x grid x grid
 MODELS = ["C2D", "+residual (G=4)", "+NL", "+CGNL dot G=1", "+CGNL dot G=4"]
 
 
