@@ -101,7 +101,7 @@ EXCEPTIONS: Dict[str, str] = {
         "(test_quick_cpu_run_reports_every_part_ok, "
         "which also checks every part's report): about a minute of CPU, not spent twice"),
     r"^python benchmarks/bench_claim\.py( --jobs \d+)?$": (
-        "trains 15 small networks (about 20 min of 2 cores); the same script with --quick runs in "
+        "trains 15 small networks (25 min on 2 shared cores); the same script with --quick runs in "
         "tests/repo/test_bench_claim.py, which checks its table and JSON"),
     r"^python benchmarks/bench_blocks\.py$": (
         "its res3/res4 shapes are the paper's, fixed: about 20 s of CPU even with --quick --repeats 1 --warmup 0; "
