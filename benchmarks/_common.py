@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import sys
@@ -46,11 +47,13 @@ RESULTS = os.path.join(REPO, "benchmarks", "results")
 
 def parser(doc: str, name: str, repeats: int, quick: str = "", device: bool = True,
            work: bool = False) -> argparse.ArgumentParser:
-    """A script's options: --json (default results/<name>.json), --repeats; with ``device``
-    --device and --threads; with ``quick`` (its help) --quick; with ``work`` --work."""
+    """A script's options: --json (default results/<name>.json), --repeats unless ``repeats``
+    is 0; with ``device`` --device and --threads; with ``quick`` (its help) --quick; with
+    ``work`` --work."""
     out = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     out.add_argument("--json", default=os.path.join(RESULTS, f"{name}.json"), help="results (default: %(default)s)")
-    out.add_argument("--repeats", type=int, default=repeats, help="timed rounds (default: %(default)s)")
+    if repeats:
+        out.add_argument("--repeats", type=int, default=repeats, help="timed rounds (default: %(default)s)")
     if device:
         out.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
         out.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -108,7 +111,7 @@ def machine_info(device: torch.device, decoders: bool = False) -> Dict:
 
 def report(args: argparse.Namespace, device: torch.device, result: Dict, text: str, decoders: bool = False) -> int:
     """Write ``result`` with the machine, command and load average to --json, print ``text``."""
-    command = "python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])
+    command = "python " + shlex.join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])
     write_json(args.json, {"machine": machine_info(device, decoders), "command": command,
                            "load_average_1min": os.getloadavg()[0], **result})
     print(text, flush=True)

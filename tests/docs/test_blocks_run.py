@@ -113,6 +113,9 @@ EXCEPTIONS: Dict[str, str] = {
         "tests/engine/test_distributed.py trains on 2 gloo "
         "processes, tests/docs/test_launch_commands.py checks the multi-machine torchrun commands of section 4"),
     r'^wait "\$pid"$': "waits for the srun of the sbatch script, which is not run",
+    r"^python benchmarks/bench_claim\.py( --jobs \d+)?$": (
+        "trains 15 small networks (25 min on 2 shared cores); the same script with --quick runs in "
+        "tests/repo/test_bench_claim.py, which checks its table and JSON"),
     r"^python benchmarks/bench_blocks\.py$": (
         "the paper's res3/res4 shapes and an N sweep to 32x112x112: minutes of CPU; its --quick mode runs in "
         "gpu_validation's quick run (tests/engine/test_gpu_validation.py), tests/models/test_fast_path.py "
