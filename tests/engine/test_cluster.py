@@ -69,8 +69,11 @@ def test_checkpoint_hook_resubmits_the_same_job():
 @pytest.fixture
 def local_task(monkeypatch, tmp_path):
     """This process as task ``rank`` of 2 of a submitit local job (folder tmp_path), with
-    USR1 as submitit's preemption signal; the signal handlers are put back afterwards."""
+    USR1 as submitit's preemption signal; the signal handlers and the environment are put
+    back afterwards (the job sets RANK, WORLD_SIZE, ...: left behind, the next test's
+    single-process run would wait for a process group that never forms)."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGCONT)}
+    environ = dict(os.environ)
     monkeypatch.setattr(submitit.JobEnvironment, "USR_SIG", cluster.PREEMPT_SIGNAL)  # as in a submitted job
 
     def make(rank: int):
@@ -85,6 +88,8 @@ def local_task(monkeypatch, tmp_path):
     yield make
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def _submitit_handlers(job_env, job: TrainingJob):
