@@ -45,14 +45,14 @@ RESULTS = os.path.join(REPO, "benchmarks", "results")
 # ----------------------------------------------------------------------------- options and output
 
 
-def parser(doc: str, name: str, repeats: int, quick: str = "", device: bool = True,
+def parser(doc: str, name: str, repeats: Optional[int], quick: str = "", device: bool = True,
            work: bool = False) -> argparse.ArgumentParser:
     """A script's options: --json (default results/<name>.json), --repeats unless ``repeats``
-    is 0; with ``device`` --device and --threads; with ``quick`` (its help) --quick; with
+    is None; with ``device`` --device and --threads; with ``quick`` (its help) --quick; with
     ``work`` --work."""
     out = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     out.add_argument("--json", default=os.path.join(RESULTS, f"{name}.json"), help="results (default: %(default)s)")
-    if repeats:
+    if repeats is not None:
         out.add_argument("--repeats", type=int, default=repeats, help="timed rounds (default: %(default)s)")
     if device:
         out.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")

@@ -201,7 +201,7 @@ def table(result: Dict) -> str:
 
 
 def main() -> int:
-    parser = common.parser(__doc__, "claim", repeats=0, device=False,
+    parser = common.parser(__doc__, "claim", repeats=None, device=False,
                            quick="CI smoke run: 2 seeds, 3 steps of 4 clips, 16 test clips")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (CPU)")
     parser.add_argument("--seeds", type=int, default=3)
