@@ -244,7 +244,10 @@ def test_benchmark_precision_label_reads_cudnn_tf32_through_the_new_api_after_de
     saved = kernel_settings()
     try:
         seed_everything(0, deterministic=True)
-        assert compute_precision(None) == "fp32"
+        cuda = torch.device("cuda")  # only the label's branch: no GPU is touched
+        assert compute_precision(None, cuda) == "fp32"
+        assert compute_precision(torch.bfloat16, cuda) == "bf16"
+        assert compute_precision(None, torch.device("cpu")) == "fp32"
         seed_everything(0, deterministic=False)
     finally:
         restore_kernel_settings(saved)
