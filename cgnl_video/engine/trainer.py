@@ -95,6 +95,8 @@ def _fit(cfg: CfgNode, model: nn.Module, device: torch.device, stop: StopRequest
     first_step = start_epoch * len(train_loader) + position.iteration + 1
     with open_scalar_writer(cfg, purge_step=first_step) as scalars:
         stats_writer = JsonStatsWriter(cfg.OUTPUT_DIR, enabled=du.is_main_process(), mirror=scalars.add_record)
+        if resumed:
+            stats_writer.drop_after(start_epoch)  # as purge_step does for TensorBoard
         for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCH):
             set_loader_epoch(train_loader, epoch, position.iteration)
             try:

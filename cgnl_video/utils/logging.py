@@ -98,6 +98,22 @@ class JsonStatsWriter:
             self.mirror(record)
 
 
+    def drop_after(self, epoch: int) -> int:
+        """Remove the records of epochs after ``epoch`` (1-based): what a killed run logged
+        after the checkpoint a resumed run starts from, which the resumed run logs again.
+        Returns how many were removed."""
+        if not self.enabled or not os.path.isfile(self.path):
+            return 0
+        with open(self.path, encoding="utf-8") as handle:
+            lines = [line for line in handle if line.strip()]
+        kept = [line for line in lines if simplejson.loads(line).get("epoch", 0) <= epoch]
+        if len(kept) < len(lines):
+            atomic_write_text(self.path, "".join(kept))
+            get_logger().info("json_stats: %d records after epoch %d removed (logged after the checkpoint "
+                              "this run resumes from)", len(lines) - len(kept), epoch)
+        return len(lines) - len(kept)
+
+
 def read_json_stats(path: str) -> list:
     """All records of a json_stats.log file."""
     with open(path, encoding="utf-8") as handle:

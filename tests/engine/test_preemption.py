@@ -13,6 +13,7 @@ status 75 (loader workers ignoring the signal), TRAIN.CHECKPOINT_ITERS.
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -266,6 +267,21 @@ def test_kill_9_inside_a_mid_epoch_write_leaves_the_previous_checkpoint_usable(s
     assert cu.load_last_checkpoint(str(out))["iteration"] == 1
     run(load_config(None, opts))
     assert _resume_lines(out) == [f"resuming from epoch 1, iteration 1 ({cu.checkpoint_path(str(out), 0, 1)})"]
+    _assert_same_run(out, straight)
+
+
+def test_records_of_epochs_after_the_checkpoint_are_logged_once(straight, tiny_data_root, tmp_path):
+    """kill -9 after an epoch's json_stats records but before its checkpoint (the same state
+    as a kill between checkpoints with CHECKPOINT_PERIOD > 1): the resumed run logs that
+    epoch again, and json_stats.log holds it once, as the uninterrupted run's."""
+    out = tmp_path / "run"
+    shutil.copytree(straight["out"], out)
+    last, before = cu.checkpoint_path(str(out), EPOCHS), cu.checkpoint_path(str(out), EPOCHS - 1)
+    assert os.path.isfile(before)
+    os.remove(last)
+    assert max(r["epoch"] for r in _records(out)) == EPOCHS  # the killed run's records, checkpoint gone
+    run(_cfg(tiny_data_root, out))
+    assert _resume_lines(out) == [f"resuming from epoch {EPOCHS}, iteration 0 ({before})"]
     _assert_same_run(out, straight)
 
 
