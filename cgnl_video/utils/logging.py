@@ -97,7 +97,6 @@ class JsonStatsWriter:
         if self.mirror is not None:
             self.mirror(record)
 
-
     def drop_after(self, epoch: int) -> int:
         """Remove the records of epochs after ``epoch`` (1-based): what a killed run logged
         after the checkpoint a resumed run starts from, which the resumed run logs again.
